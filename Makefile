@@ -1,0 +1,42 @@
+# Every target creates (or reuses) the local .venv by itself, so each works on a fresh machine.
+PYTHON ?= python3
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: install test lint demo tables bench bench-gpu bench-pretrain clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15
+
+demo: $(STAMP)
+	$(BIN)/python -m ijepa_eval.demo --out results/demo
+
+tables: $(STAMP)
+	$(BIN)/ijepa-eval table results/runs results/demo --out results/tables
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py --out results/bench.json
+
+bench-gpu: $(STAMP)
+	$(BIN)/python benchmarks/bench_gpu.py --out results/bench-gpu.json
+
+bench-pretrain: $(STAMP)
+	$(BIN)/python benchmarks/bench_pretrain.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

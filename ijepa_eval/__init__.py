@@ -1,0 +1,22 @@
+"""ijepa-eval: the I-JEPA paper's frozen-feature protocols for any ViT checkpoint.
+
+    import ijepa_eval
+    enc = ijepa_eval.load_encoder("IN1K-vit.h.14-300e.pth.tar")        # EMA target encoder by default
+    feats = enc.forward_features(images, n_last_blocks=4, pool="avg")   # [B, 4 * 1280]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["Encoder", "load_encoder", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy so that `ijepa-eval --help` and the error module do not import torch.
+    if name in ("Encoder", "load_encoder"):
+        from ijepa_eval import encoders
+
+        return getattr(encoders, name)
+    raise AttributeError(f"module 'ijepa_eval' has no attribute {name!r}")

@@ -1,0 +1,54 @@
+"""One exception family for every failure a user can fix.
+
+The CLI prints ``str(err)`` as a single line and exits non-zero; ``--debug`` shows the traceback.
+Messages say what was wrong *and* what to do about it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class IjepaEvalError(Exception):
+    """Base class: a one-line, user-facing error."""
+
+    exit_code = 2
+
+
+class CheckpointError(IjepaEvalError):
+    """A checkpoint cannot be read, recognised or loaded."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """Loading would unpickle arbitrary objects; needs --trust-checkpoint."""
+
+
+class ArchitectureError(CheckpointError):
+    """The architecture cannot be inferred or does not match the weights."""
+
+
+class DatasetError(IjepaEvalError):
+    """A dataset root, split or file is missing or malformed."""
+
+
+class CacheError(IjepaEvalError):
+    """The feature cache is unusable."""
+
+
+class ConfigError(IjepaEvalError):
+    """A protocol, pretraining config or key=value override is invalid."""
+
+
+class RegressionError(IjepaEvalError):
+    """`ijepa-eval check` found a metric outside its tolerance."""
+
+    exit_code = 1
+
+
+def unknown_choice(kind: str, name: str, available: Iterable[str]) -> str:
+    """Message for a failed lookup: names the unknown thing, suggests the closest, lists what exists."""
+    available = sorted(available)
+    close = difflib.get_close_matches(name, available, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"unknown {kind} '{name}'.{hint} Available: {', '.join(available)}"

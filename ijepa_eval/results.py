@@ -1,0 +1,121 @@
+"""Result JSON: one file per (checkpoint, protocol), the contract between protocols and leaderboards.
+
+Schema (``schema_version`` 1), in the spirit of lm-evaluation-harness' results files::
+
+    schema_version  int
+    protocol        {name, version, config}              resolved recipe (YAML + overrides)
+    model           {source, sha256, format, branch, arch, label?, meta?}
+                    meta: optional {method, arch_name, epochs, data, gpu_hours} to place it in paper tables
+    features        {representations, n_last_blocks, pool, img_size, transform, cache_key, mode}
+    dataset         {name, train_split, test_split, fingerprint, sizes}
+    metrics         {top1, top5, mean_per_class_acc, ...}  percent; the *selected* head on the reported split
+    selection       {split, head, metric}                  where the head was chosen ("train_holdout"|"val"|"test")
+    heads           [{name, representation, head, lr, wd, ..., scores{split: {metric: value}}}]
+    env             see ijepa_eval.env.environment()
+    timings         {extraction_s, probe_s, total_s, gpu_hours}
+    date            ISO 8601 UTC
+    seed            int
+
+``metric_directions`` says which way is better for every metric name the suite writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ijepa_eval.errors import IjepaEvalError
+from ijepa_eval.io import atomic_write_json
+
+SCHEMA_VERSION = 1
+
+# True: higher is better. Every metric a protocol writes must be listed here.
+METRIC_DIRECTIONS: dict[str, bool] = {
+    "top1": True,
+    "top5": True,
+    "mean_per_class_acc": True,
+    "loss": False,
+}
+
+
+@dataclass
+class ResultRecord:
+    protocol: dict[str, Any]
+    model: dict[str, Any]
+    features: dict[str, Any]
+    dataset: dict[str, Any]
+    metrics: dict[str, float]
+    selection: dict[str, Any]
+    heads: list[dict[str, Any]] = field(default_factory=list)
+    env: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+    date: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        # schema_version first so a reader sees it before anything else
+        return {"schema_version": d.pop("schema_version"), **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ResultRecord:
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise IjepaEvalError(
+                f"result has schema_version {version!r}, this ijepa-eval reads {SCHEMA_VERSION}; "
+                "re-run the protocol or upgrade ijepa-eval"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = {"protocol", "model", "metrics", "selection"} - d.keys()
+        if missing:
+            raise IjepaEvalError(f"result is missing keys {sorted(missing)}; it was not written by ijepa-eval")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def result_filename(record: ResultRecord) -> str:
+    """`<model label or sha12>__<branch>__<protocol>.json`: distinct for every (checkpoint, branch, protocol)."""
+    model = record.model
+    label = model.get("label") or Path(str(model.get("source", "model"))).name
+    label = re.sub(r"[^A-Za-z0-9._-]+", "_", label)
+    sha = (model.get("sha256") or "")[:12]
+    branch = model.get("branch") or "default"
+    stem = f"{label}-{sha}" if sha else label
+    return f"{stem}__{branch}__{record.protocol['name']}.json"
+
+
+def write_result(record: ResultRecord, out_dir: str | os.PathLike) -> Path:
+    """Write atomically; returns the path. Never appends, never leaves a partial file."""
+    path = Path(out_dir) / result_filename(record)
+    atomic_write_json(path, record.to_dict())
+    return path
+
+
+def load_result(path: str | os.PathLike) -> ResultRecord:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise IjepaEvalError(f"result file not found: {path}") from None
+    except json.JSONDecodeError as err:
+        raise IjepaEvalError(f"{path} is not valid JSON ({err.msg} at line {err.lineno}); delete and re-run") from None
+    return ResultRecord.from_dict(data)
+
+
+def iter_result_paths(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (recursively, *.json) into a sorted, de-duplicated list."""
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.update(q for q in p.rglob("*.json") if not q.name.startswith("."))
+        elif p.exists():
+            found.add(p)
+        else:
+            raise IjepaEvalError(f"no such result file or folder: {p}")
+    return sorted(found)
