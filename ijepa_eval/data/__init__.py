@@ -1,1 +1,22 @@
-"""(room under construction)"""
+"""Datasets in their native on-disk formats, the paper's transforms, and tiny synthetic twins for tests.
+
+    from ijepa_eval.data import get_dataset, eval_transform
+    ds = get_dataset("clevr_count", "/data/CLEVR_v1.0", "train", transform=eval_transform("clevr_count"))
+    ds.labels, ds.num_classes, ds.fingerprint()     # no image decoded
+"""
+
+from ijepa_eval.data.base import ImageDataset, open_rgb
+from ijepa_eval.data.registry import DATASET_NAMES, get_dataset
+from ijepa_eval.data.roots import resolve_root
+from ijepa_eval.data.transforms import describe_transform, eval_transform, train_transform
+
+__all__ = [
+    "DATASET_NAMES",
+    "ImageDataset",
+    "describe_transform",
+    "eval_transform",
+    "get_dataset",
+    "open_rgb",
+    "resolve_root",
+    "train_transform",
+]

@@ -1,0 +1,67 @@
+"""CLEVR v1.0 counting and closest-object-distance tasks with the VTAB labels and splits.
+
+Layout: ``<root>/scenes/CLEVR_{train,val}_scenes.json`` and ``<root>/images/{train,val}/<image_filename>``.
+VTAB splits: train = CLEVR train[:int(0.9 N)], val = the rest of CLEVR train, test = CLEVR val.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from pathlib import Path
+
+from ijepa_eval.data.base import FileImageDataset
+from ijepa_eval.errors import DatasetError
+from ijepa_eval.io import sha256_file
+
+# VTAB: label = index of the first threshold the closest object's camera depth does not exceed.
+DIST_THRESHOLDS = (8.0, 8.5, 9.0, 9.5, 10.0, 100.0)
+MIN_OBJECTS, MAX_OBJECTS = 3, 10
+TRAIN_FRACTION = 0.9
+NUM_CLASSES = {"clevr_count": MAX_OBJECTS - MIN_OBJECTS + 1, "clevr_dist": len(DIST_THRESHOLDS)}
+
+
+def count_label(scene: dict) -> int:
+    return len(scene["objects"]) - MIN_OBJECTS
+
+
+def dist_label(scene: dict) -> int:
+    return bisect.bisect_left(DIST_THRESHOLDS, min(o["pixel_coords"][2] for o in scene["objects"]))
+
+
+def find_clevr_root(root: Path) -> Path:
+    """Accept CLEVR_v1.0 itself or a folder holding it."""
+    for path in (root, root / "CLEVR_v1.0"):
+        if (path / "scenes").is_dir():
+            return path
+    raise DatasetError(f"no CLEVR scenes under {root}; expected {root}/scenes/CLEVR_{{train,val}}_scenes.json")
+
+
+def load_scenes(path: Path) -> list[dict]:
+    try:
+        scenes = json.loads(path.read_text())["scenes"]
+    except FileNotFoundError:
+        raise DatasetError(f"CLEVR scenes file {path} is missing; download CLEVR_v1.0 (with scenes)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DatasetError(f"CLEVR scenes file {path} is malformed ({err}); re-download it") from None
+    return sorted(scenes, key=lambda s: s["image_index"])
+
+
+def clevr(name: str, root: Path, split: str, **kwargs) -> FileImageDataset:
+    root = find_clevr_root(root)
+    clevr_split = "val" if split == "test" else "train"
+    scenes_path = root / "scenes" / f"CLEVR_{clevr_split}_scenes.json"
+    scenes = load_scenes(scenes_path)
+    if clevr_split == "train":
+        cut = int(TRAIN_FRACTION * len(scenes))
+        scenes = scenes[:cut] if split == "train" else scenes[cut:]
+    label_fn = count_label if name == "clevr_count" else dist_label
+    try:
+        labels = [label_fn(s) for s in scenes]
+        files = [f"images/{clevr_split}/{s['image_filename']}" for s in scenes]
+    except (KeyError, IndexError, TypeError, ValueError) as err:
+        raise DatasetError(f"CLEVR scenes file {scenes_path} lacks object fields ({err}); re-download it") from None
+    return FileImageDataset(
+        name=name, split=split, root=root, files=files, labels=labels, num_classes=NUM_CLASSES[name],
+        label_source=f"scenes:{sha256_file(scenes_path)}", **kwargs,
+    )
