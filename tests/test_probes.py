@@ -1,0 +1,201 @@
+"""Probes vs independent computations: torch.optim reference loops, scikit-learn, brute-force numpy."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import LogisticRegression
+
+from ijepa_eval.errors import ConfigError
+from ijepa_eval.probes import (
+    LinearTrainConfig,
+    OptimizerConfig,
+    ScheduleConfig,
+    class_balanced_holdout,
+    evaluate_grid,
+    evaluate_logreg,
+    few_shot_rows,
+    fit_linear_grid,
+    fit_logreg,
+    head_grid,
+    knn_scores,
+    knn_topk,
+    lam_from_sklearn_c,
+    scores_from_topk,
+    select_head,
+)
+from ijepa_eval.probes.linear import base_lr
+
+
+def blobs(n=240, dim=16, classes=4, seed=0, spread=3.0):
+    """Gaussian class blobs: linearly separable up to a little overlap."""
+    g = np.random.default_rng(seed)
+    centers = g.normal(size=(classes, dim)) * spread
+    y = g.integers(0, classes, n)
+    x = centers[y] + g.normal(size=(n, dim))
+    return torch.tensor(x, dtype=torch.float32), torch.tensor(y)
+
+
+def features_of(x):
+    """Two representations like lastPOOL / concatPOOL4: the first is the last columns of the second."""
+    return {"concat": x, "last": x[:, -8:]}
+
+
+def cfg(opt="sgd", epochs=6, bs=32, nesterov=True, schedule=None):
+    return LinearTrainConfig(OptimizerConfig(opt, lr=0.05, nesterov=nesterov),
+                             schedule or ScheduleConfig("step", milestones=[3, 5]), epochs=epochs, batch_size=bs)
+
+
+def test_grid_best_head_matches_sklearn_logistic_regression():
+    x, y = blobs(400, classes=5, spread=0.8)
+    train, test = np.arange(0, 300), np.arange(300, 400)
+    specs = head_grid(["concat", "last"], ["bn_linear", "linear"], [1, 0.1], [5e-4, 0])
+    grid, _ = fit_linear_grid(features_of(x), y, specs, cfg(epochs=30), 5, index=torch.tensor(train),
+                              progress=False)
+    scores = evaluate_grid(grid, features_of(x), y, index=torch.tensor(test))
+    best = max(s["top1"] for s in scores)
+    sk = LogisticRegression(max_iter=2000).fit(x[train].numpy(), y[train].numpy())
+    sk_acc = 100 * (sk.predict(x[test].numpy()) == y[test].numpy()).mean()
+    assert 85 < sk_acc < 100, "overlapping classes, so the accuracies say something"
+    assert best >= sk_acc - 1.0
+
+
+@pytest.mark.parametrize("opt", ["sgd", "lars"])
+def test_heads_trained_jointly_equal_heads_trained_alone(opt):
+    x, y = blobs()
+    specs = head_grid(["concat", "last"], ["bn_linear", "linear"], [1, 0.1], [5e-4, 0])
+    schedule = ScheduleConfig("cosine", final_lr=1e-3, warmup_epochs=1)
+    grid, stats = fit_linear_grid(features_of(x), y, specs, cfg(opt, schedule=schedule), 4, seed=3,
+                                  progress=False)
+    joint = grid.logits(features_of(x))
+    for i, spec in enumerate(specs):
+        alone, alone_stats = fit_linear_grid(features_of(x), y, [spec], cfg(opt, schedule=schedule), 4, seed=3,
+                                             progress=False)
+        torch.testing.assert_close(alone.logits(features_of(x))[0], joint[i], atol=1e-5, rtol=1e-5)
+        assert alone_stats[0]["loss"] == pytest.approx(stats[i]["loss"], abs=1e-5)
+
+
+@pytest.mark.parametrize("head", ["bn_linear", "linear"])
+def test_one_head_equals_torch_optim_sgd_reference(head):
+    """The vectorised step is torch.optim.SGD (nesterov, wd) + MultiStepLR + BatchNorm1d(affine=False)."""
+    x, y = blobs(100)
+    spec = head_grid(["concat"], [head], [0.1], [5e-4])[0]
+    c = cfg(epochs=4, bs=32)
+    grid, _ = fit_linear_grid({"concat": x}, y, [spec], c, 4, seed=7, progress=False)
+
+    g = torch.Generator().manual_seed(7)
+    lin = torch.nn.Linear(16, 4)
+    with torch.no_grad():
+        lin.weight.copy_((torch.randn(16, 4, generator=torch.Generator().manual_seed(7)) * 0.01).T)
+        lin.bias.zero_()
+    bn = torch.nn.BatchNorm1d(16, affine=False) if head == "bn_linear" else torch.nn.Identity()
+    model = torch.nn.Sequential(bn, lin)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05 * 0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[3 * 4, 5 * 4], gamma=0.1)  # 4 steps/epoch
+    for _ in range(4):
+        for rows in torch.randperm(100, generator=g).split(32):  # 32, 32, 32, 4
+            opt.zero_grad()
+            F.cross_entropy(model(x[rows]), y[rows]).backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    torch.testing.assert_close(grid.logits({"concat": x})[0], model(x).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_lars_trust_ratio_is_per_head():
+    """Scaling one head's features scales only that head's LARS update, never its neighbours'."""
+    x, y = blobs(64)
+    specs = head_grid(["a", "b"], ["linear"], [1], [0])
+    c = cfg("lars", epochs=2)
+    both, _ = fit_linear_grid({"a": x, "b": x * 100}, y, specs, c, 4, progress=False)
+    alone, _ = fit_linear_grid({"a": x}, y, specs[:1], c, 4, progress=False)
+    torch.testing.assert_close(both.logits({"a": x, "b": x * 100})[0], alone.logits({"a": x})[0])
+
+
+def test_schedules():
+    c = LinearTrainConfig(OptimizerConfig(lr=1.0), ScheduleConfig("step", milestones=[2, 4], gamma=0.1), epochs=6)
+    assert [base_lr(c, s, 10) for s in (0, 19, 20, 40, 59)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])
+    c = LinearTrainConfig(OptimizerConfig(lr=0.01), ScheduleConfig("cosine", final_lr=1e-4), epochs=5)
+    assert base_lr(c, 0, 10) == pytest.approx(0.01) and base_lr(c, 50, 10) == pytest.approx(1e-4)
+    c.schedule.warmup_epochs = 1
+    assert base_lr(c, 4, 10) == pytest.approx(0.005)
+
+
+def test_bad_choices_raise_config_errors():
+    with pytest.raises(ConfigError, match="unknown optimizer 'adam'"):
+        LinearTrainConfig(OptimizerConfig("adam"))
+    with pytest.raises(ConfigError, match="Did you mean 'linear'"):
+        head_grid(["r"], ["linera"], [1], [0])
+    with pytest.raises(ConfigError, match="unknown representation"):
+        fit_linear_grid({"r": torch.zeros(4, 2)}, torch.zeros(4, dtype=torch.int64),
+                        head_grid(["q"], ["linear"], [1], [0]), cfg(), 2, progress=False)
+
+
+def test_scores_from_topk_by_hand():
+    labels = torch.tensor([0, 0, 1, 2])
+    topk = torch.tensor([[[0, 1], [1, 0], [1, 2], [0, 2]]])  # top1 hits: yes, no, yes, no; top2: all but none
+    s = scores_from_topk(topk, labels, 3)[0]
+    assert s["top1"] == 50 and s["top5"] == 100
+    assert s["mean_per_class_acc"] == pytest.approx(100 * (0.5 + 1 + 0) / 3)
+
+
+def test_holdout_is_class_balanced_seeded_and_disjoint():
+    labels = np.repeat(np.arange(5), [10, 20, 30, 1, 13])
+    train, hold = class_balanced_holdout(labels, 0.1, seed=0)
+    assert np.intersect1d(train, hold).size == 0 and len(train) + len(hold) == len(labels)
+    assert np.bincount(labels[hold], minlength=5).tolist() == [1, 2, 3, 0, 1]
+    assert np.array_equal(hold, class_balanced_holdout(labels, 0.1, seed=0)[1])
+    assert not np.array_equal(hold, class_balanced_holdout(labels, 0.1, seed=1)[1])
+    assert np.bincount(labels[few_shot_rows(labels, 2, seed=0)]).tolist() == [2, 2, 2, 1, 2]
+    with pytest.raises(ConfigError):
+        class_balanced_holdout(labels, 1.5)
+
+
+def test_select_head_picks_first_best():
+    scores = [{"top1": 50.0}, {"top1": 70.0}, {"top1": 70.0}]
+    assert select_head(scores) == 1
+    assert select_head([{"loss": 2.0}, {"loss": 1.0}], "loss", higher_is_better=False) == 1
+    with pytest.raises(ConfigError, match="not scored"):
+        select_head(scores, "top5")
+
+
+def test_logreg_matches_sklearn_multinomial():
+    x, y = blobs(120, dim=8, classes=3, spread=1.0)
+    C = 0.5
+    model = fit_logreg(x, y, 3, lam_from_sklearn_c(C, len(y)))
+    xn = F.normalize(x.double() - x.double().mean(0), dim=1).numpy()
+    sk = LogisticRegression(C=C, tol=1e-10, max_iter=10000).fit(xn, y.numpy())
+    np.testing.assert_allclose(model.probabilities(x).numpy(), sk.predict_proba(xn), atol=1e-5)
+    # sklearn's multinomial coefficients are identifiable up to a per-feature constant: compare centered
+    w = model.weight.numpy().T
+    np.testing.assert_allclose(w - w.mean(0), sk.coef_ - sk.coef_.mean(0), atol=1e-4)
+    acc = evaluate_logreg([model], x, y, 3)[0]["top1"]
+    assert acc == pytest.approx(100 * (sk.predict(xn) == y.numpy()).mean())
+
+
+def brute_force_knn(train, train_y, test, k, T, classes):
+    a = train / np.linalg.norm(train, axis=1, keepdims=True)
+    b = test / np.linalg.norm(test, axis=1, keepdims=True)
+    sims = b @ a.T
+    pred = []
+    for row in sims:
+        nn = np.argsort(-row)[:k]
+        votes = np.zeros(classes)
+        for j in nn:
+            votes[train_y[j]] += np.exp(row[j] / T)
+        pred.append(np.argmax(votes))
+    return np.array(pred)
+
+
+def test_knn_equals_brute_force_numpy():
+    x, y = blobs(150, dim=8, classes=5, spread=0.7)
+    tr, te = x[:100].numpy().astype(np.float64), x[100:].numpy().astype(np.float64)
+    ks = [1, 10, 20, 200]  # 200 > N_train: clamped to all 100 neighbours
+    scores = knn_scores(x[:100], y[:100].numpy(), x[100:], y[100:].numpy(), ks, 5, temperature=0.07)
+    topk = knn_topk(x[:100], y[:100].numpy(), x[100:], ks, 5, temperature=0.07)
+    for k, s, predicted in zip(ks, scores, topk, strict=True):
+        pred = brute_force_knn(tr, y[:100].numpy(), te, min(k, 100), 0.07, 5)
+        np.testing.assert_array_equal(predicted[:, 0].numpy(), pred)
+        assert s["top1"] == pytest.approx(100 * (pred == y[100:].numpy()).mean())
+    assert 0 < scores[1]["top1"] < 100
+    assert scores[0]["top1"] != scores[3]["top1"]
