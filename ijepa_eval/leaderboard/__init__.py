@@ -1,1 +1,30 @@
-"""(room under construction)"""
+"""Leaderboards: the paper's reference numbers, paper-vs-ours tables, comparisons, plots, regression checks.
+
+Reads result JSONs only (``ijepa_eval.results``); ``compare`` delegates running to ``run_protocol``.
+Exports resolve lazily so that ``ijepa-eval --help`` (which imports ``.commands``) does not load pandas.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "load_expected": "check",
+    "PROTOCOL_SOURCES": "paper",
+    "load_compute": "paper",
+    "load_paper": "paper",
+    "paper_tables": "paper",
+    "Result": "records",
+    "load_manifest": "records",
+    "load_results": "records",
+    "build_tables": "tables",
+    "write_tables": "tables",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"ijepa_eval.leaderboard.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'ijepa_eval.leaderboard' has no attribute {name!r}")

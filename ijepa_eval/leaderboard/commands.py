@@ -1,0 +1,165 @@
+"""CLI verbs of the leaderboard room: table, compare, plot, check. They read result JSONs only
+(compare runs missing protocols through run_protocol). Heavy imports happen inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+
+TABLE_EPILOG = """examples:
+  ijepa-eval table results/runs --out results/tables
+  ijepa-eval table results/runs results/demo --models models.yaml --format md,csv
+models.yaml places results in paper rows when their JSON has no model.meta:
+  ijepa_h14:      {method: I-JEPA, arch: ViT-H/14, epochs: 300, data: IN-1k}
+  3f2a9c01d4e5:   {method: MAE, arch: ViT-H/14, epochs: 1600}     # sha256 prefix"""
+
+COMPARE_EPILOG = """examples:
+  ijepa-eval compare ijepa.pth.tar mae.pth dino.pth --protocols cifar100,clevr_count --root /data
+  ijepa-eval compare a.pth b.pth --protocols clevr_count --labels ours,baseline --plot
+  ijepa-eval compare --results results/runs --protocols cifar100,places205"""
+
+PLOT_EPILOG = """examples:
+  ijepa-eval plot bars results/runs --protocols cifar100,clevr_count --out results/tables/bars
+  ijepa-eval plot scatter results/runs --out results/tables/scatter
+  ijepa-eval plot heatmap results/runs/ijepa__target__cifar100.json --out results/tables/heads"""
+
+CHECK_EPILOG = """examples:
+  ijepa-eval check --expected expected.yaml results/runs
+expected.yaml (YAML or JSON; metric defaults to top1, tolerance to 0.5 absolute):
+  - {model: ijepa_h14, protocol: cifar100, value: 87.5, tolerance: 0.5}
+  - {model: 3f2a9c01d4e5, protocol: clevr_count, metric: top1, value: 86.7}
+A higher-is-better metric more than `tolerance` above expected passes as "improved"; below fails."""
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from ijepa_eval.leaderboard.paper import load_paper
+    from ijepa_eval.leaderboard.records import load_manifest, load_results
+    from ijepa_eval.leaderboard.render import parse_formats
+    from ijepa_eval.leaderboard.tables import build_tables, write_tables
+
+    formats = parse_formats(args.format)
+    results = load_results(args.results, load_manifest(args.models), skip_missing=True)
+    written = write_tables(build_tables(load_paper(args.paper), results), args.out, formats)
+    print(f"table: {len(results)} result(s) -> {len(written)} file(s) in {args.out}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ijepa_eval.errors import ConfigError
+    from ijepa_eval.leaderboard import compare, plots
+    from ijepa_eval.leaderboard.records import load_results
+
+    protocols = _csv_list(args.protocols) if args.protocols else None
+    if args.results:
+        if args.checkpoints:
+            raise ConfigError("give checkpoints or --results DIR, not both")
+        rows = compare.rows_from_results(load_results(args.results))
+        out = args.out or args.results[0]
+    else:
+        if not args.checkpoints or not protocols:
+            raise ConfigError("compare needs checkpoints and --protocols P,... (or --results DIR for existing runs)")
+        out = args.out or "results/runs"
+        labels = _csv_list(args.labels) if args.labels else None
+        rows = compare.run_checkpoints(args.checkpoints, protocols, labels=labels, root=args.root, out_dir=out)
+    shown, flat = compare.compare_frames(rows, protocols, args.metric)
+    print(shown.to_string(index=False))
+    written = compare.write_compare(shown, flat, out, args.metric)
+    if args.plot:
+        written += plots.bars(compare.values(rows, list(shown.columns[1:]), args.metric), f"{out}/compare_bars", args.metric)
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from ijepa_eval.errors import ConfigError
+    from ijepa_eval.leaderboard import plots
+    from ijepa_eval.leaderboard.paper import load_compute, load_paper
+    from ijepa_eval.leaderboard.records import load_manifest, load_results
+
+    results = load_results(args.results, load_manifest(args.models), skip_missing=args.kind == "scatter")
+    if args.kind == "bars":
+        protocols = _csv_list(args.protocols) if args.protocols else None
+        written = plots.bars(plots.bar_values(results, protocols, args.metric), args.out, args.metric)
+    elif args.kind == "scatter":
+        written = plots.scatter(load_paper(args.paper), load_compute(), results, args.out)
+    else:
+        if len(results) != 1:
+            raise ConfigError(f"heatmap needs exactly one result JSON, got {len(results)}; pass a single file")
+        written = plots.heatmap(results[0], args.out, args.split, args.metric)
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ijepa_eval.leaderboard.check import check, load_expected, raise_on_failure
+    from ijepa_eval.leaderboard.records import load_results
+    from ijepa_eval.leaderboard.render import markdown
+
+    table = check(load_expected(args.expected), load_results(args.results))
+    print(markdown(table), end="")
+    raise_on_failure(table)
+    print(f"check: all {len(table)} passed")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ijepa_eval.cli import HelpFormatter
+
+    p = subparsers.add_parser(
+        "table", help="paper tables 1-6 with our results beside them (Markdown, CSV, LaTeX)",
+        description="Regenerate the I-JEPA paper's Tables 1-6 showing paper value, ours and Δ = ours − paper. "
+        "Reads result JSONs only; folders that do not exist are skipped.",
+        epilog=TABLE_EPILOG, formatter_class=HelpFormatter,
+    )
+    p.add_argument("results", nargs="*", default=["results/runs"], help="result JSON files or folders")
+    p.add_argument("--out", default="results/tables", help="output folder")
+    p.add_argument("--models", help="YAML manifest: model label or sha256 prefix -> {method, arch, epochs, data}")
+    p.add_argument("--format", default="md,csv,tex", help="comma-separated subset of md,csv,tex")
+    p.add_argument("--paper", help="reference CSV (default: results/paper/ijepa_paper.csv)")
+    p.set_defaults(func=cmd_table)
+
+    p = subparsers.add_parser(
+        "compare", help="checkpoints side by side over protocols (runs what is missing)",
+        description="Run or reuse (skip_existing) every checkpoint × protocol and print a table: rows "
+        "checkpoints, columns protocols, each cell the reported metric and the winning representation/head.",
+        epilog=COMPARE_EPILOG, formatter_class=HelpFormatter,
+    )
+    p.add_argument("checkpoints", nargs="*", help="checkpoint files (or timm model names)")
+    p.add_argument("--protocols", help="comma-separated protocol names")
+    p.add_argument("--root", help="dataset root passed to the protocols")
+    p.add_argument("--out", help="folder for result JSONs and compare.md/.csv (default results/runs, or the --results folder)")
+    p.add_argument("--labels", help="comma-separated row names, one per checkpoint")
+    p.add_argument("--results", nargs="+", help="build the table from existing result JSONs / folders instead")
+    p.add_argument("--metric", default="top1", help="metric shown in each cell")
+    p.add_argument("--plot", action="store_true", help="also write compare_bars.png/.svg")
+    p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser(
+        "plot", help="bars per protocol, Figure-1-style scatter, head-grid heatmap (PNG + SVG)",
+        description="bars: one group per protocol, one bar per model. scatter: IN-1k 1%% top-1 vs pretraining "
+        "GPU-hours (paper points + models whose meta has gpu_hours). heatmap: lr × wd grid of one run's heads, "
+        "one panel per representation/head.",
+        epilog=PLOT_EPILOG, formatter_class=HelpFormatter,
+    )
+    p.add_argument("kind", choices=("bars", "scatter", "heatmap"))
+    p.add_argument("results", nargs="*", default=["results/runs"], help="result JSON files or folders")
+    p.add_argument("--out", required=True, help="output path without extension (writes .png and .svg)")
+    p.add_argument("--protocols", help="bars: comma-separated protocols (default: all found)")
+    p.add_argument("--metric", default="top1", help="metric to plot")
+    p.add_argument("--split", help="heatmap: score split (default: the split the head was selected on)")
+    p.add_argument("--models", help="YAML manifest (see `ijepa-eval table --help`)")
+    p.add_argument("--paper", help="reference CSV (default: results/paper/ijepa_paper.csv)")
+    p.set_defaults(func=cmd_plot)
+
+    p = subparsers.add_parser(
+        "check", help="fail (exit 1) when results fall outside expected values (CI guard)",
+        description="Compare result JSONs with expected values; prints a pass/fail table and exits 1 when a "
+        "value is worse than expected by more than its tolerance or a result is missing.",
+        epilog=CHECK_EPILOG, formatter_class=HelpFormatter,
+    )
+    p.add_argument("--expected", required=True, help="YAML/JSON list of {model, protocol, metric, value, tolerance}")
+    p.add_argument("results", nargs="+", help="result JSON files or folders")
+    p.set_defaults(func=cmd_check)

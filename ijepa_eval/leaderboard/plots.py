@@ -1,0 +1,145 @@
+"""Figures for results: grouped bars per protocol, the paper's Figure-1-style scatter, a head-grid heatmap.
+
+Uses matplotlib's object API (``Figure``, no pyplot), so no display or global backend state is involved;
+each plot is written as PNG and SVG (SVG without a date, so reruns are byte-identical).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ijepa_eval.errors import ConfigError
+from ijepa_eval.io import atomic_open
+from ijepa_eval.leaderboard.paper import normalize, our_protocols
+from ijepa_eval.leaderboard.records import Result
+from ijepa_eval.leaderboard.tables import group_models
+
+SCATTER_PROTOCOL = "in1k_1pct"  # Figure 1 plots IN-1k 1% top-1 against pretraining GPU-hours
+
+
+def save(fig: Figure, stem: str | os.PathLike) -> list[Path]:
+    stem = Path(stem)
+    stem = stem.with_suffix("") if stem.suffix in (".png", ".svg") else stem
+    paths = []
+    for ext, extra in (("png", {"dpi": 120}), ("svg", {"metadata": {"Date": None}})):
+        path = Path(f"{stem}.{ext}")
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format=ext, bbox_inches="tight", **extra)
+        paths.append(path)
+    return paths
+
+
+def bars(values: dict[str, dict[str, float | None]], stem: str | os.PathLike, metric: str = "top1") -> list[Path]:
+    """One group per protocol, one bar per model; missing runs are left as gaps."""
+    models = list(values)
+    protocols = list(dict.fromkeys(p for v in values.values() for p in v))
+    if not models or not protocols:
+        raise ConfigError("nothing to plot: no results for the given checkpoints and protocols")
+    fig = Figure(figsize=(max(4.0, 1.2 * len(protocols) * max(1, len(models)) ** 0.5 + 2), 3.6))
+    ax = fig.add_subplot()
+    width = 0.8 / len(models)
+    x = np.arange(len(protocols))
+    for i, model in enumerate(models):
+        heights = [values[model].get(p) for p in protocols]
+        xs = [x[j] + (i - (len(models) - 1) / 2) * width for j, h in enumerate(heights) if h is not None]
+        hs = [h for h in heights if h is not None]
+        container = ax.bar(xs, hs, width, label=model)
+        ax.bar_label(container, fmt="%.1f", fontsize=7)
+    ax.set_xticks(x, protocols)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.legend(fontsize=8)
+    ax.set_title("Frozen-feature evaluation")
+    return save(fig, stem)
+
+
+def scatter_points(paper: pd.DataFrame, compute: pd.DataFrame, results: list[Result]) -> tuple[list[dict], list[dict]]:
+    """(paper points, our points): IN-1% top-1 vs pretraining GPU-hours.
+
+    Paper points: every compute claim with metric gpu_hours whose (method, arch, epochs, data) has a Table 2
+    value (relation '<' marks an upper bound). Ours: models whose meta records ``gpu_hours`` (pretraining
+    cost; the eval's own ``timings.gpu_hours`` is not pretraining and is not used).
+    """
+    keys = ("method", "arch", "epochs", "data")
+    ref = paper[paper["protocol"] == SCATTER_PROTOCOL]
+    theirs = []
+    for claim in compute[compute["metric"] == "gpu_hours"].to_dict("records"):
+        hit = ref[[all(normalize(k, r[k]) == normalize(k, claim[k]) for k in keys) for r in ref.to_dict("records")]]
+        if len(hit):
+            theirs.append({"label": f"{claim['method']} {claim['arch']} (paper)", "x": claim["value"],
+                           "y": float(hit["value"].iloc[0]), "bound": claim["relation"]})
+    ours = []
+    for model in group_models(results):
+        hours = model.meta.get("gpu_hours")
+        best = model.best(SCATTER_PROTOCOL, "top1")
+        if hours is not None and best is not None:
+            ours.append({"label": model.display, "x": float(hours), "y": best.metric("top1"), "bound": ""})
+    return theirs, ours
+
+
+def scatter(paper: pd.DataFrame, compute: pd.DataFrame, results: list[Result], stem: str | os.PathLike) -> list[Path]:
+    theirs, ours = scatter_points(paper, compute, results)
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.add_subplot()
+    for points, style in ((theirs, {"marker": "s", "color": "tab:gray"}), (ours, {"marker": "o", "color": "tab:blue"})):
+        for p in points:
+            ax.scatter([p["x"]], [p["y"]], s=40, **style)
+            if p["bound"] == "<":  # the paper gives an upper bound on the hours: arrow towards fewer hours
+                ax.annotate("", xy=(p["x"] * 0.7, p["y"]), xytext=(p["x"], p["y"]), arrowprops={"arrowstyle": "->", "color": style["color"]})
+            ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points", xytext=(5, 5), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("pretraining GPU-hours")
+    ax.set_ylabel(f"IN-1k 1% top-1 (%) [{', '.join(our_protocols(SCATTER_PROTOCOL))}]")
+    ax.set_title("Top-1 vs pretraining compute (paper Fig. 1 style)")
+    return save(fig, stem)
+
+
+def head_grid(result: Result, split: str | None = None, metric: str = "top1") -> tuple[str, dict[str, pd.DataFrame]]:
+    """(split used, {"representation/head": DataFrame lr × wd of scores}) from a result's ``heads``."""
+    split = split or result.record.selection.get("split")
+    panels: dict[str, dict[tuple[float, float], float]] = {}
+    for h in result.record.heads:
+        score = (h.get("scores") or {}).get(split, {}).get(metric)
+        if score is None or h.get("lr") is None or h.get("wd") is None:
+            continue
+        panels.setdefault(f"{h.get('representation')}/{h.get('head')}", {})[(float(h["lr"]), float(h["wd"]))] = float(score)
+    if not panels:
+        raise ConfigError(f"{result.path} has no heads with lr, wd and a '{metric}' score on split '{split}'; try --split")
+    grids = {}
+    for name, cells in sorted(panels.items()):
+        grid = pd.Series(cells).unstack()  # index lr, columns wd
+        grids[name] = grid.sort_index().sort_index(axis=1)
+    return split, grids
+
+
+def heatmap(result: Result, stem: str | os.PathLike, split: str | None = None, metric: str = "top1") -> list[Path]:
+    split, grids = head_grid(result, split, metric)
+    fig = Figure(figsize=(3.2 * len(grids), 3.2))
+    axes = fig.subplots(1, len(grids), squeeze=False)[0]
+    lo = min(float(np.nanmin(g.to_numpy())) for g in grids.values())
+    hi = max(float(np.nanmax(g.to_numpy())) for g in grids.values())
+    for ax, (name, grid) in zip(axes, grids.items(), strict=True):
+        image = ax.imshow(grid.to_numpy(), vmin=lo, vmax=hi, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(grid.shape[1]), [f"{w:g}" for w in grid.columns])
+        ax.set_yticks(range(grid.shape[0]), [f"{lr:g}" for lr in grid.index])
+        for (i, j), v in np.ndenumerate(grid.to_numpy()):
+            if not np.isnan(v):
+                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w")
+        ax.set_xlabel("wd")
+        ax.set_ylabel("lr")
+        ax.set_title(name, fontsize=9)
+    fig.colorbar(image, ax=list(axes), label=f"{metric} on {split} (%)")
+    fig.suptitle(f"{result.label} · {result.protocol}", fontsize=10)
+    return save(fig, stem)
+
+
+def bar_values(results: list[Result], protocols: Sequence[str] | None, metric: str = "top1") -> dict[str, dict[str, float | None]]:
+    """Per-model values over ``protocols`` (all found when None) for ``bars``."""
+    models = group_models(results)
+    protocols = protocols or sorted({p for m in models for p in m.by_protocol})
+    return {m.display: {p: (m.by_protocol[p].metric(metric) if p in m.by_protocol else None) for p in protocols} for m in models}

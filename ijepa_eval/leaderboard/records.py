@@ -1,0 +1,130 @@
+"""Result JSONs as the leaderboard sees them: who the model is, which paper row it belongs to, which run wins.
+
+Only reads files (STYLE habit 10): nothing here touches a checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ijepa_eval.errors import ConfigError, IjepaEvalError
+from ijepa_eval.results import ResultRecord, iter_result_paths, load_result
+
+META_KEYS = ("method", "arch_name", "epochs", "data", "masking", "gpu_hours")
+
+
+@dataclass
+class Result:
+    """One result JSON plus the metadata that places it (from the file, overridden by a manifest)."""
+
+    path: Path
+    record: ResultRecord
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def protocol(self) -> str:
+        return self.record.protocol["name"]
+
+    @property
+    def label(self) -> str:
+        """How the model is named in tables: its label, else its file name, else its hash prefix."""
+        model = self.record.model
+        sha = (model.get("sha256") or "")[:12]
+        return model.get("label") or Path(str(model.get("source") or "")).name or sha or "model"
+
+    @property
+    def model_key(self) -> tuple[str, str, str]:
+        """Identity across protocols: (label, sha prefix, branch)."""
+        model = self.record.model
+        return self.label, (model.get("sha256") or "")[:12], model.get("branch") or ""
+
+    @property
+    def display(self) -> str:
+        branch = self.record.model.get("branch")
+        return f"{self.label} ({branch})" if branch else self.label
+
+    def metric(self, name: str) -> float | None:
+        value = self.record.metrics.get(name)
+        return None if value is None else float(value)
+
+    def winning_head(self) -> str:
+        """'representation/head' of the selected head, e.g. 'concatPOOL4/bn_linear'."""
+        chosen = self.record.selection.get("head")
+        for head in self.record.heads:
+            if head.get("name") == chosen and head.get("representation") and head.get("head"):
+                return f"{head['representation']}/{head['head']}"
+        return str(chosen or "?")
+
+    def matches_model(self, key: str) -> bool:
+        """A manifest/expected-file key names a model by label, source file name or sha256 prefix (>= 6)."""
+        model = self.record.model
+        sha = model.get("sha256") or ""
+        return key in (model.get("label"), self.label, Path(str(model.get("source") or "")).name) or (
+            len(key) >= 6 and sha.startswith(key.lower())
+        )
+
+
+def load_manifest(path: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
+    """YAML mapping model label or sha256 prefix -> meta {method, arch (or arch_name), epochs, data, ...}."""
+    if path is None:
+        return {}
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"models manifest not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"models manifest {path} is not valid YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(f"models manifest {path} must map a model label or sha256 prefix to a dict of metadata")
+    return {str(k): v for k, v in data.items()}
+
+
+def placement_meta(record: ResultRecord, manifest_entry: dict[str, Any] | None) -> dict[str, Any]:
+    """Meta used for paper rows; `arch_name` (results.py) is the paper's arch, `arch` in a manifest also works."""
+    meta = dict(record.model.get("meta") or {})
+    meta.update(manifest_entry or {})
+    if "arch" not in meta and meta.get("arch_name"):
+        meta["arch"] = meta["arch_name"]
+    return meta
+
+
+def load_results(
+    paths: list[str | os.PathLike],
+    manifest: dict[str, dict[str, Any]] | None = None,
+    *,
+    skip_missing: bool = False,
+) -> list[Result]:
+    """Load every result under ``paths`` (files or folders). A corrupt file raises a one-line error."""
+    present = []
+    for p in paths:
+        if skip_missing and not Path(p).exists():
+            print(f"note: {p} does not exist, skipped", file=sys.stderr)
+            continue
+        present.append(p)
+    results = []
+    for path in iter_result_paths(present):
+        try:
+            record = load_result(path)
+        except IjepaEvalError as err:
+            msg = str(err)
+            raise IjepaEvalError(msg if str(path) in msg else f"{path}: {msg}") from None
+        result = Result(path, record)
+        entry = next((meta for key, meta in (manifest or {}).items() if result.matches_model(key)), None)
+        result.meta = placement_meta(record, entry)
+        results.append(result)
+    return results
+
+
+def latest_by_model_protocol(results: list[Result]) -> dict[tuple[tuple[str, str, str], str], Result]:
+    """One result per (model, protocol): the newest by `date`, ties broken by path, so output is deterministic."""
+    chosen: dict[tuple[tuple[str, str, str], str], Result] = {}
+    for r in sorted(results, key=lambda r: (str(r.record.date), str(r.path))):
+        chosen[(r.model_key, r.protocol)] = r
+    return chosen

@@ -1,0 +1,133 @@
+"""Paper tables with our numbers beside them: paper value, ours, Δ = ours − paper, per (row, protocol).
+
+A result lands in a paper row when its model metadata (result ``model.meta`` or the models manifest)
+agrees with the row's method, arch, epochs, data and masking (``paper.row_matches``). Results that fit no
+row of a table but ran one of its protocols go to that table's "ours only" section.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ijepa_eval.io import atomic_write_text
+from ijepa_eval.leaderboard.paper import ROW_KEYS, PaperTable, our_protocols, paper_tables, row_matches
+from ijepa_eval.leaderboard.records import Result, latest_by_model_protocol
+from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
+
+KEY_TITLES = {"method": "Method", "arch": "Arch", "epochs": "Epochs", "data": "Data", "masking": "Masking"}
+OURS_MODEL = "Ours (model)"
+
+
+@dataclass
+class Model:
+    """Every latest result of one model, by our protocol name."""
+
+    display: str
+    meta: dict
+    by_protocol: dict[str, Result] = field(default_factory=dict)
+
+    def best(self, paper_protocol: str, metric: str) -> Result | None:
+        """The result filling a paper column: the best of our protocols mapped to it (PROTOCOL_SOURCES)."""
+        candidates = [r for p in our_protocols(paper_protocol) if (r := self.by_protocol.get(p)) and r.metric(metric) is not None]
+        return max(candidates, key=lambda r: (r.metric(metric), r.protocol), default=None)
+
+
+@dataclass
+class BuiltTable:
+    spec: PaperTable
+    main: pd.DataFrame
+    ours_only: pd.DataFrame
+    sources: list[str]
+
+
+def group_models(results: list[Result]) -> list[Model]:
+    models: dict[tuple, Model] = {}
+    for (key, protocol), r in sorted(latest_by_model_protocol(results).items()):
+        model = models.setdefault(key, Model(r.display, {}))
+        model.by_protocol[protocol] = r
+        model.meta = {**r.meta, **model.meta}  # any result's meta places the model; first (sorted) wins
+    return sorted(models.values(), key=lambda m: m.display)
+
+
+def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
+    metric = spec.rows["metric"].iloc[0]
+    present = [m for m in models if any(m.best(p, metric) for p in spec.protocols)]
+    key_cols = [KEY_TITLES[k] for k in spec.row_keys]
+    lines, sources, placed = [], [], set()
+    for _, group in spec.rows.groupby(list(ROW_KEYS), sort=False):
+        row = group.iloc[0].to_dict()
+        paper = {r["protocol"]: r["value"] for r in group.to_dict("records")}
+        matched = [m for m in present if row_matches(row, m.meta)] or [None]
+        for model in matched:
+            line = {KEY_TITLES[k]: row[k] for k in spec.row_keys}
+            line[OURS_MODEL] = model.display if model else MISSING
+            for p in spec.protocols:
+                ours = model.best(p, metric) if model else None
+                value = ours.metric(metric) if ours else None
+                ref = paper.get(p)
+                line[f"{p} paper"] = fmt(ref)
+                line[f"{p} ours"] = fmt(value)
+                line[f"{p} Δ"] = fmt(value - ref if value is not None and ref is not None else None, signed=True)
+                if ours:
+                    sources.append(f"{model.display} · {p}: {ours.path} ({ours.protocol}, head {ours.winning_head()})")
+            if model:
+                placed.add(id(model))
+            lines.append(line)
+    columns = [*key_cols, OURS_MODEL, *(f"{p} {c}" for p in spec.protocols for c in ("paper", "ours", "Δ"))]
+    extra = []
+    for model in (m for m in present if id(m) not in placed):
+        line = {"Model": model.display, **{KEY_TITLES[k]: str(model.meta.get(k, "")) for k in ("method", "arch", "epochs", "data")}}
+        for p in spec.protocols:
+            ours = model.best(p, metric)
+            line[f"{p} ours"] = fmt(ours.metric(metric) if ours else None)
+            if ours:
+                sources.append(f"{model.display} · {p}: {ours.path} ({ours.protocol}, head {ours.winning_head()})")
+        extra.append(line)
+    extra_cols = ["Model", "Method", "Arch", "Epochs", "Data", *(f"{p} ours" for p in spec.protocols)]
+    return BuiltTable(spec, pd.DataFrame(lines, columns=columns), pd.DataFrame(extra, columns=extra_cols), sources)
+
+
+def build_tables(paper: pd.DataFrame, results: list[Result]) -> list[BuiltTable]:
+    models = group_models(results)
+    return [build_table(spec, models) for spec in paper_tables(paper)]
+
+
+def table_markdown(t: BuiltTable) -> str:
+    metric = t.spec.rows["metric"].iloc[0]
+    parts = [
+        f"## {t.spec.title}\n",
+        f"{metric} (%). paper = reference value from the I-JEPA paper; ours = our result JSON; Δ = ours − paper; "
+        f"{MISSING} = no run.\n",
+        markdown(t.main),
+    ]
+    if len(t.ours_only):
+        parts += ["\n### Ours only (no matching paper row)\n", markdown(t.ours_only)]
+    if t.sources:
+        parts += ["\nSources:\n", "".join(f"- {s}\n" for s in t.sources)]
+    return "\n".join(parts)
+
+
+def write_tables(tables: list[BuiltTable], out_dir: str | os.PathLike, formats: tuple[str, ...]) -> list[Path]:
+    """``tableN.{md,csv,tex}``, ``tableN_ours_only.*`` when non-empty (stale ones removed), and README.md."""
+    out = Path(out_dir)
+    written = []
+    for t in tables:
+        written += write_frame(t.main, out / t.spec.key, formats, t.spec.title, md=table_markdown(t))
+        extra_stem = out / f"{t.spec.key}_ours_only"
+        if len(t.ours_only):
+            written += write_frame(t.ours_only, extra_stem, formats, f"{t.spec.title}: ours only")
+        else:
+            for f in formats:
+                extra_stem.with_suffix(f".{f}").unlink(missing_ok=True)
+    index = out / "README.md"
+    header = (
+        "# Paper tables: reference vs ours\n\n"
+        "Generated by `ijepa-eval table` (`make tables`) from result JSONs; do not edit by hand.\n"
+        "Reference numbers: `results/paper/ijepa_paper.csv`.\n\n"
+    )
+    atomic_write_text(index, header + "\n".join(table_markdown(t) for t in tables))
+    return [*written, index]
