@@ -1,0 +1,107 @@
+"""The one feature contract every checkpoint is served through (DESIGN §3), on timm's VisionTransformer.
+
+Block outputs come from timm's ``forward_intermediates`` with the final norm applied to each; pooling is
+done here so that "avg" never includes cls/register tokens and concatenations run oldest block first.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, get_args
+
+import torch
+from torch import nn
+
+from ijepa_eval.errors import ArchitectureError, ConfigError, unknown_choice
+
+Pool = Literal["avg", "cls", "avg+cls"]
+POOLS: tuple[str, ...] = get_args(Pool)
+
+
+class Encoder(nn.Module):
+    """A frozen timm ViT plus where it came from (``info``); see DESIGN §3 for the feature contract."""
+
+    def __init__(self, vit: nn.Module, info: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        if isinstance(vit.norm, nn.Identity) and not isinstance(getattr(vit, "fc_norm", nn.Identity()), nn.Identity):
+            raise ArchitectureError(
+                "this ViT normalises after pooling (fc_norm, global_pool='avg'); build it with fc_norm=False "
+                "so the final norm applies to the tokens"
+            )
+        self.vit = vit.eval().requires_grad_(False)
+        self.embed_dim = int(vit.embed_dim)
+        self.depth = len(vit.blocks)
+        self.patch_size = int(vit.patch_embed.patch_size[0])
+        self.img_size = int(vit.patch_embed.img_size[0])
+        self.num_prefix_tokens = int(vit.num_prefix_tokens)
+        self.has_class_token = bool(vit.has_class_token)
+        self.info: dict[str, Any] = dict(info or {})
+
+    def extra_repr(self) -> str:
+        return f"source={self.info.get('source')!r}, branch={self.info.get('branch')!r}"
+
+    def _check_blocks(self, n_last_blocks: int) -> None:
+        if not 1 <= n_last_blocks <= self.depth:
+            raise ConfigError(f"n_last_blocks must be in 1..{self.depth} for this encoder, got {n_last_blocks}")
+
+    def forward_pooled(self, x: torch.Tensor, n_last_blocks: int = 4) -> dict[str, torch.Tensor]:
+        """{"avg": [B, n, D], "cls": [B, n, D] (cls models only)}: last n blocks, final norm, oldest first."""
+        self._check_blocks(n_last_blocks)
+        outputs = self.vit.forward_intermediates(
+            x, indices=n_last_blocks, norm=True, output_fmt="NLC", intermediates_only=True,
+            return_prefix_tokens=self.num_prefix_tokens > 0, stop_early=True,
+        )
+        if self.num_prefix_tokens:
+            patches, prefixes = zip(*outputs, strict=True)
+        else:
+            patches, prefixes = outputs, ()
+        # Mean in float32: bf16 sums over hundreds of tokens lose digits the probes can see.
+        pooled = {"avg": torch.stack([p.float().mean(dim=1) for p in patches], dim=1)}
+        if self.has_class_token:  # timm puts the class token first among prefix tokens
+            pooled["cls"] = torch.stack([p[:, 0].float() for p in prefixes], dim=1)
+        return pooled
+
+    def forward_features(self, x: torch.Tensor, n_last_blocks: int = 1, pool: Pool = "avg") -> torch.Tensor:
+        """[B, n*D] for "avg"/"cls"; [B, 2*n*D] for "avg+cls" as (avg_i, cls_i) per block, oldest first.
+
+        Either way the last columns are the n=1 result, so lastPOOL is a slice of concatPOOL4.
+        """
+        if pool not in POOLS:
+            raise ConfigError(unknown_choice("pool", str(pool), POOLS))
+        if pool != "avg" and not self.has_class_token:
+            raise ConfigError(f"pool '{pool}' needs a class token, which this encoder lacks; use pool='avg'")
+        pooled = self.forward_pooled(x, n_last_blocks)
+        if pool == "avg+cls":
+            return torch.cat([pooled["avg"], pooled["cls"]], dim=2).flatten(1)
+        return pooled[pool].flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+
+def encoder_from_vit(vit: nn.Module, info: dict[str, Any] | None = None) -> Encoder:
+    """Wrap an in-memory timm VisionTransformer (pretraining, random-init baselines, tests)."""
+    from ijepa_eval.encoders.arch import arch_of
+
+    info = dict(info or {})
+    info.setdefault("source", "in-memory")
+    info.setdefault("format", "in-memory")
+    info.setdefault("branch", None)
+    info.setdefault("branches", [])
+    info.setdefault("arch", arch_of(vit))
+    info.setdefault("dropped_keys", [])
+    info.setdefault("meta", {})
+    if not info.get("sha256"):
+        info["sha256"] = state_dict_sha256(vit.state_dict())
+    return Encoder(vit, info)
+
+
+def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
+    """Content hash of in-memory weights, so caches key on what the model computes, not on a name."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        tensor = state_dict[key].detach().to("cpu").contiguous()
+        h.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        h.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,177 @@
+"""``load_encoder``: file -> format -> one network's state dict -> architecture -> frozen timm ViT.
+
+Reading and inferring (``read_encoder_checkpoint``) are separate from building, so ``inspect`` can report
+on checkpoints whose architecture is not fully known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ijepa_eval.encoders.arch import ArchSpec, arch_of, build_vit, infer_arch, is_encoder_key, resolve_arch
+from ijepa_eval.encoders.encoder import Encoder, state_dict_sha256
+from ijepa_eval.encoders.formats import detect_format
+from ijepa_eval.encoders.loading import read_file
+from ijepa_eval.errors import ArchitectureError, CheckpointError
+from ijepa_eval.io import sha256_file
+
+RANDOM_PREFIX = "random:"
+
+
+@dataclass
+class EncoderCheckpoint:
+    """One encoder's weights read from a file, with everything ``inspect`` and results report."""
+
+    source: str
+    sha256: str
+    format: str
+    branch: str | None
+    branches: list[str]
+    state_dict: dict[str, torch.Tensor]
+    dropped_keys: list[str]
+    meta: dict[str, Any]
+    arch: ArchSpec
+
+    def info(self, arch: dict[str, Any]) -> dict[str, Any]:
+        return dict(
+            source=self.source, sha256=self.sha256, format=self.format, branch=self.branch,
+            branches=list(self.branches), arch=arch, dropped_keys=list(self.dropped_keys), meta=dict(self.meta),
+        )
+
+
+def _check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"'{source}': encoder tensor '{bad[0]}'{more} holds NaN/Inf values (the run diverged?); "
+            "use an earlier checkpoint"
+        )
+
+
+def read_encoder_checkpoint(
+    path: str | Path, branch: str | None = None, *, trust_checkpoint: bool = False
+) -> EncoderCheckpoint:
+    """Read a checkpoint file, pick the branch, split encoder keys from the rest, infer the architecture."""
+    source = str(path)
+    obj, file_meta = read_file(path, trust_checkpoint=trust_checkpoint)
+    fmt = detect_format(obj, source)
+    converted = fmt.convert(obj, branch)
+    encoder_sd = {k: v for k, v in converted.state_dict.items() if is_encoder_key(k)}
+    dropped = converted.dropped_keys + sorted(k for k in converted.state_dict if not is_encoder_key(k))
+    if not encoder_sd:
+        raise CheckpointError(f"'{source}' ({fmt.name}) has no ViT encoder keys (patch_embed, blocks, ...)")
+    _check_finite(encoder_sd, source)
+    meta = {**file_meta, **converted.meta} if file_meta else converted.meta
+    return EncoderCheckpoint(
+        source=source, sha256=sha256_file(path), format=fmt.name, branch=converted.branch,
+        branches=converted.branches, state_dict=encoder_sd, dropped_keys=dropped, meta=meta,
+        arch=infer_arch(encoder_sd),
+    )
+
+
+def _resample_pos_embed(state_dict: dict[str, torch.Tensor], vit) -> None:
+    """Fit the checkpoint's pos_embed to the model's grid; prefix slots (cls/reg) are kept, never invented."""
+    from timm.layers import resample_abs_pos_embed
+
+    pos = state_dict.get("pos_embed")
+    if pos is None or vit.pos_embed is None or pos.shape == vit.pos_embed.shape:
+        return
+    num_prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+    old_side = int((pos.shape[1] - num_prefix) ** 0.5)
+    state_dict["pos_embed"] = resample_abs_pos_embed(
+        pos, new_size=list(vit.patch_embed.grid_size), old_size=[old_side, old_side], num_prefix_tokens=num_prefix
+    )
+
+
+def _strict_load(vit, state_dict: dict[str, torch.Tensor], source: str, meta_device: bool) -> None:
+    expected = vit.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    misshaped = sorted(k for k in set(expected) & set(state_dict) if expected[k].shape != state_dict[k].shape)
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+        if keys:
+            shown = ", ".join(
+                f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}" if label == "mis-shaped" else k
+                for k in keys[:5]
+            )
+            problems.append(f"{len(keys)} {label} ({shown}{', ...' if len(keys) > 5 else ''})")
+    if problems:
+        raise ArchitectureError(
+            f"'{source}': encoder weights do not fit the architecture: {'; '.join(problems)}; "
+            "check --arch/--branch or the checkpoint"
+        )
+    floats = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    vit.load_state_dict(floats, strict=True, assign=meta_device)
+
+
+def load_encoder(
+    source: str | Path,
+    branch: str | None = None,
+    arch: str | Mapping[str, Any] | None = None,
+    *,
+    img_size: int | None = None,
+    trust_checkpoint: bool = False,
+) -> Encoder:
+    """Frozen encoder from a checkpoint file or a timm model name (``random:NAME`` for a random init).
+
+    ``branch``: None = the format's default (I-JEPA "target", DINO/iBOT "teacher"). ``arch``: None =
+    inferred; a timm model name; or a dict of ViT kwargs overriding inferred ones (e.g. ``{"num_heads": 8}``).
+    ``img_size``: another input resolution; the patch part of pos_embed is interpolated.
+    """
+    source = str(source)
+    if not Path(source).exists():
+        return _load_timm(source, branch, img_size)
+    ckpt = read_encoder_checkpoint(source, branch, trust_checkpoint=trust_checkpoint)
+    resolved = resolve_arch(ckpt.arch, arch)
+    size = img_size or ckpt.arch.kwargs["img_size"]
+    meta_device = not isinstance(resolved, str)  # build on meta: no init cost for multi-GB models
+    vit = build_vit(resolved, size, meta_device=meta_device)
+    state_dict = dict(ckpt.state_dict)
+    _resample_pos_embed(state_dict, vit)
+    _strict_load(vit, state_dict, source, meta_device)
+    arch_info = arch_of(vit) if isinstance(resolved, str) else {**resolved, "img_size": size}
+    if isinstance(resolved, str):
+        arch_info["timm_model"] = resolved
+    return Encoder(vit, ckpt.info(arch_info))
+
+
+def _load_timm(name: str, branch: str | None, img_size: int | None) -> Encoder:
+    """A timm model by name: pretrained weights through timm's own cache/hub, or ``random:NAME``."""
+    import timm
+
+    random_init = name.startswith(RANDOM_PREFIX)
+    model_name = name[len(RANDOM_PREFIX):] if random_init else name
+    if not timm.is_model(model_name):
+        raise CheckpointError(
+            f"'{name}' is neither an existing checkpoint file nor a timm model name; check the path "
+            f"(timm names: timm.list_models('vit*'); prefix '{RANDOM_PREFIX}' for a random init)"
+        )
+    if branch is not None:
+        raise CheckpointError(f"a timm model holds one network; drop --branch/branch='{branch}'")
+    if random_init:
+        vit = build_vit(model_name, img_size)
+    else:
+        extra = {"img_size": img_size} if img_size else {}
+        try:
+            vit = timm.create_model(model_name, pretrained=True, num_classes=0, global_pool="", fc_norm=False, **extra)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise CheckpointError(
+                f"cannot get pretrained weights for timm model '{model_name}' ({str(err).splitlines()[0][:120]}); "
+                "download them first (HF hub cache) or pass a checkpoint file"
+            ) from err
+    info = dict(
+        # A random init is identified by its weights (seeds differ), pretrained weights by their name.
+        source=name, sha256=state_dict_sha256(vit.state_dict()) if random_init else hashlib.sha256(name.encode()).hexdigest(),
+        format="timm", branch=None, branches=[],
+        arch={**arch_of(vit), "timm_model": model_name}, dropped_keys=[],
+        meta={"pretrained": not random_init, "pretrained_tag": getattr(vit, "pretrained_cfg", {}).get("tag")},
+    )
+    return Encoder(vit, info)
