@@ -1,0 +1,170 @@
+"""The on-disk feature cache: one folder per key, fixed-size float16 row shards, a commit record per shard.
+
+Layout of ``<cache_dir>/<key>/``::
+
+    meta.json           key fields, checkpoint/dataset info, shard plan; ``complete`` turns true last
+    avg-00000.npy ...   float16 [rows, n_last_blocks, D] per shard of ``shard_rows`` dataset indices
+    cls-00000.npy ...   the same for the class token (models that have one)
+    shard-00000.json    the shard's commit record: row range, file sizes + sha256, unreadable rows
+    labels.npy          int64 [N] (written when the cache completes)
+
+A shard counts only when its record exists and every file it lists has that size and hash, so a killed run
+resumes from the completed shards and a truncated or bit-flipped file is found and rebuilt. Every file is
+written atomically (temp + rename), the record after its arrays, meta.json's ``complete`` flag after all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ijepa_eval.errors import CacheError, unknown_choice
+from ijepa_eval.io import atomic_open, atomic_write_json, sha256_file
+
+# Bump whenever extraction or layout changes the stored numbers: it is part of every key, so old entries
+# are never reused by new code (they stay listed by `ijepa-eval cache ls` until removed).
+FEATURE_CODE_VERSION = 1
+CACHE_ENV = "IJEPA_EVAL_CACHE"
+STORAGE_DTYPE = np.float16
+META = "meta.json"
+LABELS = "labels.npy"
+
+
+def default_cache_dir() -> Path:
+    """``$IJEPA_EVAL_CACHE`` if set, else ``~/.cache/ijepa-eval``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ijepa-eval"
+
+
+def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
+def make_key(fields: Mapping[str, Any]) -> str:
+    """Readable prefix (dataset-split) + 16 hex digits of the canonical JSON of every key field."""
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{fields['dataset']}-{fields['split']}").strip("_")
+    return f"{slug}-{digest}"
+
+
+def shard_ranges(n: int, shard_rows: int) -> list[tuple[int, int]]:
+    return [(start, min(start + shard_rows, n)) for start in range(0, n, shard_rows)]
+
+
+class CacheEntry:
+    """One cache folder: shard files, their commit records and meta.json."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+
+    @property
+    def key(self) -> str:
+        return self.path.name
+
+    def array_path(self, pool: str, index: int) -> Path:
+        return self.path / f"{pool}-{index:05d}.npy"
+
+    def record_path(self, index: int) -> Path:
+        return self.path / f"shard-{index:05d}.json"
+
+    # meta.json ---------------------------------------------------------------------------------------------
+    def read_meta(self) -> dict[str, Any] | None:
+        """The parsed meta.json, or None when it is missing or unreadable (treated as not cached)."""
+        try:
+            return json.loads((self.path / META).read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def write_meta(self, meta: Mapping[str, Any]) -> None:
+        atomic_write_json(self.path / META, meta)
+
+    def is_complete(self) -> bool:
+        meta = self.read_meta()
+        return bool(meta and meta.get("complete"))
+
+    # shards ------------------------------------------------------------------------------------------------
+    def write_shard(
+        self, index: int, start: int, stop: int, arrays: Mapping[str, np.ndarray], bad: list[list[Any]]
+    ) -> dict[str, Any]:
+        """Write the shard's arrays, then its record (the commit point); returns the record."""
+        files = {}
+        for pool, array in arrays.items():
+            path = self.array_path(pool, index)
+            with atomic_open(path, "wb") as f:
+                np.save(f, array, allow_pickle=False)
+            files[pool] = {"name": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        record = {"index": index, "start": start, "stop": stop, "files": files, "bad": bad}
+        atomic_write_json(self.record_path(index), record)
+        return record
+
+    def valid_record(
+        self, index: int, start: int, stop: int, pools: list[str], *, check_hash: bool = True
+    ) -> dict[str, Any] | None:
+        """The shard's record if it covers [start, stop) for these pools and every file is intact."""
+        try:
+            record = json.loads(self.record_path(index).read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        if (record.get("start"), record.get("stop")) != (start, stop) or sorted(record.get("files", {})) != sorted(pools):
+            return None
+        for info in record["files"].values():
+            path = self.path / info["name"]
+            if not path.is_file() or path.stat().st_size != info["bytes"]:
+                return None
+            if check_hash and sha256_file(path) != info["sha256"]:
+                return None
+        return record
+
+    def remove_shard(self, index: int, pools: list[str]) -> None:
+        """Drop a stale or damaged shard: record first, so a crash in between never leaves a valid record."""
+        self.record_path(index).unlink(missing_ok=True)
+        for pool in pools:
+            self.array_path(pool, index).unlink(missing_ok=True)
+
+    def open_arrays(self, pool: str, records: list[Mapping[str, Any]]) -> list[np.ndarray]:
+        """Memory-mapped float16 shards of one pool, in row order."""
+        arrays = []
+        for record in records:
+            path = self.path / record["files"][pool]["name"]
+            try:
+                arrays.append(np.load(path, mmap_mode="r", allow_pickle=False))
+            except (OSError, ValueError) as err:
+                raise CacheError(
+                    f"cache shard {path} is unreadable ({err}); run `ijepa-eval cache rm {self.key}` and extract again"
+                ) from None
+        return arrays
+
+    def size_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.path.iterdir() if p.is_file())
+
+
+def iter_entries(cache_dir: str | os.PathLike | None) -> Iterator[CacheEntry]:
+    """Every cache folder (one holding a meta.json) under the cache dir, sorted by key."""
+    root = resolve_cache_dir(cache_dir)
+    if not root.is_dir():
+        return
+    for path in sorted(root.iterdir()):
+        if (path / META).is_file():
+            yield CacheEntry(path)
+
+
+def remove_entries(cache_dir: str | os.PathLike | None, keys: list[str] | None) -> list[str]:
+    """Delete the named entries (all when ``keys`` is None); only folders with a meta.json are touched."""
+    entries = {e.key: e for e in iter_entries(cache_dir)}
+    if keys is None:
+        keys = list(entries)
+    for key in keys:
+        if key not in entries:
+            raise CacheError(unknown_choice("cache entry", key, entries) if entries else
+                             f"no cache entry '{key}': {resolve_cache_dir(cache_dir)} holds no cached features")
+    for key in keys:
+        shutil.rmtree(entries[key].path)
+    return keys
