@@ -99,26 +99,28 @@ def scatter(paper: pd.DataFrame, compute: pd.DataFrame, results: list[Result], s
     return save(fig, stem)
 
 
-def head_grid(result: Result, split: str | None = None, metric: str = "top1") -> tuple[str, dict[str, pd.DataFrame]]:
-    """(split used, {"representation/head": DataFrame lr × wd of scores}) from a result's ``heads``."""
+def head_grid(result: Result, split: str | None = None, metric: str = "top1") -> tuple[str, str, dict[str, pd.DataFrame]]:
+    """(split, lr key, {"representation/head": DataFrame lr × wd of scores}) from a result's ``heads``.
+
+    The linear grid records its learning rate as ``lr_mult`` (multiplier of the recipe's lr) or ``lr``.
+    """
     split = split or result.record.selection.get("split")
+    heads = result.record.heads
+    lr_key = "lr" if any("lr" in h for h in heads) else "lr_mult"
     panels: dict[str, dict[tuple[float, float], float]] = {}
-    for h in result.record.heads:
+    for h in heads:
         score = (h.get("scores") or {}).get(split, {}).get(metric)
-        if score is None or h.get("lr") is None or h.get("wd") is None:
+        if score is None or h.get(lr_key) is None or h.get("wd") is None:
             continue
-        panels.setdefault(f"{h.get('representation')}/{h.get('head')}", {})[(float(h["lr"]), float(h["wd"]))] = float(score)
+        panels.setdefault(f"{h.get('representation')}/{h.get('head')}", {})[(float(h[lr_key]), float(h["wd"]))] = float(score)
     if not panels:
-        raise ConfigError(f"{result.path} has no heads with lr, wd and a '{metric}' score on split '{split}'; try --split")
-    grids = {}
-    for name, cells in sorted(panels.items()):
-        grid = pd.Series(cells).unstack()  # index lr, columns wd
-        grids[name] = grid.sort_index().sort_index(axis=1)
-    return split, grids
+        raise ConfigError(f"{result.path} has no heads with {lr_key}, wd and a '{metric}' score on split '{split}'; try --split")
+    grids = {name: pd.Series(cells).unstack().sort_index().sort_index(axis=1) for name, cells in sorted(panels.items())}
+    return split, lr_key, grids  # index lr, columns wd
 
 
 def heatmap(result: Result, stem: str | os.PathLike, split: str | None = None, metric: str = "top1") -> list[Path]:
-    split, grids = head_grid(result, split, metric)
+    split, lr_key, grids = head_grid(result, split, metric)
     fig = Figure(figsize=(3.2 * len(grids), 3.2))
     axes = fig.subplots(1, len(grids), squeeze=False)[0]
     lo = min(float(np.nanmin(g.to_numpy())) for g in grids.values())
@@ -131,7 +133,7 @@ def heatmap(result: Result, stem: str | os.PathLike, split: str | None = None, m
             if not np.isnan(v):
                 ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w")
         ax.set_xlabel("wd")
-        ax.set_ylabel("lr")
+        ax.set_ylabel(lr_key)
         ax.set_title(name, fontsize=9)
     fig.colorbar(image, ax=list(axes), label=f"{metric} on {split} (%)")
     fig.suptitle(f"{result.label} · {result.protocol}", fontsize=10)

@@ -1,0 +1,303 @@
+"""Leaderboard room: paper reference data, paper-vs-ours tables, compare, plots, regression check."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from ijepa_eval.cli import main
+from ijepa_eval.leaderboard import compare, plots
+from ijepa_eval.leaderboard.paper import load_compute, load_paper, normalize, row_matches
+from ijepa_eval.leaderboard.records import load_results
+from ijepa_eval.results import ResultRecord, write_result
+
+# Typed from DESIGN §8 (independently of results/paper/ijepa_paper.csv): table -> (row) -> {protocol: top1}.
+TRANSFER = ("cifar100", "places205", "inat18")
+CLEVR = ("clevr_count", "clevr_dist")
+DESIGN_8 = {
+    "table1": {
+        ("I-JEPA", "ViT-B/16"): {"in1k_linear": 72.9}, ("I-JEPA", "ViT-L/16"): {"in1k_linear": 77.5},
+        ("I-JEPA", "ViT-H/14"): {"in1k_linear": 79.3}, ("I-JEPA", "ViT-H/16@448"): {"in1k_linear": 81.1},
+        ("data2vec", "ViT-L/16"): {"in1k_linear": 77.3}, ("MAE", "ViT-B/16"): {"in1k_linear": 68.0},
+        ("MAE", "ViT-L/16"): {"in1k_linear": 76.0}, ("MAE", "ViT-H/14"): {"in1k_linear": 77.2},
+        ("CAE", "ViT-B/16"): {"in1k_linear": 70.4}, ("CAE", "ViT-L/16"): {"in1k_linear": 78.1},
+        ("SimCLRv2", "RN152(2x)"): {"in1k_linear": 79.1}, ("DINO", "ViT-B/8"): {"in1k_linear": 80.1},
+        ("iBOT", "ViT-L/16"): {"in1k_linear": 81.0},
+    },
+    "table2": {
+        ("I-JEPA", "ViT-L/16"): {"in1k_1pct": 69.4}, ("I-JEPA", "ViT-H/14"): {"in1k_1pct": 73.3},
+        ("I-JEPA", "ViT-H/16@448"): {"in1k_1pct": 77.3}, ("data2vec", "ViT-L/16"): {"in1k_1pct": 73.3},
+        ("MAE", "ViT-L/16"): {"in1k_1pct": 67.1}, ("MAE", "ViT-H/14"): {"in1k_1pct": 71.5},
+        ("iBOT", "ViT-B/16"): {"in1k_1pct": 69.7}, ("DINO", "ViT-B/8"): {"in1k_1pct": 70.0},
+        ("SimCLRv2", "RN152(2x)"): {"in1k_1pct": 70.2}, ("BYOL", "RN200(2x)"): {"in1k_1pct": 71.2},
+        ("MSN", "ViT-B/4"): {"in1k_1pct": 75.7},
+    },
+    "table3": {
+        ("data2vec", "ViT-L/16"): dict(zip(TRANSFER, (81.6, 54.6, 28.1), strict=True)),
+        ("MAE", "ViT-H/14"): dict(zip(TRANSFER, (77.3, 55.0, 32.9), strict=True)),
+        ("I-JEPA", "ViT-H/14"): dict(zip(TRANSFER, (87.5, 58.4, 47.6), strict=True)),
+        ("DINO", "ViT-B/8"): dict(zip(TRANSFER, (84.9, 57.9, 55.9), strict=True)),
+        ("iBOT", "ViT-L/16"): dict(zip(TRANSFER, (88.3, 60.4, 57.3), strict=True)),
+    },
+    "table4": {
+        ("data2vec", "ViT-L/16"): dict(zip(CLEVR, (85.3, 71.3), strict=True)),
+        ("MAE", "ViT-H/14"): dict(zip(CLEVR, (90.5, 72.4), strict=True)),
+        ("I-JEPA", "ViT-H/14"): dict(zip(CLEVR, (86.7, 72.4), strict=True)),
+        ("DINO", "ViT-B/8"): dict(zip(CLEVR, (86.6, 53.4), strict=True)),
+        ("iBOT", "ViT-L/16"): dict(zip(CLEVR, (85.7, 62.8), strict=True)),
+    },
+    "table5": {
+        ("I-JEPA", "ViT-H/14", "IN-22k"): dict(zip(TRANSFER + CLEVR, (89.5, 57.8, 50.5, 88.6, 75.0), strict=True)),
+        ("I-JEPA", "ViT-G/16", "IN-22k"): dict(zip(TRANSFER + CLEVR, (89.5, 59.1, 55.3, 86.7, 73.0), strict=True)),
+    },
+    "table6": {
+        ("I-JEPA", "ViT-B/16", m): {"in1k_1pct_linear": v}
+        for m, v in (("multi-block", 54.2), ("rasterized", 15.5), ("block", 20.2), ("random", 17.6))
+    },
+}
+IJEPA_H14 = {"method": "I-JEPA", "arch_name": "ViT-H/14", "epochs": 300, "data": "IN-1k"}
+
+
+def make_result(out_dir, label, protocol, top1, meta=None, *, date="2024-01-01T00:00:00+00:00", heads=None) -> Path:
+    """A result JSON as the protocols write it (ResultRecord/write_result), with a selected head."""
+    heads = heads or [
+        {"name": "concatPOOL4/bn_linear/lr1x/wd0.0005", "representation": "concatPOOL4", "head": "bn_linear",
+         "lr_mult": 1.0, "wd": 5e-4, "scores": {"train_holdout": {"top1": top1}, "test": {"top1": top1}}},
+    ]
+    record = ResultRecord(
+        protocol={"name": protocol, "version": 1, "config": {}},
+        model={"source": f"/ckpts/{label}.pth.tar", "sha256": hashlib.sha256(label.encode()).hexdigest(),
+               "format": "ijepa", "branch": "target", "arch": {}, "label": label, "meta": meta or {}},
+        features={}, dataset={}, metrics={"top1": top1, "top5": min(100.0, top1 + 10)},
+        selection={"split": "train_holdout", "head": heads[0]["name"], "metric": "top1"}, heads=heads, date=date,
+    )
+    return write_result(record, out_dir)
+
+
+def read_table(out: Path, key: str) -> pd.DataFrame:
+    return pd.read_csv(out / f"{key}.csv", dtype=str, keep_default_na=False)
+
+
+def find_row(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
+    mask = (df["Method"] == key[0]) & (df["Arch"] == key[1])
+    if len(key) > 2:
+        mask &= df["Data" if "Data" in df else "Masking"] == key[2]
+    return df[mask]
+
+
+def test_every_design_number_in_generated_tables(tmp_path):
+    assert main(["table", str(tmp_path / "none"), "--out", str(tmp_path / "t")]) == 0
+    n = 0
+    for key, rows in DESIGN_8.items():
+        df = read_table(tmp_path / "t", key)
+        for row, values in rows.items():
+            found = find_row(df, row)
+            assert len(found) == 1, (key, row)
+            for protocol, value in values.items():
+                assert found[f"{protocol} paper"].iloc[0] == f"{value:.1f}", (key, row, protocol)
+                assert found[f"{protocol} ours"].iloc[0] == "—" and found[f"{protocol} Δ"].iloc[0] == "—"
+                n += 1
+    assert n == 13 + 11 + 15 + 10 + 10 + 4
+    # and nothing beyond DESIGN §8 except Table 5's IN-1k row, which repeats Tables 3/4
+    paper = load_paper()
+    assert len(paper) == n + 5 and set(paper["kind"]) == {"reference"}
+    compute = load_compute().set_index("claim")
+    assert compute.loc["gpu_hours", ["relation", "value"]].tolist() == ["<", 1200.0]
+    assert compute.loc["speedup_vs_ibot", "value"] == 2.5 and compute.loc["speedup_vs_ibot", "baseline_arch"] == "ViT-S/16"
+    assert compute.loc["efficiency_vs_mae", "value"] == 10 and compute.loc["efficiency_vs_mae", "baseline_arch"] == "ViT-H/14"
+
+
+def test_result_lands_in_its_cell_with_delta(tmp_path):
+    runs = tmp_path / "runs"
+    make_result(runs, "ijepa_h14", "cifar100", 88.1, IJEPA_H14)
+    make_result(runs, "ijepa_h14", "in1k_1pct_logreg", 70.0, IJEPA_H14)
+    make_result(runs, "ijepa_h14", "in1k_1pct_linear", 71.25, IJEPA_H14)  # best of the mapped protocols wins
+    make_result(runs, "tiny", "cifar100", 12.0, {"method": "I-JEPA", "arch_name": "ViT-Ti/16", "epochs": 10})
+    out = tmp_path / "tables"
+    assert main(["table", str(runs), str(tmp_path / "missing_demo"), "--out", str(out)]) == 0
+    t3 = read_table(out, "table3")
+    row = find_row(t3, ("I-JEPA", "ViT-H/14")).iloc[0]
+    assert (row["cifar100 paper"], row["cifar100 ours"], row["cifar100 Δ"]) == ("87.5", "88.1", "+0.6")
+    assert row["places205 ours"] == "—" and row["Ours (model)"] == "ijepa_h14 (target)"
+    assert (find_row(t3, ("MAE", "ViT-H/14"))["cifar100 ours"] == "—").all()
+    t5 = read_table(out, "table5")
+    assert find_row(t5, ("I-JEPA", "ViT-H/14", "IN-1k"))["cifar100 ours"].iloc[0] == "88.1"
+    assert find_row(t5, ("I-JEPA", "ViT-H/14", "IN-22k"))["cifar100 ours"].iloc[0] == "—"
+    row2 = find_row(read_table(out, "table2"), ("I-JEPA", "ViT-H/14")).iloc[0]
+    assert (row2["in1k_1pct ours"], row2["in1k_1pct Δ"]) == ("71.2", "-2.0")  # 71.25 - 73.3 = -2.05
+    extra = read_table(out, "table3_ours_only")
+    assert extra["Model"].tolist() == ["tiny (target)"] and extra["cifar100 ours"].tolist() == ["12.0"]
+    assert not (out / "table1_ours_only.csv").exists()
+    md = (out / "table3.md").read_text()
+    assert "| I-JEPA | ViT-H/14 | ijepa_h14 (target) | 87.5 | 88.1 | +0.6 |" in md and "Ours only" in md
+    assert r"$\Delta$" in (out / "table3.tex").read_text() and "## Table 6" in (out / "README.md").read_text()
+    # deterministic: a second run writes identical bytes
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["table", str(runs), "--out", str(out)]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_manifest_places_results_without_meta(tmp_path):
+    path = make_result(tmp_path / "runs", "run7", "clevr_count", 85.0)
+    sha = load_results([path])[0].record.model["sha256"]
+    (tmp_path / "models.yaml").write_text(f"'{sha[:10]}': {{method: MAE, arch: vit_huge_patch14_224, epochs: 1600}}\n")
+    out = tmp_path / "t"
+    assert main(["table", str(tmp_path / "runs"), "--out", str(out), "--models", str(tmp_path / "models.yaml"),
+                 "--format", "csv"]) == 0
+    row = find_row(read_table(out, "table4"), ("MAE", "ViT-H/14")).iloc[0]
+    assert (row["clevr_count ours"], row["clevr_count Δ"]) == ("85.0", "-5.5")
+    assert not (out / "table4.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "a", "b"),
+    [("arch", "vit_huge_patch14_224", "ViT-H/14"), ("arch", "ViT-H/16_448", "ViT-H/16@448"),
+     ("arch", "vit_huge_patch16_gap_448.in1k_ijepa", "ViT-H/16@448"), ("method", "ijepa", "I-JEPA"),
+     ("data", "ImageNet-1k", "IN-1k"), ("data", "imagenet22k", "IN-22k"), ("epochs", 300.0, "300")],
+)
+def test_normalize_spellings(key, a, b):
+    assert normalize(key, a) == normalize(key, b)
+
+
+def test_row_matching_rules():
+    row = {"method": "I-JEPA", "arch": "ViT-B/16", "epochs": "300", "data": "IN-1k", "masking": "rasterized"}
+    assert row_matches(row, {"method": "I-JEPA", "arch": "ViT-B/16", "masking": "rasterized"})
+    assert not row_matches(row, {"method": "I-JEPA", "arch": "ViT-B/16"})  # default masking is multi-block
+    assert not row_matches(row, {"method": "I-JEPA", "arch": "ViT-B/16", "epochs": 600, "masking": "rasterized"})
+    assert not row_matches(row, {"arch": "ViT-B/16"})  # method and arch are required
+
+
+def test_table_rejects_corrupt_json_in_one_line(tmp_path, capsys):
+    make_result(tmp_path, "ok", "cifar100", 50.0)
+    (tmp_path / "broken.json").write_text('{"schema_version": 1,')
+    assert main(["table", str(tmp_path), "--out", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "broken.json" in err and "not valid JSON" in err
+    assert not (tmp_path / "t").exists()
+
+
+def test_console_script_table(tmp_path):
+    make_result(tmp_path / "runs", "ijepa_h14", "clevr_dist", 73.0, IJEPA_H14)
+    exe = Path(sys.executable).parent / "ijepa-eval"
+    proc = subprocess.run([str(exe), "table", str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--format", "md"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "| I-JEPA | ViT-H/14 | ijepa_h14 (target) | 86.7 | — | — | 72.4 | 73.0 | +0.6 |" in (tmp_path / "t" / "table4.md").read_text()
+
+
+def fake_runner(calls):
+    """Stands in for run_protocol: writes a result whose top1 depends on (checkpoint, protocol)."""
+    def run(protocol, ckpt, *, root=None, out_dir="results/runs", skip_existing=True):
+        calls.append((protocol, ckpt, root, skip_existing))
+        score = 40.0 + 10 * len(Path(ckpt).stem) + len(protocol)
+        return make_result(out_dir, Path(ckpt).stem, protocol, score)
+    return run
+
+
+def test_compare_two_checkpoints_two_protocols(tmp_path, monkeypatch, capsys):
+    calls = []
+    import ijepa_eval.protocols as protocols_pkg
+
+    monkeypatch.setattr(protocols_pkg, "run_protocol", fake_runner(calls), raising=False)
+    out = tmp_path / "cmp"
+    assert main(["compare", "a.pth", "bb.pth", "--protocols", "cifar100,clevr_count", "--labels", "A,B",
+                 "--root", "/data", "--out", str(out), "--plot"]) == 0
+    assert calls == [(p, c, "/data", True) for c in ("a.pth", "bb.pth") for p in ("cifar100", "clevr_count")]
+    flat = pd.read_csv(out / "compare.csv", dtype=str)
+    assert flat["model"].tolist() == ["A", "B"]
+    assert flat["cifar100"].tolist() == ["58.0", "68.0"] and flat["clevr_count"].tolist() == ["61.0", "71.0"]
+    assert set(flat["cifar100 head"]) == {"concatPOOL4/bn_linear"}
+    md = (out / "compare.md").read_text()
+    assert "| A | 58.0 (concatPOOL4/bn_linear) | 61.0 (concatPOOL4/bn_linear) |" in md
+    assert "58.0 (concatPOOL4/bn_linear)" in capsys.readouterr().out
+    assert Image.open(out / "compare_bars.png").format == "PNG"
+    # from existing results only: same numbers, rows named by model label
+    assert main(["compare", "--results", str(out), "--protocols", "clevr_count,cifar100"]) == 0
+    again = pd.read_csv(out / "compare.csv", dtype=str)
+    assert again.columns.tolist()[1:3] == ["clevr_count", "clevr_count head"]
+    assert again.set_index("model").loc["bb (target)", "cifar100"] == "68.0"
+
+
+def test_compare_needs_labels_per_checkpoint():
+    with pytest.raises(Exception, match="one per checkpoint"):
+        compare.checkpoint_labels(["a", "b"], ["only"])
+
+
+def check_png_svg(paths):
+    png, svg = paths
+    assert png.stat().st_size > 0 and Image.open(png).format == "PNG"
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+
+
+def test_plots_bars_scatter_heatmap(tmp_path):
+    runs = tmp_path / "runs"
+    make_result(runs, "ijepa_h14", "in1k_1pct_linear", 70.0, {**IJEPA_H14, "gpu_hours": 900})
+    make_result(runs, "mae", "in1k_1pct_linear", 60.0)
+    heads = [
+        {"name": f"{r}/{h}/lr{lr}x/wd{wd}", "representation": r, "head": h, "lr_mult": lr, "wd": wd,
+         "scores": {"train_holdout": {"top1": 10 * lr + 1000 * wd + (h == "bn_linear")}}}
+        for r in ("lastPOOL", "concatPOOL4") for h in ("linear", "bn_linear") for lr in (1.0, 0.1) for wd in (5e-4, 0.0)
+    ]
+    one = make_result(tmp_path / "grid", "grid", "cifar100", 11.5, heads=heads)
+    results = load_results([runs])
+    check_png_svg(plots.bars(plots.bar_values(results, None), tmp_path / "bars"))
+    theirs, ours = plots.scatter_points(load_paper(), load_compute(), results)
+    assert [(p["x"], p["y"], p["bound"]) for p in theirs] == [(1200.0, 73.3, "<")]
+    assert [(p["label"], p["x"], p["y"]) for p in ours] == [("ijepa_h14 (target)", 900.0, 70.0)]
+    check_png_svg(plots.scatter(load_paper(), load_compute(), results, tmp_path / "scatter"))
+    split, lr_key, grids = plots.head_grid(load_results([one])[0])
+    assert (split, lr_key, sorted(grids)) == ("train_holdout", "lr_mult", sorted(f"{r}/{h}" for r in ("lastPOOL", "concatPOOL4") for h in ("linear", "bn_linear")))
+    g = grids["lastPOOL/bn_linear"]
+    assert g.loc[1.0, 5e-4] == pytest.approx(10 + 0.5 + 1) and g.loc[0.1, 0.0] == pytest.approx(2.0)
+    assert main(["plot", "heatmap", str(one), "--out", str(tmp_path / "heads.png")]) == 0
+    check_png_svg([tmp_path / "heads.png", tmp_path / "heads.svg"])
+    assert main(["plot", "heatmap", str(runs), "--out", str(tmp_path / "x")]) == 2  # two results: refused
+
+
+def write_expected(path, entries):
+    import yaml
+
+    path.write_text(yaml.safe_dump(entries))
+    return str(path)
+
+
+def test_check_tolerance_direction_and_missing(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    make_result(runs, "ijepa_h14", "cifar100", 87.2)
+    make_result(runs, "ijepa_h14", "clevr_count", 90.0)
+    inside = write_expected(tmp_path / "ok.yaml", [
+        {"model": "ijepa_h14", "protocol": "cifar100", "value": 87.5},                 # -0.3: pass
+        {"model": "ijepa_h14", "protocol": "clevr_count", "value": 86.7, "tolerance": 1},  # +3.3: improved, passes
+    ])
+    assert main(["check", "--expected", inside, str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "| pass |" in out and "| improved |" in out
+    below = write_expected(tmp_path / "bad.yaml", [{"model": "ijepa_h14", "protocol": "cifar100", "value": 88.0}])
+    assert main(["check", "--expected", below, str(runs)]) == 1  # -0.8 outside the default 0.5
+    captured = capsys.readouterr()
+    assert "| FAIL |" in captured.out and "1 of 1 checks failed" in captured.err
+    sha = hashlib.sha256(b"ijepa_h14").hexdigest()[:8]
+    missing = write_expected(tmp_path / "missing.json", [{"model": sha, "protocol": "places205", "value": 50}])
+    assert main(["check", "--expected", missing, str(runs)]) == 1
+    assert "| missing |" in capsys.readouterr().out
+    # lower is better: a loss above expected + tol fails, below passes as improved
+    loss_up = write_expected(tmp_path / "loss.yaml", [{"model": sha, "protocol": "cifar100", "metric": "loss", "value": 1.0}])
+    assert main(["check", "--expected", loss_up, str(runs)]) == 1  # the result has no loss: missing
+    bad_metric = write_expected(tmp_path / "m.yaml", [{"model": "x", "protocol": "cifar100", "metric": "top2", "value": 1}])
+    assert main(["check", "--expected", bad_metric, str(runs)]) == 2
+    assert "unknown metric 'top2'" in capsys.readouterr().err
+
+
+def test_check_verdict_rule():
+    from ijepa_eval.leaderboard.check import Expectation, verdict
+
+    up = Expectation("m", "p", 10.0, "top1", 0.5)
+    assert [verdict(up, v) for v in (9.4, 9.5, 10.5, 10.6, None)] == ["FAIL", "pass", "pass", "improved", "missing"]
+    down = Expectation("m", "p", 1.0, "loss", 0.1)
+    assert [verdict(down, v) for v in (1.2, 1.05, 0.8)] == ["FAIL", "pass", "improved"]
