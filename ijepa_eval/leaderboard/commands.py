@@ -105,6 +105,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_results_inputs(p: argparse.ArgumentParser) -> None:
+    """Options shared by the verbs that place results in paper rows."""
+    p.add_argument("results", nargs="*", default=["results/runs"], help="result JSON files or folders")
+    p.add_argument("--models", help="YAML manifest: model label or sha256 prefix -> {method, arch, epochs, data}")
+    p.add_argument("--paper", help="reference CSV (default: results/paper/ijepa_paper.csv)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ijepa_eval.cli import HelpFormatter
 
@@ -114,11 +121,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Reads result JSONs only; folders that do not exist are skipped.",
         epilog=TABLE_EPILOG, formatter_class=HelpFormatter,
     )
-    p.add_argument("results", nargs="*", default=["results/runs"], help="result JSON files or folders")
+    _add_results_inputs(p)
     p.add_argument("--out", default="results/tables", help="output folder")
-    p.add_argument("--models", help="YAML manifest: model label or sha256 prefix -> {method, arch, epochs, data}")
     p.add_argument("--format", default="md,csv,tex", help="comma-separated subset of md,csv,tex")
-    p.add_argument("--paper", help="reference CSV (default: results/paper/ijepa_paper.csv)")
     p.set_defaults(func=cmd_table)
 
     p = subparsers.add_parser(
@@ -145,13 +150,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=PLOT_EPILOG, formatter_class=HelpFormatter,
     )
     p.add_argument("kind", choices=("bars", "scatter", "heatmap"))
-    p.add_argument("results", nargs="*", default=["results/runs"], help="result JSON files or folders")
+    _add_results_inputs(p)
     p.add_argument("--out", required=True, help="output path without extension (writes .png and .svg)")
     p.add_argument("--protocols", help="bars: comma-separated protocols (default: all found)")
     p.add_argument("--metric", default="top1", help="metric to plot")
     p.add_argument("--split", help="heatmap: score split (default: the split the head was selected on)")
-    p.add_argument("--models", help="YAML manifest (see `ijepa-eval table --help`)")
-    p.add_argument("--paper", help="reference CSV (default: results/paper/ijepa_paper.csv)")
     p.set_defaults(func=cmd_plot)
 
     p = subparsers.add_parser(

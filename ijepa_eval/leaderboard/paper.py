@@ -70,29 +70,33 @@ class PaperTable:
     rows: pd.DataFrame  # this table's slice of the paper CSV
 
 
-def load_paper(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Read the reference CSV with every column as text except ``value`` (float)."""
-    path = Path(path or PAPER_CSV)
+COMPUTE_COLUMNS = ("claim", "source", "method", "arch", "epochs", "data", "metric", "relation", "value", "kind")
+
+
+def _read_reference(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Every column as text (empty cells stay ''), except ``value`` (float)."""
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise ConfigError(f"paper reference file not found: {path}; pass --paper FILE") from None
-    missing = set(PAPER_COLUMNS) - set(df.columns)
+    missing = set(columns) - set(df.columns)
     if missing:
-        raise ConfigError(f"{path} lacks columns {sorted(missing)}; expected {', '.join(PAPER_COLUMNS)}")
-    df["value"] = df["value"].astype(float)
+        raise ConfigError(f"{path} lacks columns {sorted(missing)}; expected {', '.join(columns)}")
+    try:
+        df["value"] = df["value"].astype(float)
+    except ValueError:
+        raise ConfigError(f"{path}: column 'value' must hold numbers only") from None
     return df
+
+
+def load_paper(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Tables 1-6 (``ijepa_paper.csv``)."""
+    return _read_reference(Path(path or PAPER_CSV), PAPER_COLUMNS)
 
 
 def load_compute(path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The paper's compute claims (GPU-hours bound, speed-up ratios)."""
-    path = Path(path or COMPUTE_CSV)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise ConfigError(f"paper compute file not found: {path}") from None
-    df["value"] = df["value"].astype(float)
-    return df
+    """The paper's compute claims (``ijepa_compute.csv``: GPU-hours bound, speed-up ratios)."""
+    return _read_reference(Path(path or COMPUTE_CSV), COMPUTE_COLUMNS)
 
 
 def paper_tables(paper: pd.DataFrame) -> list[PaperTable]:
