@@ -1,0 +1,136 @@
+"""The three probe kinds behind one small interface, so the runner's selection logic is written once.
+
+A probe holds a set of heads (grid points); ``fit`` trains them all on some rows of the training features,
+``score`` returns every head's top1/top5/mean-per-class on other features. For kNN a "head" is a
+(representation, k) pair and fitting just stores the training set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from ijepa_eval.features import parse_representation
+from ijepa_eval.probes import (
+    evaluate_grid,
+    evaluate_logreg,
+    few_shot_rows,
+    fit_linear_grid,
+    fit_logreg,
+    head_grid,
+    knn_scores,
+)
+from ijepa_eval.probes.linear import LinearGrid
+from ijepa_eval.protocols.recipes import Recipe
+
+Features = Mapping[str, torch.Tensor]
+
+
+class LinearProbe:
+    def __init__(self, recipe: Recipe, representations: list[str], num_classes: int, device: torch.device,
+                 progress: bool):
+        g = recipe.grid
+        self.recipe, self.num_classes, self.device, self.progress = recipe, num_classes, device, progress
+        self.specs = head_grid(representations, g.heads, g.lr_mults, g.wds)
+        self.heads: list[dict[str, Any]] = [s.as_dict() | {"lr": s.lr_mult * recipe.optimizer.lr} for s in self.specs]
+        self.grid: LinearGrid | None = None
+        self.train_stats: list[dict[str, float]] = []
+
+    def fit(self, feats: Features, labels: np.ndarray, rows: np.ndarray) -> None:
+        self.grid, self.train_stats = fit_linear_grid(
+            feats, torch.from_numpy(labels), self.specs, self.recipe.train_config(), self.num_classes,
+            index=torch.from_numpy(rows), seed=self.recipe.seed, device=self.device, progress=self.progress)
+
+    def fit_augmented(self, encoder: Any, dataset: Any, dataset_rows: np.ndarray, num_workers: int) -> None:
+        """The paper's exact recipe: every epoch re-encodes augmented images (``dataset`` has train_transform)."""
+        cfg, n_blocks = self.recipe.train_config(), self.recipe.n_last_blocks
+        pools = ["avg", "cls"] if encoder.has_class_token else ["avg"]
+        slices = {r: parse_representation(r, n_blocks, pools) for r in {s.representation for s in self.specs}}
+        dims = {r: n * encoder.embed_dim for r, (_, n) in slices.items()}
+        grid = LinearGrid(self.specs, dims, self.num_classes, cfg, seed=self.recipe.seed, device=self.device)
+        encoder.to(self.device)
+        cuda = self.device.type == "cuda"
+        loader = DataLoader(Subset(dataset, dataset_rows.tolist()), batch_size=cfg.batch_size, shuffle=True,
+                            generator=torch.Generator().manual_seed(self.recipe.seed), num_workers=num_workers,
+                            pin_memory=cuda, drop_last=len(dataset_rows) % cfg.batch_size == 1,
+                            persistent_workers=num_workers > 0)
+        from tqdm.auto import tqdm
+
+        for _ in tqdm(range(cfg.epochs), desc="linear grid (augmented)", unit="ep", disable=not self.progress):
+            for images, labels in loader:
+                images = images.to(self.device, non_blocking=True)
+                with torch.no_grad(), torch.autocast(self.device.type, torch.bfloat16, enabled=cuda):
+                    pooled = encoder.forward_pooled(images, n_blocks)
+                reps = {r: pooled[pool][:, -n:].flatten(1).float() for r, (pool, n) in slices.items()}
+                grid.train_step(reps, labels, len(loader))
+            self.train_stats = grid.end_epoch()
+        self.grid = grid
+
+    def score(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> list[dict[str, float]]:
+        assert self.grid is not None, "fit before score"
+        index = None if rows is None else torch.from_numpy(rows)
+        return evaluate_grid(self.grid, feats, torch.from_numpy(labels), index=index)
+
+    def train_scores(self) -> list[dict[str, float]]:
+        return self.train_stats
+
+
+class LogRegProbe:
+    def __init__(self, recipe: Recipe, representations: list[str], num_classes: int, device: torch.device,
+                 progress: bool):
+        self.recipe, self.num_classes, self.device = recipe, num_classes, device
+        self.points = [(r, lam) for r in representations for lam in recipe.logreg.lambdas]
+        self.heads = [{"name": f"{r}/logreg/lambda{lam:g}", "representation": r, "head": "logreg", "lambda": lam}
+                      for r, lam in self.points]
+        self.models: list = []
+
+    def fit(self, feats: Features, labels: np.ndarray, rows: np.ndarray) -> None:
+        y = torch.from_numpy(labels[rows])
+        self.models = [fit_logreg(feats[r][rows], y, self.num_classes, lam, max_iter=self.recipe.logreg.max_iter,
+                                  device=self.device) for r, lam in self.points]
+
+    def score(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> list[dict[str, float]]:
+        rows = np.arange(len(labels)) if rows is None else rows
+        y = torch.from_numpy(labels[rows])
+        return [evaluate_logreg([m], feats[r][rows], y, self.num_classes)[0]
+                for (r, _), m in zip(self.points, self.models, strict=True)]
+
+    def train_scores(self) -> list[dict[str, float]]:
+        return []
+
+
+class KnnProbe:
+    def __init__(self, recipe: Recipe, representations: list[str], num_classes: int, device: torch.device,
+                 progress: bool):
+        self.recipe, self.num_classes = recipe, num_classes
+        self.representations = representations
+        self.heads = [{"name": f"{r}/knn/k{k}", "representation": r, "head": "knn", "k": k,
+                       "temperature": recipe.knn.temperature} for r in representations for k in recipe.knn.ks]
+        self.train: tuple[Features, np.ndarray] | None = None
+
+    def fit(self, feats: Features, labels: np.ndarray, rows: np.ndarray) -> None:
+        if self.recipe.knn.shots is not None:
+            rows = rows[few_shot_rows(labels[rows], self.recipe.knn.shots, seed=self.recipe.seed)]
+        self.train = ({r: feats[r][rows] for r in self.representations}, labels[rows])
+        for head in self.heads:
+            head["k_effective"] = min(head["k"], len(rows))
+
+    def score(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> list[dict[str, float]]:
+        assert self.train is not None, "fit before score"
+        train_feats, train_labels = self.train
+        rows = np.arange(len(labels)) if rows is None else rows
+        out = []
+        for r in self.representations:
+            out += knn_scores(train_feats[r], train_labels, feats[r][rows], labels[rows], self.recipe.knn.ks,
+                              self.num_classes, self.recipe.knn.temperature)
+        return out
+
+    def train_scores(self) -> list[dict[str, float]]:
+        return []
+
+
+PROBES = {"linear": LinearProbe, "logreg": LogRegProbe, "knn": KnnProbe}

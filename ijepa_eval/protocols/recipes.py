@@ -1,0 +1,225 @@
+"""Protocol recipes: versioned YAML files in the repository's top-level ``protocols/`` folder.
+
+Each file fills one :class:`Recipe`; unknown keys and wrong types are ConfigErrors, so a typo never
+silently falls back to a default. ``key=value`` overrides (dotted for nested keys, values parsed as YAML:
+``epochs=2``, ``optimizer.lr=0.1``, ``grid.wds=[0.0]``) go through the same checks. Bump ``version``
+whenever a recipe's numbers can change: results record it and ``skip_existing`` compares it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ijepa_eval.errors import ConfigError, unknown_choice
+from ijepa_eval.probes.linear import LinearTrainConfig, OptimizerConfig, ScheduleConfig
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "protocols"
+
+ProbeKind = Literal["linear", "logreg", "knn"]
+SelectionSplit = Literal["train_holdout", "test"]
+AugMode = Literal["cached", "paper"]
+
+
+@dataclass
+class DatasetSpec:
+    name: str
+    train_split: str = "train"
+    test_split: str = "val"
+    val_split: str | None = None  # a held-out split of its own (VTAB val for CLEVR) instead of 10% of train
+    options: dict[str, Any] = field(default_factory=dict)  # extra get_dataset options
+
+
+@dataclass
+class GridSpec:
+    heads: list[str] = field(default_factory=lambda: ["bn_linear", "linear"])
+    lr_mults: list[float] = field(default_factory=lambda: [1.0, 0.1])
+    wds: list[float] = field(default_factory=lambda: [5e-4, 0.0])
+
+
+@dataclass
+class LogRegSpec:
+    lambdas: list[float] = field(default_factory=lambda: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2])
+    max_iter: int = 1000
+
+
+@dataclass
+class KnnSpec:
+    ks: list[int] = field(default_factory=lambda: [10, 20, 100, 200])
+    temperature: float = 0.07
+    shots: int | None = None  # per-class training examples (seeded subsample); None = all
+
+
+@dataclass
+class SelectionSpec:
+    split: SelectionSplit = "train_holdout"
+    metric: str = "top1"
+    holdout_fraction: float = 0.1
+    retrain_on_full_train: bool = True
+
+
+@dataclass
+class MetricSpec:
+    higher_is_better: bool = True
+
+
+@dataclass
+class Recipe:
+    name: str
+    version: int
+    description: str
+    reference: str
+    dataset: DatasetSpec
+    probe: ProbeKind = "linear"
+    representations: list[str] = field(default_factory=lambda: ["lastPOOL", "concatPOOL4"])
+    cls_representations: list[str] = field(default_factory=lambda: ["lastCLS", "concatCLS4"])  # cls-token models
+    grid: GridSpec = field(default_factory=GridSpec)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    epochs: int = 10
+    batch_size: int = 256
+    logreg: LogRegSpec = field(default_factory=LogRegSpec)
+    knn: KnnSpec = field(default_factory=KnnSpec)
+    selection: SelectionSpec = field(default_factory=SelectionSpec)
+    metrics: dict[str, MetricSpec] = field(default_factory=dict)
+    aug: AugMode = "cached"
+    n_last_blocks: int = 4
+    extraction_batch_size: int = 64
+    seed: int = 0
+
+    def train_config(self) -> LinearTrainConfig:
+        return LinearTrainConfig(self.optimizer, self.schedule, self.epochs, self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name_or_path: str | os.PathLike) -> Path:
+    """A recipe name (``cifar100``) or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"protocol file {path} does not exist")
+        return path
+    candidate = RECIPES_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(unknown_choice("protocol", str(name_or_path), available_recipes()))
+    return candidate
+
+
+def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
+    path = recipe_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"protocol file {path} is not valid YAML ({err}); fix it") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"protocol file {path} must be a mapping of recipe keys")
+    raw = apply_overrides(raw, overrides or {})
+    return build(Recipe, raw, where=path.name)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["epochs=2", "optimizer.lr=0.1"]`` -> {"epochs": 2, "optimizer.lr": 0.1} (values parsed as YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not key=value (e.g. epochs=2 or optimizer.lr=0.1)")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"override '{item}': value is not valid YAML") from None
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys in a copy of ``raw``; key names are checked against the dataclasses."""
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    raw = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        cls, node = Recipe, raw
+        *parents, leaf = dotted.split(".")
+        for i, part in enumerate([*parents, leaf]):
+            hints = typing.get_type_hints(cls)
+            if part not in hints:
+                prefix = ".".join(parents[:i])
+                names = [f"{prefix}.{n}" if prefix else n for n in hints]
+                raise ConfigError(unknown_choice("override key", dotted, names))
+            if part == leaf and i == len(parents):
+                break
+            if not dataclasses.is_dataclass(hints[part]):
+                raise ConfigError(f"override key '{dotted}': '{part}' is not a section")
+            cls = hints[part]
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return raw
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked (and minimally converted: int -> float, scalar -> [scalar]) against type ``tp``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
+        return build(tp, value, where=key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(unknown_choice(f"value for '{key}'", str(value), map(str, args)))
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0])
+    if origin is list:
+        items = value if isinstance(value, list) else [value]
+        return [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(items)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a mapping, got {value!r}")
+        return {str(k): coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"'{key}' expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def build(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Instantiate dataclass ``cls`` from a mapping, rejecting unknown keys and missing required ones."""
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in hints:
+            raise ConfigError(f"{where}: " + unknown_choice("key", str(key), hints))
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ConfigError(f"{where}: missing required key(s) {', '.join(missing)}")
+    return cls(**{k: coerce(v, hints[k], f"{k}" if where.endswith(".yaml") else f"{where}.{k}")
+                  for k, v in data.items()})

@@ -1,0 +1,186 @@
+"""``run_protocol``: checkpoint + recipe -> cached features -> probe grid -> one result JSON.
+
+Order matters for honest numbers: with the default selection the reported split's features are not even
+requested until the head has been chosen on held-out training data (or the dataset's own val split).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ijepa_eval.data import describe_transform, get_dataset, train_transform
+from ijepa_eval.env import environment
+from ijepa_eval.errors import ConfigError, IjepaEvalError
+from ijepa_eval.features import get_features
+from ijepa_eval.probes import class_balanced_holdout, select_head
+from ijepa_eval.protocols.probing import PROBES
+from ijepa_eval.protocols.recipes import Recipe, load_recipe
+from ijepa_eval.results import METRIC_DIRECTIONS, ResultRecord, load_result, result_filename, write_result
+
+
+def model_record(encoder: Any, label: str | None, model_meta: dict[str, Any] | None) -> dict[str, Any]:
+    info = encoder.info
+    return {"source": str(info.get("source")), "sha256": info.get("sha256"), "format": info.get("format"),
+            "branch": info.get("branch"), "arch": info.get("arch"), "label": label, "meta": dict(model_meta or {})}
+
+
+def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe) -> Path | None:
+    """The result of an earlier run of this exact (model, branch, protocol version, config), if any."""
+    probe = ResultRecord(protocol={"name": recipe.name}, model=model, features={}, dataset={}, metrics={},
+                         selection={})
+    path = out_dir / result_filename(probe)
+    if not path.is_file():
+        return None
+    try:
+        old = load_result(path)
+    except IjepaEvalError:
+        return None  # unreadable: run again and overwrite atomically
+    same = (old.model.get("sha256") == model["sha256"] and old.model.get("branch") == model["branch"]
+            and old.protocol.get("version") == recipe.version and old.protocol.get("config") == recipe.to_dict())
+    return path if same else None
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def run_protocol(
+    name_or_yaml: str | os.PathLike,
+    ckpt: Any,
+    *,
+    branch: str | None = None,
+    arch: str | dict | None = None,
+    root: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike = "results/runs",
+    cache_dir: str | os.PathLike | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    model_meta: dict[str, Any] | None = None,
+    skip_existing: bool = True,
+    device: str | torch.device | None = None,
+    label: str | None = None,
+    trust_checkpoint: bool = False,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run one protocol on one checkpoint (path, timm name or Encoder object); returns the result JSON path."""
+    started = time.perf_counter()
+    recipe = load_recipe(name_or_yaml, overrides)
+    unknown = sorted(set(recipe.metrics) - set(METRIC_DIRECTIONS))
+    if unknown:
+        raise ConfigError(f"recipe {recipe.name} lists metrics {unknown} that results.METRIC_DIRECTIONS lacks")
+    if isinstance(ckpt, torch.nn.Module):
+        encoder = ckpt
+    else:
+        from ijepa_eval.encoders import load_encoder
+
+        encoder = load_encoder(ckpt, branch, arch, trust_checkpoint=trust_checkpoint)
+    model = model_record(encoder, label, model_meta)
+    out_dir = Path(out_dir)
+    if skip_existing and (path := existing_result(out_dir, model, recipe)):
+        print(f"skip: {path} already holds {recipe.name} v{recipe.version} for this model and config")
+        return path
+    dev = resolve_device(device)
+    ds_spec = recipe.dataset
+    representations = recipe.cls_representations if encoder.has_class_token else recipe.representations
+
+    feature_sets: dict[str, Any] = {}
+
+    def features_of(split: str):
+        if split not in feature_sets:
+            dataset = get_dataset(ds_spec.name, root, split, **ds_spec.options)
+            feature_sets[split] = get_features(
+                encoder, dataset, cache_dir=cache_dir, batch_size=recipe.extraction_batch_size,
+                num_workers=num_workers, device=dev, n_last_blocks=recipe.n_last_blocks, progress=progress)
+        fs = feature_sets[split]
+        return {r: fs.representation(r) for r in representations}, fs.labels, fs
+
+    train_feats, train_labels, train_fs = features_of(ds_spec.train_split)
+    probe = PROBES[recipe.probe](recipe, representations, train_fs.num_classes, dev, progress)
+    if recipe.aug == "paper" and recipe.probe != "linear":
+        raise ConfigError(f"aug=paper applies to linear probes only; protocol {recipe.name} uses {recipe.probe}")
+    probe_started = time.perf_counter()
+
+    def fit(feats, labels, rows) -> None:
+        if recipe.aug == "paper":  # rows index the training split (retraining on train+val is refused below)
+            dataset = get_dataset(ds_spec.name, root, ds_spec.train_split,
+                                  transform=train_transform(ds_spec.name, encoder.img_size), **ds_spec.options)
+            probe.fit_augmented(encoder, dataset, train_fs.indices[rows], num_workers=num_workers or 0)
+        else:
+            probe.fit(feats, labels, rows)
+
+    heads = [dict(h, scores={}) for h in probe.heads]
+
+    def record(split: str, scores: list[dict[str, float]]) -> None:
+        for head, s in zip(heads, scores, strict=True):
+            head["scores"][split] = s
+
+    all_train = np.arange(len(train_labels))
+    sel = recipe.selection
+    if sel.split == "test":
+        fit(train_feats, train_labels, all_train)
+        test_feats, test_labels, _ = features_of(ds_spec.test_split)
+        test_scores = probe.score(test_feats, test_labels)
+        best = select_head(test_scores, sel.metric, METRIC_DIRECTIONS[sel.metric])
+        selection_split = "test"
+    else:
+        if ds_spec.val_split:  # the dataset's own held-out split (VTAB val for CLEVR)
+            hold_feats, hold_labels, _ = features_of(ds_spec.val_split)
+            fit(train_feats, train_labels, all_train)
+            hold_scores = probe.score(hold_feats, hold_labels)
+            selection_split = "val"
+        else:
+            fit_rows, hold_rows = class_balanced_holdout(train_labels, sel.holdout_fraction, recipe.seed)
+            fit(train_feats, train_labels, fit_rows)
+            hold_scores = probe.score(train_feats, train_labels, hold_rows)
+            selection_split = "train_holdout"
+        record(selection_split, hold_scores)
+        best = select_head(hold_scores, sel.metric, METRIC_DIRECTIONS[sel.metric])
+        if sel.retrain_on_full_train:  # the whole grid: jointly it costs about one head
+            if ds_spec.val_split:
+                if recipe.aug == "paper":
+                    raise ConfigError("aug=paper with a val split cannot retrain on train+val; "
+                                      "set selection.retrain_on_full_train=false")
+                merged = {r: torch.cat([train_feats[r], hold_feats[r]]) for r in representations}
+                merged_labels = np.concatenate([train_labels, hold_labels])
+                fit(merged, merged_labels, np.arange(len(merged_labels)))
+            else:
+                fit(train_feats, train_labels, all_train)
+        test_feats, test_labels, _ = features_of(ds_spec.test_split)  # only now: selection is done
+        test_scores = probe.score(test_feats, test_labels)
+    if probe.train_scores():
+        record("train", probe.train_scores())
+    record("test", test_scores)
+    probe_s = time.perf_counter() - probe_started
+
+    extraction_s = sum(float(fs.meta.get("extraction_s", 0.0)) for fs in feature_sets.values())
+    total_s = time.perf_counter() - started
+    timings = {"extraction_s": round(extraction_s, 3), "probe_s": round(probe_s, 3), "total_s": round(total_s, 3)}
+    if dev.type == "cuda":
+        timings["gpu_hours"] = round(total_s / 3600, 6)
+    pool = "cls" if encoder.has_class_token else "avg"
+    result = ResultRecord(
+        protocol={"name": recipe.name, "version": recipe.version, "config": recipe.to_dict()},
+        model=model,
+        features={"representations": representations, "n_last_blocks": recipe.n_last_blocks, "pool": pool,
+                  "img_size": encoder.img_size, "transform": describe_transform(ds_spec.name, encoder.img_size),
+                  "cache_key": {s: fs.meta.get("cache_key") for s, fs in feature_sets.items()},
+                  "mode": "augmented" if recipe.aug == "paper" else "cached"},
+        dataset={"name": ds_spec.name, "train_split": ds_spec.train_split, "val_split": ds_spec.val_split,
+                 "test_split": ds_spec.test_split, "num_classes": int(train_fs.num_classes),
+                 "fingerprint": {s: fs.meta.get("fingerprint") for s, fs in feature_sets.items()},
+                 "sizes": {s: len(fs) for s, fs in feature_sets.items()}},
+        metrics=dict(test_scores[best]),
+        selection={"split": selection_split, "head": heads[best]["name"], "metric": sel.metric,
+                   "retrained_on_full_train": sel.split != "test" and sel.retrain_on_full_train},
+        heads=heads,
+        env=environment(),
+        timings=timings,
+        seed=recipe.seed,
+    )
+    return write_result(result, out_dir)
