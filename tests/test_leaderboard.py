@@ -193,8 +193,8 @@ def test_console_script_table(tmp_path):
 
 def fake_runner(calls):
     """Stands in for run_protocol: writes a result whose top1 depends on (checkpoint, protocol)."""
-    def run(protocol, ckpt, *, root=None, out_dir="results/runs", skip_existing=True):
-        calls.append((protocol, ckpt, root, skip_existing))
+    def run(protocol, ckpt, *, root=None, out_dir="results/runs", skip_existing=True, label=None, **options):
+        calls.append((protocol, ckpt, root, skip_existing, label))
         score = 40.0 + 10 * len(Path(ckpt).stem) + len(protocol)
         return make_result(out_dir, Path(ckpt).stem, protocol, score)
     return run
@@ -208,7 +208,8 @@ def test_compare_two_checkpoints_two_protocols(tmp_path, monkeypatch, capsys):
     out = tmp_path / "cmp"
     assert main(["compare", "a.pth", "bb.pth", "--protocols", "cifar100,clevr_count", "--labels", "A,B",
                  "--root", "/data", "--out", str(out), "--plot"]) == 0
-    assert calls == [(p, c, "/data", True) for c in ("a.pth", "bb.pth") for p in ("cifar100", "clevr_count")]
+    assert calls == [(p, c, "/data", True, lab) for c, lab in (("a.pth", "A"), ("bb.pth", "B"))
+                     for p in ("cifar100", "clevr_count")]
     flat = pd.read_csv(out / "compare.csv", dtype=str)
     assert flat["model"].tolist() == ["A", "B"]
     assert flat["cifar100"].tolist() == ["58.0", "68.0"] and flat["clevr_count"].tolist() == ["61.0", "71.0"]

@@ -63,7 +63,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise ConfigError("compare needs checkpoints and --protocols P,... (or --results DIR for existing runs)")
         out = args.out or "results/runs"
         labels = _csv_list(args.labels) if args.labels else None
-        rows = compare.run_checkpoints(args.checkpoints, protocols, labels=labels, root=args.root, out_dir=out)
+        rows = compare.run_checkpoints(args.checkpoints, protocols, labels=labels, root=args.root, out_dir=out,
+                                       cache_dir=args.cache_dir, device=args.device)
     shown, flat = compare.compare_frames(rows, protocols, args.metric)
     print(shown.to_string(index=False))
     written = compare.write_compare(shown, flat, out, args.metric)
@@ -137,6 +138,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="dataset root passed to the protocols")
     p.add_argument("--out", help="folder for result JSONs and compare.md/.csv (default results/runs, or the --results folder)")
     p.add_argument("--labels", help="comma-separated row names, one per checkpoint")
+    p.add_argument("--cache-dir", help="feature cache folder passed to the protocols")
+    p.add_argument("--device", help="torch device for the runs (default: cuda when available)")
     p.add_argument("--results", nargs="+", help="build the table from existing result JSONs / folders instead")
     p.add_argument("--metric", default="top1", help="metric shown in each cell")
     p.add_argument("--plot", action="store_true", help="also write compare_bars.png/.svg")

@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -39,17 +40,23 @@ def run_checkpoints(
     root: str | None = None,
     out_dir: str | os.PathLike = "results/runs",
     run: Callable[..., Path] | None = None,
+    **run_options: Any,
 ) -> list[Row]:
-    """Run (or reuse) every checkpoint × protocol; ``run`` defaults to ``ijepa_eval.protocols.run_protocol``."""
+    """Run (or reuse) every checkpoint × protocol through ``run`` (default ``run_protocol``).
+
+    Given ``labels`` also name the models in the result JSONs; without them the runner's default naming
+    is kept, so results written earlier by e.g. ``ijepa-eval linear`` are reused.
+    """
     if run is None:
         from ijepa_eval.protocols import run_protocol as run
     names = checkpoint_labels(ckpts, labels)
     rows = []
     for name, ckpt in zip(names, ckpts, strict=True):
+        named = {"label": name} if labels is not None else {}
         cells = {}
         for protocol in protocols:
             print(f"compare: {name} × {protocol}", file=sys.stderr)
-            path = run(protocol, ckpt, root=root, out_dir=out_dir, skip_existing=True)
+            path = run(protocol, ckpt, root=root, out_dir=out_dir, skip_existing=True, **named, **run_options)
             cells[protocol] = load_results([path])[0]
         rows.append((name, cells))
     return rows
