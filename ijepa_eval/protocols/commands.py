@@ -1,0 +1,193 @@
+"""`ijepa-eval linear|lowshot|transfer|clevr|knn|run|suite`: run protocol recipes, one result JSON each.
+
+Every verb maps to recipe names in the top-level ``protocols/`` folder; trailing ``key=value`` arguments
+override recipe fields (``epochs=5 optimizer.lr=0.1``). torch is imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ijepa_eval.encoders.commands import add_checkpoint_args, encoder_from_args, parse_arch
+
+COMMON_EXAMPLES = """
+common options: key=value overrides any recipe field (epochs=5 batch_size=1024 optimizer.lr=0.1 seed=1);
+  --select-on test reproduces the paper's (optimistic) head selection on the reported split;
+  --aug paper re-encodes RandomResizedCrop+flip images every epoch (GPU) instead of cached features."""
+
+VERBS: dict[str, dict[str, Any]] = {
+    "linear": dict(
+        help="ImageNet-1k linear probe (in1k_linear, paper Table 1)",
+        epilog="""examples:
+  ijepa-eval linear --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/imagenet
+  ijepa-eval linear --ckpt run/latest.pth.tar --branch context epochs=10 --label my-run""",
+    ),
+    "lowshot": dict(
+        help="ImageNet-1k 1%% low-shot: linear grid or logistic regression (paper Table 2)",
+        epilog="""examples:
+  ijepa-eval lowshot --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/imagenet
+  ijepa-eval lowshot --ckpt mae.pth --method logreg --root /data/imagenet""",
+    ),
+    "transfer": dict(
+        help="linear transfer to CIFAR100 / Places205 / iNat18 (paper Table 3)",
+        epilog="""examples:
+  ijepa-eval transfer --dataset cifar100 --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/cifar100
+  ijepa-eval transfer --dataset inat18 --ckpt dino.pth --branch teacher""",
+    ),
+    "clevr": dict(
+        help="CLEVR object counting / depth (paper Table 4)",
+        epilog="""examples:
+  ijepa-eval clevr --task count --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/CLEVR_v1.0
+  ijepa-eval clevr --task dist --ckpt run/latest.pth.tar --select-on test""",
+    ),
+    "knn": dict(
+        help="weighted k-NN (k 10/20/100/200, T 0.07) on any dataset",
+        epilog="""examples:
+  ijepa-eval knn --dataset imagenet --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/imagenet
+  ijepa-eval knn --dataset cifar100 --ckpt mae.pth knn.shots=10""",
+    ),
+    "run": dict(
+        help="run any protocol recipe by name or YAML path",
+        epilog="""examples:
+  ijepa-eval run cifar100 --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/cifar100
+  ijepa-eval run my_recipe.yaml --ckpt run/latest.pth.tar epochs=2""",
+    ),
+    "suite": dict(
+        help="every protocol whose dataset root is configured ($IJEPA_EVAL_DATA or data.yaml)",
+        epilog="""examples:
+  IJEPA_EVAL_DATA=/datasets ijepa-eval suite --ckpt run/latest.pth.tar
+  ijepa-eval suite --ckpt IN1K-vit.h.14-300e.pth.tar --label ijepa-h14 epochs=1""",
+    ),
+}
+
+
+def dataset_splits(name: str) -> dict[str, Any]:
+    """train/val/test split names of a dataset for the generic kNN recipe (VTAB val where there is one)."""
+    from ijepa_eval.data.registry import SOURCES
+
+    splits = SOURCES[name][1] if name in SOURCES else ("train", "val")
+    if "test" in splits:
+        return {"dataset.test_split": "test", "dataset.val_split": "val" if "val" in splits else None}
+    return {"dataset.test_split": "val", "dataset.val_split": None}
+
+
+def protocols_for(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """(recipe, extra overrides) pairs the verb stands for."""
+    from ijepa_eval.protocols.recipes import available_recipes, load_recipe
+
+    if args.command == "linear":
+        return [("in1k_linear", {})]
+    if args.command == "lowshot":
+        return [(f"in1k_1pct_{args.method}", {})]
+    if args.command == "transfer":
+        return [(args.dataset, {})]
+    if args.command == "clevr":
+        return [(f"clevr_{args.task}", {})]
+    if args.command == "knn":
+        return [("knn", {"dataset.name": args.dataset, **dataset_splits(args.dataset)})]
+    if args.command == "run":
+        return [(args.protocol, {})]
+    from ijepa_eval.data import resolve_root
+    from ijepa_eval.errors import DatasetError
+
+    chosen = []
+    for name in available_recipes():
+        dataset = load_recipe(name).dataset.name
+        try:
+            resolve_root(dataset, args.root)
+        except DatasetError:
+            print(f"suite: skipping {name}: no data root configured for '{dataset}'", file=sys.stderr)
+            continue
+        chosen.append((name, {}))
+    return chosen
+
+
+def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
+    from ijepa_eval.protocols.recipes import parse_overrides
+
+    flags = {k: v for k, v in (("selection.split", args.select_on), ("aug", args.aug), ("seed", args.seed))
+             if v is not None}
+    return {**parse_overrides(args.overrides), **flags}
+
+
+def print_summary(path: Path) -> None:
+    from ijepa_eval.results import load_result
+
+    r = load_result(path)
+    sel = r.selection
+    print(f"\n{r.protocol['name']} v{r.protocol['version']} | model {r.model.get('label') or r.model['source']} "
+          f"({r.model.get('branch') or 'default'}) | {r.dataset['name']} {r.dataset['test_split']} "
+          f"| features {r.features['mode']}")
+    print(f"{'head':<42} {sel['split'] + ' top1':>18} {'test top1':>10} {'test top5':>10}")
+    for h in r.heads:
+        mark = "*" if h["name"] == sel["head"] else " "
+        held, test = h["scores"].get(sel["split"], {}), h["scores"].get("test", {})
+        print(f"{mark}{h['name']:<41} {held.get('top1', float('nan')):>18.2f} {test.get('top1', float('nan')):>10.2f} "
+              f"{test.get('top5', float('nan')):>10.2f}")
+    m = r.metrics
+    print(f"selected on {sel['split']}: {sel['head']} -> top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  "
+          f"mean per-class {m['mean_per_class_acc']:.2f}  ({r.timings.get('total_s', 0):.1f} s)")
+    print(f"result: {path}")
+
+
+def cmd_protocols(args: argparse.Namespace) -> int:
+    from ijepa_eval.protocols.runner import run_protocol
+
+    jobs = protocols_for(args)
+    if not jobs:
+        print("suite: no protocol has a configured data root; set $IJEPA_EVAL_DATA or pass --root", file=sys.stderr)
+        return 1
+    # Load once: a suite reuses the same weights for every protocol.
+    ckpt = encoder_from_args(args) if len(jobs) > 1 else args.ckpt
+    base = overrides_of(args)
+    for name, extra in jobs:
+        path = run_protocol(
+            name, ckpt, branch=args.branch, arch=parse_arch(args.arch), root=args.root, out_dir=args.out,
+            cache_dir=args.cache_dir, overrides={**extra, **base}, skip_existing=not args.no_skip_existing,
+            device=args.device, label=args.label, trust_checkpoint=args.trust_checkpoint,
+            num_workers=args.workers, progress=not args.quiet,
+        )
+        print_summary(path)
+    return 0
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    add_checkpoint_args(parser)
+    parser.add_argument("--root", default=None, help="dataset root (default: $IJEPA_EVAL_DATA/<dataset> or data.yaml)")
+    parser.add_argument("--cache-dir", default=None, help="feature cache (default: $IJEPA_EVAL_CACHE or ~/.cache/ijepa-eval)")
+    parser.add_argument("--out", default="results/runs", help="folder for the result JSON")
+    parser.add_argument("--select-on", choices=["train_holdout", "test"], default=None,
+                        help="where the best head is chosen (default: the recipe's, train_holdout)")
+    parser.add_argument("--aug", choices=["cached", "paper"], default=None,
+                        help="cached features (fast, default) or the paper's augmented probe training")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
+    parser.add_argument("--seed", type=int, default=None, help="seed for holdout, shuffling, init (default: recipe's)")
+    parser.add_argument("--workers", type=int, default=None, help="data loader workers (default: spare cores)")
+    parser.add_argument("--label", default=None, help="model name in result files and tables")
+    parser.add_argument("--no-skip-existing", action="store_true",
+                        help="re-run even when a result for this model, protocol version and config exists")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="recipe overrides, e.g. epochs=5")
+
+
+def register(subparsers) -> None:
+    from ijepa_eval.cli import HelpFormatter
+
+    for verb, spec in VERBS.items():
+        parser = subparsers.add_parser(verb, help=spec["help"], description=spec["help"].replace("%%", "%"),
+                                       epilog=spec["epilog"] + "\n" + COMMON_EXAMPLES, formatter_class=HelpFormatter)
+        if verb == "run":
+            parser.add_argument("protocol", help="recipe name (see protocols/*.yaml) or path to a YAML file")
+        if verb == "lowshot":
+            parser.add_argument("--method", choices=["linear", "logreg"], default="linear", help="probe")
+        if verb == "transfer":
+            parser.add_argument("--dataset", choices=["cifar100", "places205", "inat18"], required=True)
+        if verb == "clevr":
+            parser.add_argument("--task", choices=["count", "dist"], required=True)
+        if verb == "knn":
+            parser.add_argument("--dataset", required=True, help="any dataset name get_dataset knows")
+        _add_common(parser)
+        parser.set_defaults(func=cmd_protocols)
