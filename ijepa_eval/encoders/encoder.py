@@ -35,6 +35,7 @@ class Encoder(nn.Module):
         self.num_prefix_tokens = int(vit.num_prefix_tokens)
         self.has_class_token = bool(vit.has_class_token)
         self.info: dict[str, Any] = dict(info or {})
+        self.eval()
 
     def extra_repr(self) -> str:
         return f"source={self.info.get('source')!r}, branch={self.info.get('branch')!r}"

@@ -20,12 +20,14 @@ from typing import Any
 from ijepa_eval.errors import CheckpointError, UnsafeCheckpointError
 
 SAFE_GLOBALS = (argparse.Namespace,)
+LEGACY_MAGIC = b"\x80\x02"  # pickle protocol 2: how torch.save wrote files before the zip format
 TRUST_HINT = "pass --trust-checkpoint (trust_checkpoint=True) only if you trust where the file comes from"
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:160] if text else type(err).__name__
+    lines = str(err).strip().splitlines()
+    text = lines[0] if lines else ""
+    return f"{type(err).__name__}: {text[:100]}{'...' if len(text) > 100 else ''}"
 
 
 def read_file(path: str | os.PathLike, *, trust_checkpoint: bool = False) -> tuple[Any, dict[str, str]]:
@@ -59,6 +61,13 @@ def _read_torch(path: Path, trust_checkpoint: bool) -> Any:
 
     # mmap keeps multi-GB optimizer states on disk; only the zip format (torch >= 1.6) supports it.
     mmap = zipfile.is_zipfile(path)
+    if not mmap:
+        with open(path, "rb") as f:
+            if f.read(2) != LEGACY_MAGIC:
+                raise CheckpointError(
+                    f"'{path}' is not a PyTorch checkpoint (neither zip nor legacy torch.save format) "
+                    "or is truncated; check the path or re-download it"
+                )
     try:
         if trust_checkpoint:
             return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
@@ -72,7 +81,7 @@ def _read_torch(path: Path, trust_checkpoint: bool) -> Any:
                 f"refused. {TRUST_HINT}"
             ) from err
         raise CheckpointError(f"cannot unpickle '{path}' ({_first_line(err)}); re-download or re-save it") from err
-    except (RuntimeError, EOFError, KeyError, ValueError, OSError, zipfile.BadZipFile) as err:
+    except (RuntimeError, EOFError, KeyError, IndexError, TypeError, ValueError, OSError, zipfile.BadZipFile) as err:
         raise CheckpointError(
             f"cannot read '{path}' as a PyTorch checkpoint ({_first_line(err)}); "
             "the file is truncated or not a checkpoint: re-download or re-save it"

@@ -1,0 +1,160 @@
+"""`ijepa-eval inspect`, plus the shared --ckpt/--branch/--arch/--trust-checkpoint flags for other commands.
+
+torch is imported inside the command functions so that `ijepa-eval --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from typing import Any
+
+from ijepa_eval.errors import ArchitectureError
+
+INSPECT_EPILOG = """examples:
+  ijepa-eval inspect IN1K-vit.h.14-300e.pth.tar                   # target encoder (default)
+  ijepa-eval inspect IN1K-vit.h.14-300e.pth.tar --branch context  # the context encoder
+  ijepa-eval inspect dino_checkpoint.pth --branch student --json
+  ijepa-eval inspect mae_custom.pth --arch '{"num_heads": 8}'     # width not in the standard table
+  ijepa-eval inspect old_run.pth --trust-checkpoint                # pickles other objects: trusted files only"""
+
+
+def parse_arch(text: str | None) -> str | dict[str, Any] | None:
+    """--arch value: a JSON object of ViT kwargs, or a timm model name."""
+    if text is None or not text.strip().startswith("{"):
+        return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ArchitectureError(f"--arch is not valid JSON ({err.msg}); e.g. --arch '{{\"num_heads\": 8}}'") from err
+    if not isinstance(value, dict):
+        raise ArchitectureError("--arch JSON must be an object of ViT kwargs, e.g. '{\"num_heads\": 8}'")
+    return value
+
+
+def _add_loading_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--branch", default=None,
+        help="network inside a training checkpoint: target|context (I-JEPA, default target), "
+        "teacher|student (DINO/iBOT, default teacher)",
+    )
+    parser.add_argument(
+        "--arch", default=None,
+        help="architecture when it cannot be inferred: a timm model name or JSON of ViT kwargs, "
+        "e.g. '{\"num_heads\": 8}'",
+    )
+    parser.add_argument(
+        "--trust-checkpoint", action="store_true",
+        help="allow a full unpickle (can run code from the file); only for checkpoints you trust",
+    )
+
+
+def add_checkpoint_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """Add --ckpt, --branch, --arch, --trust-checkpoint the same way in every command."""
+    parser.add_argument(
+        "--ckpt", required=required,
+        help="checkpoint file (.pth/.pth.tar/.pt/.safetensors) or timm model name (random:NAME = random init)",
+    )
+    _add_loading_args(parser)
+
+
+def encoder_from_args(args: argparse.Namespace, *, img_size: int | None = None):
+    """The Encoder the flags added by add_checkpoint_args describe."""
+    from ijepa_eval.encoders.load import load_encoder
+
+    return load_encoder(
+        args.ckpt, branch=args.branch, arch=parse_arch(args.arch), img_size=img_size,
+        trust_checkpoint=args.trust_checkpoint,
+    )
+
+
+def summarize_keys(keys: list[str]) -> dict[str, int]:
+    """Group keys by prefix up to the first layer index (``decoder_blocks.3.x`` -> ``decoder_blocks``)."""
+    groups: Counter[str] = Counter()
+    for key in keys:
+        parts = []
+        for part in key.split("."):
+            if part.isdigit() or len(parts) == 2:
+                break
+            parts.append(part)
+        groups[".".join(parts) or key] += 1
+    return dict(groups)
+
+
+def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint: bool) -> dict[str, Any]:
+    """What `inspect` shows; works when the architecture is only partly known (no model is built then)."""
+    from pathlib import Path
+
+    from ijepa_eval.encoders.arch import resolve_arch
+    from ijepa_eval.encoders.formats import FORMATS
+    from ijepa_eval.encoders.load import load_encoder, read_encoder_checkpoint
+
+    if not Path(source).exists():  # timm model name: build it, nothing to read
+        enc = load_encoder(source, branch, arch)
+        report = dict(enc.info, unknown=[], params=sum(p.numel() for p in enc.parameters()))
+        report["format_description"] = "timm model"
+        return report
+    ckpt = read_encoder_checkpoint(source, branch, trust_checkpoint=trust_checkpoint)
+    arch_kwargs, unknown = dict(ckpt.arch.kwargs), list(ckpt.arch.unknown)
+    if arch is not None:
+        resolved = resolve_arch(ckpt.arch, arch)
+        if isinstance(resolved, str):
+            arch_kwargs = {**arch_kwargs, "timm_model": resolved}
+            unknown = []
+        else:
+            arch_kwargs, unknown = resolved, [k for k in unknown if resolved.get(k) is None]
+    return dict(
+        ckpt.info(arch_kwargs), unknown=unknown, params=sum(v.numel() for v in ckpt.state_dict.values()),
+        format_description=FORMATS[ckpt.format].description,
+    )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    branches = ", ".join(f"{b}*" if b == report["branch"] else b for b in report["branches"]) or "-"
+    arch = dict(report["arch"])
+    for key in report["unknown"]:
+        arch[key] = "? (unknown: pass --arch)"
+    dropped = summarize_keys(report["dropped_keys"])
+    lines = [
+        f"source:   {report['source']}",
+        f"sha256:   {report['sha256']}",
+        f"format:   {report['format']} ({report['format_description']})",
+        f"branches: {branches}   (* = loaded)",
+        f"arch:     {_fmt(arch)}",
+        f"params:   {report['params']:,} ({report['params'] / 1e6:.1f} M, encoder only)",
+        "dropped:  " + (", ".join(f"{k} ({n} keys)" for k, n in dropped.items()) or "-"),
+        "meta:" + ("" if report["meta"] else "     -"),
+    ]
+    lines += [f"  {k}: {_fmt(v)}" for k, v in report["meta"].items()]
+    print("\n".join(lines))
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    report = inspect_report(args.ckpt, args.branch, parse_arch(args.arch), args.trust_checkpoint)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_report(report)
+    return 0
+
+
+def register(subparsers) -> None:
+    from ijepa_eval.cli import HelpFormatter
+
+    parser = subparsers.add_parser(
+        "inspect", help="show a checkpoint's format, branches, architecture, dropped keys and metadata",
+        description="Read a checkpoint safely and report what load_encoder would load from it. "
+        "Works even when the number of heads cannot be inferred.",
+        epilog=INSPECT_EPILOG, formatter_class=HelpFormatter,
+    )
+    parser.add_argument("ckpt", metavar="CKPT", help="checkpoint file or timm model name")
+    _add_loading_args(parser)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=cmd_inspect)

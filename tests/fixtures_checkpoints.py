@@ -1,0 +1,222 @@
+"""Small checkpoints written the way each original tool writes them (real key names, prefixes, extras).
+
+Layouts follow facebookresearch/ijepa ``src/train.py`` (save_checkpoint), facebookresearch/mae
+``util/misc.py`` (save_model), facebookresearch/dino ``main_dino.py`` and bytedance/ibot ``main_ibot.py``
+(save_dict). Every writer returns the encoder weights it stored, in timm names, for reference computations.
+Other rooms' tests may import these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+TINY = dict(embed_dim=192, depth=3, num_heads=3, patch_size=16, img_size=48)
+GRAD_SCALER_STATE = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                     "_growth_tracker": 17}
+
+
+def sincos_pos_embed_2d(dim: int, side: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos table [side*side, dim] as in MAE/I-JEPA ``get_2d_sincos_pos_embed`` (no cls row)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4.0))
+    coords = torch.arange(side, dtype=torch.float64)
+    grid_w, grid_h = torch.meshgrid(coords, coords, indexing="xy")
+
+    def embed_1d(pos: torch.Tensor) -> torch.Tensor:
+        angles = pos.reshape(-1, 1) * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([embed_1d(grid_w), embed_1d(grid_h)], dim=1).float()
+
+
+def tiny_vit_state_dict(seed: int = 0, class_token: bool = True, reg_tokens: int = 0, **overrides) -> dict:
+    """Random ViT weights in timm names; LayerNorm and biases perturbed so no layer is an identity."""
+    kwargs = {**TINY, **overrides}
+    torch.manual_seed(seed)
+    vit = VisionTransformer(**kwargs, class_token=class_token, reg_tokens=reg_tokens, num_classes=0,
+                            global_pool="")
+    state = {}
+    for key, value in vit.state_dict().items():
+        noise = 0.1 * torch.randn_like(value)
+        state[key] = value + (noise if key.endswith((".weight", ".bias")) and value.ndim == 1 else noise * 0.1)
+    return state
+
+
+def _adamw_state(named: dict[str, torch.Tensor]) -> dict:
+    """A real AdamW state_dict after one step, as the training loops save it."""
+    params = [torch.nn.Parameter(v.clone()) for v in list(named.values())[:4]]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    return opt.state_dict()
+
+
+def _block_keys(prefix: str, dim: int, hidden: int) -> dict[str, torch.Tensor]:
+    shapes = {"norm1.weight": (dim,), "norm1.bias": (dim,), "attn.qkv.weight": (3 * dim, dim),
+              "attn.qkv.bias": (3 * dim,), "attn.proj.weight": (dim, dim), "attn.proj.bias": (dim,),
+              "norm2.weight": (dim,), "norm2.bias": (dim,), "mlp.fc1.weight": (hidden, dim),
+              "mlp.fc1.bias": (hidden,), "mlp.fc2.weight": (dim, hidden), "mlp.fc2.bias": (dim,)}
+    return {f"{prefix}.{k}": 0.02 * torch.randn(s) for k, s in shapes.items()}
+
+
+def ijepa_encoder_state_dict(seed: int = 0, **overrides) -> dict:
+    """I-JEPA encoder: no cls token, pos_embed = fixed 2-D sin-cos [1, N, D]."""
+    kwargs = {**TINY, **overrides}
+    state = tiny_vit_state_dict(seed, class_token=False, **kwargs)
+    side = kwargs["img_size"] // kwargs["patch_size"]
+    state["pos_embed"] = sincos_pos_embed_2d(kwargs["embed_dim"], side).unsqueeze(0)
+    return state
+
+
+def ijepa_predictor_state_dict(embed_dim: int, num_patches: int, pred_dim: int = 96, depth: int = 2) -> dict:
+    side = math.isqrt(num_patches)
+    state = {
+        "predictor_embed.weight": 0.02 * torch.randn(pred_dim, embed_dim), "predictor_embed.bias": torch.zeros(pred_dim),
+        "mask_token": 0.02 * torch.randn(1, 1, pred_dim),
+        "predictor_pos_embed": sincos_pos_embed_2d(pred_dim, side).unsqueeze(0),
+        "predictor_norm.weight": torch.ones(pred_dim), "predictor_norm.bias": torch.zeros(pred_dim),
+        "predictor_proj.weight": 0.02 * torch.randn(embed_dim, pred_dim), "predictor_proj.bias": torch.zeros(embed_dim),
+    }
+    for i in range(depth):
+        state.update(_block_keys(f"predictor_blocks.{i}", pred_dim, 4 * pred_dim))
+    return state
+
+
+def write_ijepa_checkpoint(path: str | Path, *, ddp: bool = True, seed: int = 0, epoch: int = 3,
+                           **overrides) -> dict[str, dict]:
+    """Official I-JEPA training checkpoint. Returns {"target": sd, "context": sd} in timm names."""
+    kwargs = {**TINY, **overrides}
+    context = ijepa_encoder_state_dict(seed, **kwargs)
+    target = ijepa_encoder_state_dict(seed + 1, **kwargs)
+    target["pos_embed"] = context["pos_embed"].clone()  # fixed table, identical in both
+    num_patches = (kwargs["img_size"] // kwargs["patch_size"]) ** 2
+    predictor = ijepa_predictor_state_dict(kwargs["embed_dim"], num_patches)
+    prefix = "module." if ddp else ""  # DistributedDataParallel only when world_size > 1
+    save = {
+        "encoder": {prefix + k: v for k, v in context.items()},
+        "predictor": {prefix + k: v for k, v in predictor.items()},
+        "target_encoder": {prefix + k: v for k, v in target.items()},
+        "opt": _adamw_state({**context, **predictor}),
+        "scaler": dict(GRAD_SCALER_STATE),
+        "epoch": epoch,
+        "loss": 0.4375,
+        "batch_size": 128,
+        "world_size": 8 if ddp else 1,
+        "lr": 0.001,
+    }
+    torch.save(save, path)
+    return {"target": target, "context": context}
+
+
+def mae_args() -> argparse.Namespace:
+    return argparse.Namespace(batch_size=64, epochs=800, accum_iter=1, model="mae_vit_tiny_patch16",
+                              input_size=48, mask_ratio=0.75, norm_pix_loss=True, weight_decay=0.05, lr=None,
+                              blr=1.5e-4, min_lr=0.0, warmup_epochs=40, data_path="/data/imagenet",
+                              output_dir="./output_dir", device="cuda", seed=0, resume="", start_epoch=0,
+                              num_workers=10, pin_mem=True, world_size=8, local_rank=-1, dist_on_itp=False,
+                              dist_url="env://", distributed=True, rank=0, gpu=0, dist_backend="nccl")
+
+
+def mae_model_state_dict(seed: int = 0, decoder_dim: int = 64, **overrides) -> tuple[dict, dict]:
+    """(full MAE model state dict with decoder, encoder part in timm names)."""
+    kwargs = {**TINY, **overrides}
+    encoder = tiny_vit_state_dict(seed, class_token=True, **kwargs)
+    side = kwargs["img_size"] // kwargs["patch_size"]
+    zeros_row = torch.zeros(1, kwargs["embed_dim"])
+    encoder["pos_embed"] = torch.cat([zeros_row, sincos_pos_embed_2d(kwargs["embed_dim"], side)]).unsqueeze(0)
+    model = dict(encoder)
+    model["mask_token"] = 0.02 * torch.randn(1, 1, decoder_dim)
+    model["decoder_embed.weight"] = 0.02 * torch.randn(decoder_dim, kwargs["embed_dim"])
+    model["decoder_embed.bias"] = torch.zeros(decoder_dim)
+    model["decoder_pos_embed"] = torch.cat([torch.zeros(1, decoder_dim),
+                                            sincos_pos_embed_2d(decoder_dim, side)]).unsqueeze(0)
+    model.update(_block_keys("decoder_blocks.0", decoder_dim, 4 * decoder_dim))
+    model["decoder_norm.weight"], model["decoder_norm.bias"] = torch.ones(decoder_dim), torch.zeros(decoder_dim)
+    model["decoder_pred.weight"] = 0.02 * torch.randn(kwargs["patch_size"] ** 2 * 3, decoder_dim)
+    model["decoder_pred.bias"] = torch.zeros(kwargs["patch_size"] ** 2 * 3)
+    return model, encoder
+
+
+def write_mae_checkpoint(path: str | Path, *, encoder_only: bool = False, seed: int = 0, **overrides) -> dict:
+    """MAE training checkpoint (model, optimizer, epoch, scaler, args) or a release {'model': encoder}."""
+    model, encoder = mae_model_state_dict(seed, **overrides)
+    if encoder_only:
+        torch.save({"model": encoder}, path)
+    else:
+        torch.save({"model": model, "optimizer": _adamw_state(model), "epoch": 399,
+                    "scaler": dict(GRAD_SCALER_STATE), "args": mae_args()}, path)
+    return encoder
+
+
+def _dino_head(prefix: str, dim: int, kind: str, out_dim: int = 32) -> dict[str, torch.Tensor]:
+    hidden, bottleneck = 64, 16
+    head = {
+        f"{prefix}mlp.0.weight": 0.02 * torch.randn(hidden, dim), f"{prefix}mlp.0.bias": torch.zeros(hidden),
+        f"{prefix}mlp.2.weight": 0.02 * torch.randn(hidden, hidden), f"{prefix}mlp.2.bias": torch.zeros(hidden),
+        f"{prefix}mlp.4.weight": 0.02 * torch.randn(bottleneck, hidden), f"{prefix}mlp.4.bias": torch.zeros(bottleneck),
+        f"{prefix}last_layer.weight_g": torch.ones(out_dim, 1),
+        f"{prefix}last_layer.weight_v": 0.02 * torch.randn(out_dim, bottleneck),
+    }
+    if kind == "ibot":  # iBOTHead: second projection for patch tokens
+        head[f"{prefix}last_layer2.weight_g"] = torch.ones(out_dim, 1)
+        head[f"{prefix}last_layer2.weight_v"] = 0.02 * torch.randn(out_dim, bottleneck)
+    return head
+
+
+def write_dino_checkpoint(path: str | Path, kind: str = "dino", *, seed: int = 0, **overrides) -> dict[str, dict]:
+    """DINO/iBOT training checkpoint: DDP student (module.backbone/head), plain teacher (backbone/head)."""
+    assert kind in ("dino", "ibot"), kind
+    kwargs = {**TINY, **overrides}
+    student = tiny_vit_state_dict(seed, class_token=True, **kwargs)
+    teacher = tiny_vit_state_dict(seed + 1, class_token=True, **kwargs)
+    student_saved = {f"module.backbone.{k}": v for k, v in student.items()}
+    if kind == "ibot":  # student built with masked_im_modeling=True
+        student_saved["module.backbone.masked_embed"] = torch.zeros(1, kwargs["embed_dim"])
+    student_saved.update(_dino_head("module.head.", kwargs["embed_dim"], kind))
+    teacher_saved = {f"backbone.{k}": v for k, v in teacher.items()}
+    teacher_saved.update(_dino_head("head.", kwargs["embed_dim"], kind))
+    args = argparse.Namespace(arch="vit_tiny", patch_size=kwargs["patch_size"], out_dim=32, norm_last_layer=True,
+                              momentum_teacher=0.996, use_fp16=True, weight_decay=0.04, lr=0.0005,
+                              epochs=100, global_crops_scale=(0.4, 1.0), local_crops_number=8,
+                              output_dir=".", saveckp_freq=20, seed=0, dist_url="env://", world_size=16)
+    save = {"student": student_saved, "teacher": teacher_saved, "optimizer": _adamw_state(student),
+            "epoch": 100, "args": args, "fp16_scaler": dict(GRAD_SCALER_STATE)}
+    if kind == "dino":
+        save["dino_loss"] = {"center": torch.randn(1, 32)}
+    else:
+        args.use_masked_im_modeling = True
+        args.pred_shape = "block"
+        save["ibot_loss"] = {"center": torch.randn(1, 32), "center2": torch.randn(1, 32)}
+    torch.save(save, path)
+    return {"teacher": teacher, "student": student}
+
+
+def write_state_dict(path: str | Path, state_dict: dict, *, wrapper: str | None = None, prefix: str = "") -> None:
+    """A plain state dict (optionally prefixed, e.g. ``module.``) or {'model'|'state_dict': ...} wrapper."""
+    state = {prefix + k: v for k, v in state_dict.items()}
+    torch.save({wrapper: state} if wrapper else state, path)
+
+
+def write_safetensors(path: str | Path, state_dict: dict) -> None:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path), metadata={"format": "pt"})
+
+
+class _OpensFile:
+    """Unpickling this creates ``marker``: proof that a load ran code from the file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def write_malicious_checkpoint(path: str | Path, marker: str | Path) -> None:
+    torch.save({"model": tiny_vit_state_dict(), "payload": _OpensFile(str(marker))}, path)
