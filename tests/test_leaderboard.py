@@ -302,3 +302,44 @@ def test_check_verdict_rule():
     assert [verdict(up, v) for v in (9.4, 9.5, 10.5, 10.6, None)] == ["FAIL", "pass", "pass", "improved", "missing"]
     down = Expectation("m", "p", 1.0, "loss", 0.1)
     assert [verdict(down, v) for v in (1.2, 1.05, 0.8)] == ["FAIL", "pass", "improved"]
+
+
+def test_compare_with_real_run_protocol(tmp_path, capsys):
+    """Two random-init tiny ViTs × two protocols through the real runner; a second compare reuses the JSONs."""
+    import timm
+    import yaml
+
+    protocols = pytest.importorskip("ijepa_eval.protocols", reason="protocols room not built yet")
+    from ijepa_eval.data.synthetic import write_cifar100
+    from ijepa_eval.encoders import encoder_from_vit
+
+    root = write_cifar100(tmp_path / "cifar", n_train=60, n_test=30)
+    recipes = []
+    for name, heads in (("cifar100", ["bn_linear", "linear"]), ("cifar100_small", ["linear"])):
+        recipe = yaml.safe_load((protocols.RECIPES_DIR / "cifar100.yaml").read_text())
+        recipe.update(name=name, epochs=2, batch_size=32, grid={**recipe["grid"], "heads": heads})
+        recipes.append(tmp_path / f"{name}.yaml")
+        recipes[-1].write_text(yaml.safe_dump(recipe))
+    encoders = [
+        encoder_from_vit(timm.models.vision_transformer.VisionTransformer(
+            img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2, num_classes=0, global_pool="avg",
+            class_token=False, fc_norm=False))
+        for _ in range(2)
+    ]
+    kwargs = {"labels": ["r0", "r1"], "root": str(root), "out_dir": tmp_path / "runs", "cache_dir": tmp_path / "cache",
+              "device": "cpu", "progress": False}
+    rows = compare.run_checkpoints(encoders, [str(p) for p in recipes], **kwargs)
+    shown, flat = compare.compare_frames(rows, None)
+    assert shown.columns.tolist() == ["model", "cifar100", "cifar100_small"] and flat["model"].tolist() == ["r0", "r1"]
+    for (name, cells), (_, line) in zip(rows, flat.iterrows(), strict=True):
+        for protocol, result in cells.items():
+            assert result.record.model["label"] == name
+            assert line[protocol] == f"{result.record.metrics['top1']:.1f}"
+            assert line[f"{protocol} head"] == result.winning_head() and "/" in result.winning_head()
+    assert set(flat["cifar100_small head"].str.split("/").str[1]) == {"linear"}
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
+    assert len(stamps) == 4
+    capsys.readouterr()
+    compare.run_checkpoints(encoders, [str(p) for p in recipes], **kwargs)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")} == stamps
+    assert capsys.readouterr().out.count("skip:") == 4

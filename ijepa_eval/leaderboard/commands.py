@@ -65,6 +65,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         labels = _csv_list(args.labels) if args.labels else None
         rows = compare.run_checkpoints(args.checkpoints, protocols, labels=labels, root=args.root, out_dir=out,
                                        cache_dir=args.cache_dir, device=args.device)
+        protocols = None  # columns: the recipes' names (a protocol may have been given as a YAML path)
     shown, flat = compare.compare_frames(rows, protocols, args.metric)
     print(shown.to_string(index=False))
     written = compare.write_compare(shown, flat, out, args.metric)

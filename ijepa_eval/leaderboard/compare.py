@@ -57,7 +57,8 @@ def run_checkpoints(
         for protocol in protocols:
             print(f"compare: {name} × {protocol}", file=sys.stderr)
             path = run(protocol, ckpt, root=root, out_dir=out_dir, skip_existing=True, **named, **run_options)
-            cells[protocol] = load_results([path])[0]
+            result = load_results([path])[0]
+            cells[result.protocol] = result  # the recipe's name, also when `protocol` was a YAML path
         rows.append((name, cells))
     return rows
 
@@ -69,8 +70,8 @@ def rows_from_results(results: list[Result]) -> list[Row]:
 
 def compare_frames(rows: list[Row], protocols: Sequence[str] | None, metric: str = "top1") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(display table with 'value (repr/head)' cells, CSV table with separate value and head columns)."""
-    if protocols is None:
-        protocols = sorted({p for _, cells in rows for p in cells})
+    if protocols is None:  # every protocol found, in first-seen order
+        protocols = list(dict.fromkeys(p for _, cells in rows for p in cells))
     shown, flat = [], []
     for name, cells in rows:
         s, f = {"model": name}, {"model": name}
