@@ -113,7 +113,7 @@ def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint:
 def _fmt(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
-    return json.dumps(value) if isinstance(value, str) else str(value)
+    return str(value)
 
 
 def _print_report(report: dict[str, Any]) -> None:
