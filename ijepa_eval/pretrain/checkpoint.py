@@ -1,0 +1,139 @@
+"""Training checkpoints in the official I-JEPA format (``src/train.py`` save_checkpoint), plus resume state.
+
+Official keys: ``encoder``, ``predictor``, ``target_encoder`` (DDP state dicts: every key starts with
+``module.``), ``opt``, ``scaler`` (None: bf16 autocast needs no GradScaler), ``epoch``, ``loss``,
+``batch_size``, ``world_size``, ``lr``. Extra keys: ``config`` (the resolved PretrainConfig as plain
+types), ``step`` (global steps done) and ``resume`` (RNG states, mask-collator counter). Everything is
+tensors and plain Python types, so ``torch.load(weights_only=True)`` reads it, official code ignores the
+extra keys, and the encoders room's I-JEPA detector (``encoder`` + ``target_encoder``) matches.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ijepa_eval.errors import CheckpointError
+from ijepa_eval.io import atomic_open
+from ijepa_eval.pretrain.masks import MaskCollator
+
+PREFIX = "module."
+OFFICIAL_KEYS = ("encoder", "predictor", "target_encoder", "opt", "scaler", "epoch", "loss", "batch_size",
+                 "world_size", "lr")  # fmt: skip
+
+
+def _prefixed(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {PREFIX + k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def _unprefixed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k.removeprefix(PREFIX): v for k, v in state.items()}
+
+
+def rng_state() -> dict[str, Any]:
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": pos,
+            "has_gauss": has_gauss,
+            "gauss": gauss,
+        },  # fmt: skip
+        "python": list(random.getstate()[1]),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["gauss"]))  # fmt: skip
+    random.setstate((3, tuple(state["python"]), None))
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    encoder: nn.Module,
+    predictor: nn.Module,
+    target_encoder: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    loss: float,
+    batch_size: int,
+    world_size: int,
+    lr: float,
+    config: dict[str, Any],
+    step: int,
+    collator: MaskCollator,
+) -> None:
+    """Write atomically: a crash mid-save leaves the previous checkpoint intact."""
+    state = {
+        "encoder": _prefixed(encoder),
+        "predictor": _prefixed(predictor),
+        "target_encoder": _prefixed(target_encoder),
+        "opt": optimizer.state_dict(),
+        "scaler": None,
+        "epoch": int(epoch),
+        "loss": float(loss),
+        "batch_size": int(batch_size),
+        "world_size": int(world_size),
+        "lr": float(lr),
+        "config": config,
+        "step": int(step),
+        # the collator's next call must produce step `step`'s masks
+        "resume": {"rng": rng_state(), "mask_collator": {"counter": int(step) - 1}},
+    }
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load safely (tensors and plain types only) and check it is a resumable pretraining checkpoint."""
+    if not os.path.exists(path):
+        raise CheckpointError(f"no checkpoint at {path}; run without --resume to start a new run")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling errors come in many types
+        raise CheckpointError(
+            f"cannot read {path} ({type(err).__name__}: {err}); is it a pretrain checkpoint?"
+        ) from err
+    missing = [k for k in (*OFFICIAL_KEYS, "config", "step", "resume") if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path} lacks {', '.join(missing)}: only `ijepa-eval pretrain` checkpoints resume"
+        )
+    return state
+
+
+def load_training_state(
+    path: str | os.PathLike,
+    encoder: nn.Module,
+    predictor: nn.Module,
+    target_encoder: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    collator: MaskCollator,
+) -> int:
+    """Restore models, optimizer, RNG and mask counter in place; return the step to continue from."""
+    state = read_checkpoint(path)
+    for module, key in ((encoder, "encoder"), (predictor, "predictor"), (target_encoder, "target_encoder")):
+        try:
+            module.load_state_dict(_unprefixed(state[key]))
+        except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
+            raise CheckpointError(
+                f"{path}: {key} does not match the config ({first}); resume with its config"
+            ) from err
+    optimizer.load_state_dict(state["opt"])
+    set_rng_state(state["resume"]["rng"])
+    collator.load_state_dict(state["resume"]["mask_collator"])
+    return int(state["step"])
