@@ -89,12 +89,16 @@ def scatter(paper: pd.DataFrame, compute: pd.DataFrame, results: list[Result], s
     for points, style in ((theirs, {"marker": "s", "color": "tab:gray"}), (ours, {"marker": "o", "color": "tab:blue"})):
         for p in points:
             ax.scatter([p["x"]], [p["y"]], s=40, **style)
-            if p["bound"] == "<":  # the paper gives an upper bound on the hours: arrow towards fewer hours
-                ax.annotate("", xy=(p["x"] * 0.7, p["y"]), xytext=(p["x"], p["y"]), arrowprops={"arrowstyle": "->", "color": style["color"]})
-            ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points", xytext=(5, 5), fontsize=7)
+            label = p["label"]
+            if p["bound"] == "<":  # the paper gives an upper bound on the hours: a dashed tail to fewer hours
+                ax.plot([p["x"] * 0.6, p["x"]], [p["y"], p["y"]], ls="--", color=style["color"])
+                label += f" (< {p['x']:g} h)"
+            ax.annotate(label, (p["x"], p["y"]), textcoords="offset points", xytext=(-5, 6), ha="right", fontsize=7)
     ax.set_xscale("log")
+    ax.margins(x=0.15, y=0.15)
     ax.set_xlabel("pretraining GPU-hours")
-    ax.set_ylabel(f"IN-1k 1% top-1 (%) [{', '.join(our_protocols(SCATTER_PROTOCOL))}]")
+    ax.set_ylabel("IN-1k 1% top-1 (%)")
+    fig.text(0.01, -0.02, f"ours: best of {', '.join(our_protocols(SCATTER_PROTOCOL))}", fontsize=6)
     ax.set_title("Top-1 vs pretraining compute (paper Fig. 1 style)")
     return save(fig, stem)
 
@@ -121,7 +125,7 @@ def head_grid(result: Result, split: str | None = None, metric: str = "top1") ->
 
 def heatmap(result: Result, stem: str | os.PathLike, split: str | None = None, metric: str = "top1") -> list[Path]:
     split, lr_key, grids = head_grid(result, split, metric)
-    fig = Figure(figsize=(3.2 * len(grids), 3.2))
+    fig = Figure(figsize=(3.2 * len(grids), 3.2), layout="constrained")
     axes = fig.subplots(1, len(grids), squeeze=False)[0]
     lo = min(float(np.nanmin(g.to_numpy())) for g in grids.values())
     hi = max(float(np.nanmax(g.to_numpy())) for g in grids.values())
@@ -133,7 +137,8 @@ def heatmap(result: Result, stem: str | os.PathLike, split: str | None = None, m
             if not np.isnan(v):
                 ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w")
         ax.set_xlabel("wd")
-        ax.set_ylabel(lr_key)
+        if ax is axes[0]:
+            ax.set_ylabel(lr_key)
         ax.set_title(name, fontsize=9)
     fig.colorbar(image, ax=list(axes), label=f"{metric} on {split} (%)")
     fig.suptitle(f"{result.label} · {result.protocol}", fontsize=10)
