@@ -14,7 +14,8 @@ from typing import Any
 from ijepa_eval.encoders.commands import add_checkpoint_args, encoder_from_args, parse_arch
 
 COMMON_EXAMPLES = """
-common options: key=value overrides any recipe field (epochs=5 batch_size=1024 optimizer.lr=0.1 seed=1);
+common options: key=value overrides any recipe field (epochs=5 batch_size=1024 optimizer.lr=0.1 seed=1),
+  written together after the options;
   --select-on test reproduces the paper's (optimistic) head selection on the reported split;
   --aug paper re-encodes RandomResizedCrop+flip images every epoch (GPU) instead of cached features."""
 

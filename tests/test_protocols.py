@@ -1,0 +1,228 @@
+"""Recipes, the runner's selection order, and every protocol end to end through the CLI on tiny data."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ijepa_eval.cli import main
+from ijepa_eval.data.clevr_mini import render_clevr_mini
+from ijepa_eval.data.synthetic import write_cifar100, write_imagenet, write_inat18, write_places205
+from ijepa_eval.errors import ConfigError
+from ijepa_eval.io import sha256_file
+from ijepa_eval.protocols import RECIPES_DIR, available_recipes, load_recipe, run_protocol
+from ijepa_eval.protocols import runner as runner_module
+from ijepa_eval.results import METRIC_DIRECTIONS, load_result
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures_checkpoints import write_ijepa_checkpoint  # noqa: E402
+
+FAST = ["epochs=2", "batch_size=16", "logreg.max_iter=30"]
+ALL_PROTOCOLS = ["in1k_linear", "in1k_1pct_linear", "in1k_1pct_logreg", "cifar100", "places205", "inat18",
+                 "clevr_count", "clevr_dist", "knn"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """One tiny I-JEPA checkpoint and every dataset in its native layout, shared by the module."""
+    d = tmp_path_factory.mktemp("world")
+    write_ijepa_checkpoint(d / "tiny.pth.tar", depth=4, img_size=32)
+    roots = {
+        "imagenet": write_imagenet(d / "imagenet", n_classes=4, n_train_per_class=10, n_val_per_class=3,
+                                   split_file_per_class=5),
+        "cifar100": write_cifar100(d / "cifar100", n_train=60, n_test=20),
+        "places205": write_places205(d / "places205", n_classes=4, n_train=24, n_val=8),
+        "inat18": write_inat18(d / "inat18", n_classes=5, n_train=25, n_val=10),
+        "clevr": render_clevr_mini(d / "clevr", n_train=30, n_val=10, size=48, progress=False, workers=1),
+    }
+    return {"dir": d, "ckpt": d / "tiny.pth.tar", "roots": roots, "cache": d / "cache"}
+
+
+def cli_args(world, verb_args, root_key, out, *extra):
+    return [*verb_args, "--ckpt", str(world["ckpt"]), "--root", str(world["roots"][root_key]), "--cache-dir",
+            str(world["cache"]), "--out", str(out), "--device", "cpu", "--quiet", "--workers", "0", *extra, *FAST]
+
+
+VERB_OF = {
+    "in1k_linear": (["linear"], "imagenet"),
+    "in1k_1pct_linear": (["lowshot", "--method", "linear"], "imagenet"),
+    "in1k_1pct_logreg": (["lowshot", "--method", "logreg"], "imagenet"),
+    "cifar100": (["transfer", "--dataset", "cifar100"], "cifar100"),
+    "places205": (["transfer", "--dataset", "places205"], "places205"),
+    "inat18": (["transfer", "--dataset", "inat18"], "inat18"),
+    "clevr_count": (["clevr", "--task", "count"], "clevr"),
+    "clevr_dist": (["clevr", "--task", "dist"], "clevr"),
+    "knn": (["knn", "--dataset", "cifar100"], "cifar100"),
+}
+
+
+# --------------------------------------------------------------------------------------------- recipes
+
+
+def test_every_recipe_loads_with_versions_and_metric_directions():
+    assert available_recipes() == sorted(ALL_PROTOCOLS)
+    for name in ALL_PROTOCOLS:
+        r = load_recipe(name)
+        assert r.name == name and r.version >= 1 and r.reference and r.description
+        assert set(r.metrics) == {"top1", "top5", "mean_per_class_acc"}
+        assert all(m.higher_is_better == METRIC_DIRECTIONS[k] for k, m in r.metrics.items())
+    in1k = load_recipe("in1k_linear")
+    assert (in1k.optimizer.name, in1k.batch_size, in1k.epochs, in1k.schedule.milestones) == ("lars", 16384, 50, [15, 30, 45])
+    assert len(in1k.grid.heads) * len(in1k.grid.lr_mults) * len(in1k.grid.wds) * len(in1k.representations) == 16
+    clevr = load_recipe("clevr_dist")
+    assert (clevr.schedule.name, clevr.epochs, clevr.dataset.val_split) == ("cosine", 100, "val")
+
+
+def test_overrides_are_typed_and_checked(tmp_path):
+    r = load_recipe("cifar100", ["epochs=3", "optimizer.lr=1", "grid.wds=0", "knn.shots=5"])
+    assert r.epochs == 3 and r.optimizer.lr == 1.0 and isinstance(r.optimizer.lr, float)
+    assert r.grid.wds == [0.0] and r.knn.shots == 5
+    with pytest.raises(ConfigError, match="unknown override key 'epoch'. Did you mean 'epochs'"):
+        load_recipe("cifar100", ["epoch=3"])
+    with pytest.raises(ConfigError, match="'optimizer.lrr'.*Did you mean 'optimizer.lr'"):
+        load_recipe("cifar100", ["optimizer.lrr=0.1"])
+    with pytest.raises(ConfigError, match="'epochs' expects int, got 'abc'"):
+        load_recipe("cifar100", ["epochs=abc"])
+    with pytest.raises(ConfigError, match="expects int, got True"):
+        load_recipe("cifar100", ["epochs=true"])
+    with pytest.raises(ConfigError, match="unknown value for 'optimizer.name' 'adam'"):
+        load_recipe("cifar100", ["optimizer.name=adam"])
+    with pytest.raises(ConfigError, match="not key=value"):
+        load_recipe("cifar100", ["epochs"])
+    with pytest.raises(ConfigError, match="'epochs.x': 'epochs' is not a section"):
+        load_recipe("cifar100", ["epochs.x=1"])
+    with pytest.raises(ConfigError, match="unknown protocol 'cifar10'. Did you mean 'cifar100'"):
+        load_recipe("cifar10")
+
+
+def test_recipe_from_yaml_path_rejects_unknown_keys(tmp_path):
+    text = (RECIPES_DIR / "cifar100.yaml").read_text()
+    good = tmp_path / "mine.yaml"
+    good.write_text(text.replace("name: cifar100", "name: mine"))
+    assert load_recipe(str(good)).name == "mine"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text + "epocs: 3\n")
+    with pytest.raises(ConfigError, match="bad.yaml: unknown key 'epocs'"):
+        load_recipe(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_cli_bad_override_is_one_line_error(world, tmp_path, capsys):
+    code = main(cli_args(world, ["transfer", "--dataset", "cifar100"], "cifar100", tmp_path, "epoch=2"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "Did you mean 'epochs'" in err
+    assert not list(tmp_path.glob("*.json"))
+
+
+# ---------------------------------------------------------------------------------- selection honesty
+
+
+def instrument(monkeypatch):
+    """Log every feature request (by split) and the moment a head is selected."""
+    events = []
+    real_features, real_select = runner_module.get_features, runner_module.select_head
+
+    def get_features(encoder, dataset, **kw):
+        events.append(("features", dataset.split))
+        return real_features(encoder, dataset, **kw)
+
+    def select_head(*a, **kw):
+        events.append(("select", None))
+        return real_select(*a, **kw)
+
+    monkeypatch.setattr(runner_module, "get_features", get_features)
+    monkeypatch.setattr(runner_module, "select_head", select_head)
+    return events
+
+
+@pytest.mark.parametrize("protocol, root_key, test_split, selection_split", [
+    ("cifar100", "cifar100", "test", "train_holdout"),
+    ("clevr_count", "clevr", "test", "val"),
+])
+def test_default_selection_never_reads_the_reported_split_first(world, tmp_path, monkeypatch, protocol, root_key,
+                                                                test_split, selection_split):
+    events = instrument(monkeypatch)
+    path = run_protocol(protocol, world["ckpt"], root=world["roots"][root_key], out_dir=tmp_path,
+                        cache_dir=world["cache"], overrides=FAST, device="cpu", progress=False, num_workers=0)
+    assert events.index(("select", None)) < events.index(("features", test_split))
+    assert events[-1] == ("features", test_split)
+    result = load_result(path)
+    assert result.selection["split"] == selection_split
+    assert all(selection_split in h["scores"] and "test" in h["scores"] for h in result.heads)
+
+
+def test_select_on_test_is_the_paper_convention_and_recorded(world, tmp_path, monkeypatch):
+    events = instrument(monkeypatch)
+    main(cli_args(world, ["transfer", "--dataset", "cifar100"], "cifar100", tmp_path, "--select-on", "test"))
+    assert events.index(("features", "test")) < events.index(("select", None))
+    result = load_result(next(tmp_path.glob("*.json")))
+    assert result.selection["split"] == "test" and result.protocol["config"]["selection"]["split"] == "test"
+    best = max(h["scores"]["test"]["top1"] for h in result.heads)
+    assert result.metrics["top1"] == best
+
+
+# ------------------------------------------------------------------------------------- end to end (CLI)
+
+
+@pytest.mark.parametrize("protocol", ALL_PROTOCOLS)
+def test_protocol_runs_end_to_end_through_the_cli(world, tmp_path, protocol, capsys):
+    verb_args, root_key = VERB_OF[protocol]
+    extra = ["dataset.options={allow_custom_split: true}"] if protocol.startswith("in1k_1pct") else []
+    assert main(cli_args(world, verb_args, root_key, tmp_path, "--label", "tiny", *extra)) == 0
+    out = capsys.readouterr().out
+    (path,) = tmp_path.glob("*.json")
+    assert f"result: {path}" in out and "selected on" in out
+    r = load_result(path)
+    assert r.protocol["name"] == protocol and r.protocol["version"] == load_recipe(protocol).version
+    assert r.model["sha256"] == sha256_file(world["ckpt"]) and r.model["branch"] == "target"
+    assert r.model["label"] == "tiny" and r.model["format"]
+    assert set(r.metrics) == {"top1", "top5", "mean_per_class_acc"} and all(0 <= v <= 100 for v in r.metrics.values())
+    assert set(k for h in r.heads for s in h["scores"].values() for k in s) <= set(METRIC_DIRECTIONS)
+    selected = next(h for h in r.heads if h["name"] == r.selection["head"])
+    assert selected["scores"]["test"] == r.metrics
+    assert r.features["mode"] == "cached" and r.features["representations"] == ["lastPOOL", "concatPOOL4"]
+    assert r.dataset["sizes"][r.dataset["test_split"]] > 0 and r.dataset["fingerprint"]
+    assert r.env["torch"] and r.timings["total_s"] > 0 and "gpu_hours" not in r.timings
+    expected_heads = {"knn": 8, "in1k_1pct_logreg": 10}.get(protocol, 16)
+    assert len(r.heads) == expected_heads
+
+
+def test_console_script_and_paper_augmentation_mode(world, tmp_path):
+    exe = Path(sys.executable).with_name("ijepa-eval")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(exe), *cli_args(world, ["transfer", "--dataset", "cifar100"], "cifar100", tmp_path,
+                                               "--aug", "paper", "grid.lr_mults=[1.0]")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    r = load_result(next(tmp_path.glob("*.json")))
+    assert r.features["mode"] == "augmented" and r.protocol["config"]["aug"] == "paper"
+    assert len(r.heads) == 8
+
+
+def test_skip_existing_reuses_only_identical_runs(world, tmp_path):
+    kwargs = dict(root=world["roots"]["clevr"], out_dir=tmp_path, cache_dir=world["cache"], device="cpu",
+                  progress=False, num_workers=0)
+    first = run_protocol("clevr_dist", world["ckpt"], overrides=FAST, **kwargs)
+    stamp = json.loads(first.read_text())["date"], first.stat().st_mtime_ns
+    again = run_protocol("clevr_dist", world["ckpt"], overrides=FAST, **kwargs)
+    assert again == first and (json.loads(again.read_text())["date"], again.stat().st_mtime_ns) == stamp
+    changed = run_protocol("clevr_dist", world["ckpt"], overrides=[*FAST, "seed=1"], **kwargs)
+    assert load_result(changed).seed == 1 and changed.stat().st_mtime_ns != stamp[1]
+
+
+def test_suite_runs_configured_datasets_and_skips_the_rest(world, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "cifar100").symlink_to(world["roots"]["cifar100"])
+    monkeypatch.setenv("IJEPA_EVAL_DATA", str(data))
+    monkeypatch.setenv("IJEPA_EVAL_CONFIG", str(tmp_path / "no-such-data.yaml"))
+    args = ["suite", "--ckpt", str(world["ckpt"]), "--cache-dir", str(world["cache"]), "--out", str(tmp_path / "out"),
+            "--device", "cpu", "--quiet", "--workers", "0", *FAST]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "skipping in1k_linear: no data root configured for 'imagenet'" in err
+    assert sorted(p.name.split("__")[-1] for p in (tmp_path / "out").glob("*.json")) == ["cifar100.json"]
