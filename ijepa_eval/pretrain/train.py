@@ -133,7 +133,7 @@ def clevr_mini_root(cfg: PretrainConfig, out_dir: Path) -> Path:
 
     root = out_dir / "clevr_mini"
     if not (root / "scenes" / "CLEVR_val_scenes.json").exists():
-        render_clevr_mini(root, cfg.clevr_mini_images, max(64, cfg.clevr_mini_images // 10),
+        render_clevr_mini(root, cfg.clevr_mini_images, max(32, cfg.clevr_mini_images // 5),
                           size=cfg.clevr_mini_size, seed=cfg.seed)  # fmt: skip
     return root
 
