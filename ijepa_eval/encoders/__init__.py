@@ -3,15 +3,27 @@
     from ijepa_eval.encoders import load_encoder
     enc = load_encoder("IN1K-vit.h.14-300e.pth.tar")            # I-JEPA target encoder
     feats = enc.forward_features(x, n_last_blocks=4, pool="avg")
+
+Names resolve lazily so that importing ``ijepa_eval.encoders.commands`` (for `ijepa-eval --help`) does not
+import torch.
 """
 
-from ijepa_eval.encoders.arch import HEADS_BY_WIDTH, ArchSpec, arch_of, build_vit, infer_arch
-from ijepa_eval.encoders.encoder import POOLS, Encoder, encoder_from_vit, state_dict_sha256
-from ijepa_eval.encoders.formats import FORMATS, detect_format
-from ijepa_eval.encoders.load import EncoderCheckpoint, load_encoder, read_encoder_checkpoint
+from __future__ import annotations
 
-__all__ = [
-    "FORMATS", "HEADS_BY_WIDTH", "POOLS", "ArchSpec", "Encoder", "EncoderCheckpoint", "arch_of", "build_vit",
-    "detect_format", "encoder_from_vit", "infer_arch", "load_encoder", "read_encoder_checkpoint",
-    "state_dict_sha256",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ArchSpec": "arch", "HEADS_BY_WIDTH": "arch", "arch_of": "arch", "build_vit": "arch", "infer_arch": "arch",
+    "POOLS": "encoder", "Encoder": "encoder", "encoder_from_vit": "encoder", "state_dict_sha256": "encoder",
+    "FORMATS": "formats", "detect_format": "formats",
+    "EncoderCheckpoint": "load", "load_encoder": "load", "read_encoder_checkpoint": "load",
+    "add_checkpoint_args": "commands", "encoder_from_args": "commands",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"ijepa_eval.encoders.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'ijepa_eval.encoders' has no attribute {name!r}")
