@@ -6,8 +6,6 @@ RGBA PNGs, VTAB count/distance labels) without the 18 GB download. Scenes follow
 perspective camera placed so that object depths span CLEVR's ≈7–13 range. Each pixel is ray-cast against
 every object in numpy (exact occlusion by a z-buffer), Lambert-shaded, with a specular highlight and an
 environment reflection for metal, and ground shadows from one key light; 2× supersampled.
-
-    python -m ijepa_eval.data.clevr_mini --out data/clevr_mini --n-train 2000 --n-val 500
 """
 
 from __future__ import annotations
@@ -208,7 +206,7 @@ def sample_scene(rng: np.random.Generator, size: int) -> tuple[list[dict], np.nd
     """CLEVR-style random objects without interpenetration, each clearly visible (else resample), and
     their rendered image."""
     n_objects = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
-    min_visible = max(6, int(25 * (size / 128) ** 2))
+    min_visible = max(2, round(25 * (size / 128) ** 2))
     for _ in range(100):
         objects: list[dict] = []
         while len(objects) < n_objects:
@@ -296,7 +294,12 @@ def _map(jobs: list, workers: int) -> Iterator[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog="example: " + __doc__.split("    ")[-1])
+    parser = argparse.ArgumentParser(
+        prog="python -m ijepa_eval.data.clevr_mini",
+        description="Render CLEVR-mini in the CLEVR v1.0 layout (usable as --root for clevr_count/clevr_dist).",
+        epilog="example:\n  python -m ijepa_eval.data.clevr_mini --out data/clevr_mini --n-train 2000 --n-val 500",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", required=True, help="output folder (CLEVR_v1.0 layout)")
     parser.add_argument("--n-train", type=int, default=2000)
     parser.add_argument("--n-val", type=int, default=500)
