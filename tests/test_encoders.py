@@ -262,6 +262,8 @@ def test_timm_arch_name_and_timm_source(tmp_path, images):
     assert enc.info["arch"]["timm_model"] == "vit_small_patch16_224" and enc.img_size == 32
     enc = load_encoder("random:vit_small_patch16_224", img_size=32)
     assert enc.info["format"] == "timm" and enc.depth == 12 and len(enc.info["sha256"]) == 64
+    with pytest.raises(ArchitectureError, match="defines its own"):
+        load_encoder("random:vit_small_patch16_224", arch={"num_heads": 3})
     with pytest.raises(CheckpointError, match="neither an existing checkpoint file nor a timm model"):
         load_encoder(tmp_path / "missing.pth")
     with pytest.raises(ArchitectureError, match="unknown timm model 'vit_smal_patch16_224'. Did you mean"):

@@ -128,6 +128,8 @@ def load_encoder(
     """
     source = str(source)
     if not Path(source).exists():
+        if arch is not None:
+            raise ArchitectureError(f"arch is only for checkpoint files; the timm model '{source}' defines its own")
         return _load_timm(source, branch, img_size)
     ckpt = read_encoder_checkpoint(source, branch, trust_checkpoint=trust_checkpoint)
     resolved = resolve_arch(ckpt.arch, arch)
