@@ -122,6 +122,7 @@ class _HeadGroup:
         self.lr_mult = torch.tensor([specs[i].lr_mult for i in members], device=device)
         self.wd = torch.tensor([specs[i].wd for i in members], device=device)
         self.momentum_buffers = [torch.zeros_like(self.weight), torch.zeros_like(self.bias)]
+        self.index = torch.tensor(members, device=device)  # positions of these heads in the grid
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         f, h, c = self.weight.shape
@@ -182,39 +183,45 @@ class LinearGrid:
     def train_step(self, reps: Mapping[str, torch.Tensor], labels: torch.Tensor, steps_per_epoch: int) -> None:
         """One SGD/LARS step of every head on one batch. No host sync: statistics stay on device."""
         labels = labels.to(self.device, non_blocking=True)
-        logits = self.logits(reps, train=True)  # [H, B, C]
-        h, b, c = logits.shape
-        losses = F.cross_entropy(logits.reshape(h * b, c), labels.repeat(h), reduction="none").view(h, b)
-        per_head = losses.mean(1)
+        inputs = self._inputs(reps, train=True)
+        total, stats = 0.0, []
+        for key, g in self.groups.items():
+            logits = g.logits(inputs[key])  # [B, H, C]
+            b, h, c = logits.shape
+            losses = F.cross_entropy(logits.reshape(b * h, c), labels.repeat_interleave(h), reduction="none")
+            per_head = losses.view(b, h).mean(0)
+            total = total + per_head.sum()  # heads are independent: the sum keeps each head's gradient
+            stats.append((g, per_head.detach(), (logits.detach().argmax(-1) == labels.view(-1, 1)).sum(0)))
         params = [p for g in self.groups.values() for p in (g.weight, g.bias)]
-        grads = torch.autograd.grad(per_head.sum(), params)  # heads are independent: sum keeps each gradient
+        grads = torch.autograd.grad(total, params)
         lr = base_lr(self.cfg, self.step_count, steps_per_epoch)
         with torch.no_grad():
             for i, g in enumerate(self.groups.values()):
                 self._update(g, grads[2 * i], grads[2 * i + 1], lr)
-            self._loss_sum += per_head.detach().double() * b
-            self._correct += (logits.detach().argmax(-1) == labels).sum(1).double()
-        self._seen += b
+            for g, loss, correct in stats:
+                self._loss_sum.index_add_(0, g.index, loss.double() * labels.shape[0])
+                self._correct.index_add_(0, g.index, correct.double())
+        self._seen += labels.shape[0]
         self.step_count += 1
 
     def _update(self, g: _HeadGroup, grad_w: torch.Tensor, grad_b: torch.Tensor, lr: float) -> None:
+        """In place on the fresh gradients, to keep allocations (and kernels) per step few."""
         opt = self.cfg.optimizer
         lr_h = g.lr_mult * lr  # [H]
-        wd_w, wd_b = g.wd.view(1, -1, 1), g.wd.view(-1, 1)
+        d_w = grad_w.addcmul_(g.weight, g.wd.view(1, -1, 1))
         if opt.name == "sgd":  # torch.optim.SGD semantics (dampening 0), weight decay on weights and biases
-            d_w, d_b = grad_w + wd_w * g.weight, grad_b + wd_b * g.bias
+            d_b = grad_b.addcmul_(g.bias, g.wd.view(-1, 1))
         else:  # LARS (MAE/MoCo v3): trust ratio per head on weights; biases neither decayed nor scaled
-            d_w = grad_w + wd_w * g.weight
             p_norm = g.weight.norm(dim=(0, 2))
             u_norm = d_w.norm(dim=(0, 2))
             ratio = torch.where((p_norm > 0) & (u_norm > 0), opt.trust_coefficient * p_norm / u_norm,
                                 torch.ones_like(p_norm))
-            d_w, d_b = d_w * ratio.view(1, -1, 1), grad_b
+            d_w, d_b = d_w.mul_(ratio.view(1, -1, 1)), grad_b
         for p, d, buf, shape in ((g.weight, d_w, g.momentum_buffers[0], (1, -1, 1)),
                                  (g.bias, d_b, g.momentum_buffers[1], (-1, 1))):
             buf.mul_(opt.momentum).add_(d)
-            step = d + opt.momentum * buf if opt.nesterov else buf
-            p.sub_(lr_h.view(shape) * step)
+            step = d.add_(buf, alpha=opt.momentum) if opt.nesterov else buf
+            p.addcmul_(step, lr_h.view(shape), value=-1.0)
 
     def end_epoch(self) -> list[dict[str, float]]:
         """Mean train loss and top-1 (percent) of every head over the epoch (one host sync)."""
