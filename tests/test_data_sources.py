@@ -67,6 +67,15 @@ def test_cifar100_refuses_pickles_that_would_run_code(tmp_path):
         get_dataset("cifar100", tmp_path, "train")
 
 
+def test_flat_val_folder_gets_a_hint(tmp_path):
+    root = synthetic.write_imagenet(tmp_path, n_classes=2, n_train_per_class=1, n_val_per_class=1, size=8)
+    for path in list((root / "val").rglob("*.JPEG")):
+        path.rename(root / "val" / path.name)
+        path.parent.rmdir()
+    with pytest.raises(DatasetError, match="sort them into <class>/ sub-folders"):
+        get_dataset("imagenet", root, "val")
+
+
 def test_places205_list_files(tmp_path):
     synthetic.write_places205(tmp_path, n_classes=4, n_train=12, n_val=8)
     lines = (tmp_path / "trainvalsplit_places205" / "val_places205.csv").read_text().split("\n")
@@ -139,6 +148,7 @@ def test_empty_split_and_out_of_range_labels(tmp_path):
 def test_corrupt_and_missing_images_name_the_file(tmp_path):
     root = synthetic.write_imagenet(tmp_path, n_classes=2, n_train_per_class=2, n_val_per_class=1)
     ds = get_dataset("imagenet", root, "train", skip_bad_images=False)
+    tolerant = get_dataset("imagenet", root, "train", skip_bad_images=True)
     bad = root / ds.files[1]
     bad.write_bytes(bad.read_bytes()[:100])  # truncated JPEG
     with pytest.raises(DatasetError, match=f"{bad.name} is corrupt or truncated") as err:
@@ -147,7 +157,6 @@ def test_corrupt_and_missing_images_name_the_file(tmp_path):
     (root / ds.files[2]).unlink()
     with pytest.raises(DatasetError, match=f"{ds.files[2].split('/')[-1]} is missing"):
         ds.load(2)
-    tolerant = get_dataset("imagenet", root, "train", skip_bad_images=True)
     assert tolerant[1] == (None, 0) and tolerant[2] == (None, 1) and tolerant[0][0] is not None
     with pytest.raises(DatasetError, match="corrupt"):
         tolerant.load(1)

@@ -27,7 +27,13 @@ def scan_class_folders(split_dir: Path, classes: list[str]) -> tuple[list[str], 
     """Image files (relative to split_dir's parent) and labels, in class order then file-name order."""
     files, labels = [], []
     index = {c: i for i, c in enumerate(classes)}
-    for cls in sorted(e.name for e in os.scandir(split_dir) if e.is_dir() and not e.name.startswith(".")):
+    entries = list(os.scandir(split_dir))
+    if not any(e.is_dir() for e in entries) and any(e.name.lower().endswith(IMAGE_EXTENSIONS) for e in entries):
+        raise DatasetError(
+            f"images lie directly in {split_dir}; sort them into <class>/ sub-folders "
+            "(for ImageNet val, e.g. with the widely used valprep.sh)"
+        )
+    for cls in sorted(e.name for e in entries if e.is_dir() and not e.name.startswith(".")):
         if cls not in index:
             raise DatasetError(
                 f"class folder {split_dir / cls} is not among the {len(classes)} training classes; "
