@@ -226,3 +226,18 @@ def test_suite_runs_configured_datasets_and_skips_the_rest(world, tmp_path, monk
     err = capsys.readouterr().err
     assert "skipping in1k_linear: no data root configured for 'imagenet'" in err
     assert sorted(p.name.split("__")[-1] for p in (tmp_path / "out").glob("*.json")) == ["cifar100.json"]
+
+
+def test_representations_share_memory_and_match_the_featureset(world):
+    from ijepa_eval.data import get_dataset
+    from ijepa_eval.encoders import load_encoder
+    from ijepa_eval.features import get_features
+    from ijepa_eval.protocols.runner import representation_views
+
+    enc = load_encoder(str(world["ckpt"]))
+    fs = get_features(enc, get_dataset("cifar100", world["roots"]["cifar100"], "test"), cache_dir=world["cache"],
+                      device="cpu", num_workers=0, progress=False)
+    views = representation_views(fs, ["lastPOOL", "concatPOOL4"])
+    for name, view in views.items():
+        assert view.equal(fs.representation(name))
+    assert views["lastPOOL"].untyped_storage().data_ptr() == views["concatPOOL4"].untyped_storage().data_ptr()

@@ -242,14 +242,29 @@ class LinearGrid:
 
 
 def _resident(features: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Move features to the device when they fit comfortably (one copy beats a transfer per batch)."""
+    """Move features to the device when they fit comfortably (one copy beats a transfer per batch).
+
+    Views of one tensor (lastPOOL as the last columns of concatPOOL4) stay views of a single copy.
+    """
     if device.type != "cuda":
         return dict(features)
-    need = sum(t.numel() * 4 for t in features.values())
+    bases: dict[int, torch.Tensor] = {}
+    for t in features.values():
+        key = t.untyped_storage().data_ptr()
+        if key not in bases or t.numel() > bases[key].numel():
+            bases[key] = t
+    need = sum(t.numel() * 4 for t in bases.values())
     free, _ = torch.cuda.mem_get_info(device)
     if need > 0.5 * free:
         return dict(features)  # FIXME: per-batch host->device copies; pinned double-buffering would overlap them
-    return {k: v.to(device, torch.float32) for k, v in features.items()}
+    moved = {k: b.to(device, torch.float32) for k, b in bases.items()}
+    out = {}
+    for name, t in features.items():
+        base = bases[t.untyped_storage().data_ptr()]
+        shares_layout = base.is_contiguous() and base.storage_offset() == 0 and t.dtype == base.dtype
+        out[name] = (moved[t.untyped_storage().data_ptr()].as_strided(t.shape, t.stride(), t.storage_offset())
+                     if shares_layout else t.to(device, torch.float32))
+    return out
 
 
 def iterate_batches(features: Mapping[str, torch.Tensor], labels: torch.Tensor, index: torch.Tensor,

@@ -17,7 +17,7 @@ import torch
 from ijepa_eval.data import describe_transform, get_dataset, train_transform
 from ijepa_eval.env import environment
 from ijepa_eval.errors import ConfigError, IjepaEvalError
-from ijepa_eval.features import get_features
+from ijepa_eval.features import get_features, parse_representation
 from ijepa_eval.probes import class_balanced_holdout, select_head
 from ijepa_eval.protocols.probing import PROBES
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
@@ -44,6 +44,22 @@ def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe) -> Pat
     same = (old.model.get("sha256") == model["sha256"] and old.model.get("branch") == model["branch"]
             and old.protocol.get("version") == recipe.version and old.protocol.get("config") == recipe.to_dict())
     return path if same else None
+
+
+def representation_views(fs: Any, names: list[str]) -> dict[str, torch.Tensor]:
+    """Each representation as a column slice of the longest concatenation of its pool: lastPOOL shares
+    concatPOOL4's memory (26 GB of ImageNet ViT-H features are not copied twice)."""
+    parsed = {r: parse_representation(r, fs.n_last_blocks, fs.pools) for r in names}
+    longest = {}
+    for r, (pool, n) in parsed.items():
+        if pool not in longest or n > parsed[longest[pool]][1]:
+            longest[pool] = r
+    full = {pool: fs.representation(r) for pool, r in longest.items()}
+    out = {}
+    for r, (pool, n) in parsed.items():
+        width = full[pool].shape[1] // parsed[longest[pool]][1] * n
+        out[r] = full[pool][:, -width:]
+    return out
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -98,7 +114,7 @@ def run_protocol(
                 encoder, dataset, cache_dir=cache_dir, batch_size=recipe.extraction_batch_size,
                 num_workers=num_workers, device=dev, n_last_blocks=recipe.n_last_blocks, progress=progress)
         fs = feature_sets[split]
-        return {r: fs.representation(r) for r in representations}, fs.labels, fs
+        return representation_views(fs, representations), fs.labels, fs
 
     train_feats, train_labels, train_fs = features_of(ds_spec.train_split)
     probe = PROBES[recipe.probe](recipe, representations, train_fs.num_classes, dev, progress)
