@@ -199,3 +199,29 @@ def test_knn_equals_brute_force_numpy():
         assert s["top1"] == pytest.approx(100 * (pred == y[100:].numpy()).mean())
     assert 0 < scores[1]["top1"] < 100
     assert scores[0]["top1"] != scores[3]["top1"]
+
+
+def test_one_head_equals_reference_lars_loop():
+    """MAE/MoCo v3 LARS: wd and trust ratio eta*||w||/||g + wd*w|| on the weight matrix, plain momentum on the bias."""
+    x, y = blobs(96)
+    spec = head_grid(["concat"], ["linear"], [1.0], [5e-4])[0]
+    c = LinearTrainConfig(OptimizerConfig("lars", lr=2.0, momentum=0.9, trust_coefficient=0.01),
+                          ScheduleConfig("step", milestones=[2]), epochs=3, batch_size=32)
+    grid, _ = fit_linear_grid({"concat": x}, y, [spec], c, 4, seed=5, progress=False)
+
+    w = (torch.randn(16, 4, generator=torch.Generator().manual_seed(5)) * 0.01).T.clone().requires_grad_()
+    b = torch.zeros(4, requires_grad=True)
+    mu_w, mu_b = torch.zeros_like(w), torch.zeros_like(b)
+    g = torch.Generator().manual_seed(5)
+    for epoch in range(3):
+        lr = 2.0 * (0.1 if epoch >= 2 else 1.0)
+        for rows in torch.randperm(96, generator=g).split(32):
+            gw, gb = torch.autograd.grad(F.cross_entropy(x[rows] @ w.T + b, y[rows]), [w, b])
+            with torch.no_grad():
+                upd = gw + 5e-4 * w
+                upd = upd * (0.01 * w.norm() / upd.norm())
+                mu_w.mul_(0.9).add_(upd)
+                mu_b.mul_(0.9).add_(gb)
+                w -= lr * mu_w
+                b -= lr * mu_b
+    torch.testing.assert_close(grid.logits({"concat": x})[0], (x @ w.T + b).detach(), atol=1e-5, rtol=1e-5)
