@@ -135,24 +135,42 @@ def bounding_radius(obj: dict) -> float:
     return {"sphere": r, "cube": r / math.sqrt(2) * math.sqrt(3), "cylinder": r * math.sqrt(2)}[obj["shape"]]
 
 
-def hits(obj: dict, origins: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``intersect`` on the rays passing the object's bounding sphere (most rays miss it).
+def camera_hits(obj: dict, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``intersect`` on the camera rays that pass the object's bounding sphere (most rays miss it).
 
-    ``origins`` is one point [3] (camera rays) or one per ray [N, 3]. Returns (ray indices, hit distances,
-    normals) for those rays; distances are inf where the object itself is missed.
+    Returns (ray indices, hit distances, normals) for those rays; distances are inf where the object
+    itself is missed.
     """
-    to_centre = np.asarray(obj["3d_coords"]) - origins
+    to_centre = np.asarray(obj["3d_coords"]) - CAMERA
+    along = dirs @ to_centre
     radius = bounding_radius(obj)
-    if to_centre.ndim == 1:
-        along = dirs @ to_centre
-        dist2 = to_centre @ to_centre - along**2
-    else:
-        along = np.einsum("ij,ij->i", to_centre, dirs)
-        dist2 = np.einsum("ij,ij->i", to_centre, to_centre) - along**2
-    idx = np.flatnonzero((dist2 <= radius**2) & (along > -radius))
-    sub_origins = np.broadcast_to(origins, (len(idx), 3)) if origins.ndim == 1 else origins[idx]
-    t, normal = intersect(obj, sub_origins, dirs[idx])
+    idx = np.flatnonzero((to_centre @ to_centre - along**2 <= radius**2) & (along > -radius))
+    t, normal = intersect(obj, np.broadcast_to(CAMERA, (len(idx), 3)), dirs[idx])
     return idx, t, normal
+
+
+@functools.lru_cache(maxsize=1)
+def light_frame() -> np.ndarray:
+    """Rows: two unit vectors across the light direction, then the light direction."""
+    across = np.cross(LIGHT, [1.0, 0.0, 0.0])
+    across /= np.linalg.norm(across)
+    return np.stack([across, np.cross(LIGHT, across), LIGHT])
+
+
+@functools.lru_cache(maxsize=4)
+def ground(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-resolution constants of the ground plane z = 0, the same for every scene.
+
+    Returns the ground ray indices, their hit points, the unshadowed background colours of all rays, and
+    the hit points in a frame aligned with the light ([N, 3]: two coordinates across the light direction,
+    one along it) for a cheap bounding test of shadow rays.
+    """
+    dirs = camera_rays(n)
+    rays = np.flatnonzero(dirs[:, 2] < 0)
+    points = CAMERA + (-CAMERA[2] / dirs[rays, 2])[:, None] * dirs[rays]
+    rgb = np.full((len(dirs), 3), 0.45)  # sky / horizon
+    rgb[rays] = (0.35 + 0.3 * np.exp(-np.linalg.norm(points[:, :2], axis=1) / 25))[:, None]
+    return rays, points, rgb, points @ light_frame().T
 
 
 def shade(obj: dict, normal: np.ndarray, dirs: np.ndarray) -> np.ndarray:
@@ -171,30 +189,30 @@ def render(objects: list[dict], size: int) -> tuple[np.ndarray, np.ndarray]:
     """RGBA uint8 image [size, size, 4] and per-object visible pixel counts (at render resolution)."""
     n = size * SUPERSAMPLE
     dirs = camera_rays(n)
-    # Ground plane z = 0: light grey, a little darker far away, shadowed where the light is blocked.
-    with np.errstate(divide="ignore"):
-        tg = np.where(dirs[:, 2] < 0, -CAMERA[2] / dirs[:, 2], np.inf)
-    ground = np.isfinite(tg)
-    rgb = np.empty((len(dirs), 3))
-    rgb[:] = 0.45
-    ground_pts = CAMERA + np.where(ground, tg, 0)[:, None] * dirs
-    falloff = np.exp(-np.linalg.norm(ground_pts[:, :2], axis=1) / 25)
-    rgb[ground] = (0.35 + 0.3 * falloff[ground])[:, None]
-    zbuf, owner = tg.copy(), np.full(len(dirs), -1)
+    ground_rays, ground_pts, background, ground_in_light_frame = ground(n)
+    rgb = background.copy()
+    zbuf = np.full(len(dirs), np.inf)
+    zbuf[ground_rays] = np.linalg.norm(ground_pts - CAMERA, axis=1)
+    owner = np.full(len(dirs), -1)
     for k, obj in enumerate(objects):
-        idx, t, normal = hits(obj, CAMERA, dirs)
+        idx, t, normal = camera_hits(obj, dirs)
         front = t < zbuf[idx]
         rays = idx[front]
         zbuf[rays] = t[front]
         owner[rays] = k
         rgb[rays] = shade(obj, normal[front], dirs[rays])
-    floor = np.flatnonzero(ground & (owner < 0))
-    shadow_dirs = np.broadcast_to(LIGHT, (len(floor), 3))
-    shadowed = np.zeros(len(floor), dtype=bool)
+    # Shadows: a ground point is dark when the ray towards the light hits an object.
+    shadowed = np.zeros(len(ground_rays), dtype=bool)
     for obj in objects:
-        idx, t, _ = hits(obj, ground_pts[floor], shadow_dirs)
-        shadowed[idx[np.isfinite(t)]] = True
-    rgb[floor[shadowed]] *= 0.6
+        u, v, w = light_frame() @ np.asarray(obj["3d_coords"])
+        radius = bounding_radius(obj)
+        du, dv = ground_in_light_frame[:, 0] - u, ground_in_light_frame[:, 1] - v
+        near = np.flatnonzero((du * du + dv * dv <= radius**2) & (w - ground_in_light_frame[:, 2] > -radius))
+        t, _ = intersect(obj, ground_pts[near], np.broadcast_to(LIGHT, (len(near), 3)))
+        shadowed[near[np.isfinite(t)]] = True
+    dark = ground_rays[shadowed]
+    dark = dark[owner[dark] < 0]
+    rgb[dark] *= 0.6
     visible = np.bincount(owner[owner >= 0], minlength=len(objects)) // SUPERSAMPLE**2
     img = (np.clip(rgb, 0, 1) * 255).astype(np.uint8).reshape(n, n, 3)
     img = np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BOX))
