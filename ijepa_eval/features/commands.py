@@ -43,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="what --export writes: lastPOOL | concatPOOL4 | lastCLS | concatCLS4 (CLS: cls models)")
     add_cache_dir_arg(p)
     p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    p.add_argument("--workers", type=int, default=None, help="data loader workers (default: spare cores, at most 8)")
+    p.add_argument("--workers", type=int, default=None, help="data loader workers (default: spare cores, at most 12)")
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
     p.add_argument("--n-last-blocks", type=int, default=4, help="how many last blocks to store (concatPOOL<n>)")
     p.add_argument("--skip-bad-images", action="store_true",

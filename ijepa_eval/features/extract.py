@@ -142,8 +142,11 @@ def resolve_device(device: str | torch.device | None, world_size: int) -> torch.
 
 
 def default_workers(world_size: int) -> int:
-    """One loader worker per spare core, at most 8 per process (JPEG decoding is the usual bottleneck)."""
-    return max(0, min(8, (os.cpu_count() or 1) // world_size - 1))
+    """One loader worker per spare core this process may use (cgroup/slurm affinity), at most 12: JPEG
+    decoding and resizing feed a ViT-H on one GPU only with many workers."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    return max(0, min(12, cores // per_node - 1))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -320,7 +323,7 @@ def get_features(
     """Features of ``dataset`` under ``encoder``, from the cache or extracted into it (then cached).
 
     A cache hit never calls the encoder. ``cache_dir`` None = ``$IJEPA_EVAL_CACHE`` or
-    ``~/.cache/ijepa-eval``. ``num_workers`` None = one loader worker per spare core (at most 8).
+    ``~/.cache/ijepa-eval``. ``num_workers`` None = one loader worker per spare core (at most 12).
     ``skip_bad_images`` drops undecodable images (indices and messages in ``meta["bad"]``) instead of
     failing. The encoder is moved to ``device`` (CUDA when available). Under torchrun every rank must call
     this with the same arguments; each extracts its share and all return the same FeatureSet.
@@ -332,6 +335,8 @@ def get_features(
     check_dataset(dataset)
     rank, world_size = dist_context()
     device = resolve_device(device, world_size)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # collectives (broadcast_object_list) use the current device
     transform = default_transform(encoder, dataset)
     entry, fields = cache_entry_for(encoder, dataset, cache_dir=cache_dir, n_last_blocks=n_last_blocks,
                                     device=device)
@@ -354,12 +359,12 @@ def get_features(
                        num_workers=default_workers(world_size) if num_workers is None else num_workers,
                        device=device, n_last_blocks=n_last_blocks, progress=progress and rank == 0,
                        skip_bad_images=skip_bad_images)
-        barrier()
+        barrier(device)
         extraction_s = time.perf_counter() - started
         if rank == 0:
             commit(entry, ranges, pools, dataset, base_meta(entry, fields, encoder, dataset, shard_rows, complete=True),
                    extraction_s=extraction_s, extracted_rows=sum(ranges[s][1] - ranges[s][0] for s in missing))
-        barrier()
+        barrier(device)
     return load_featureset(entry, skip_bad_images=skip_bad_images, cache_hit=hit, extraction_s=extraction_s)
 
 
@@ -405,11 +410,13 @@ def broadcast(obj: Any) -> Any:
     return obj
 
 
-def barrier() -> None:
+def barrier(device: torch.device) -> None:
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        # NCCL needs to know the rank's GPU (else it guesses and may hang); gloo takes no device
+        nccl = dist.get_backend() == "nccl" and device.type == "cuda"
+        dist.barrier(device_ids=[device.index]) if nccl else dist.barrier()
 
 
 def extract_shards(encoder: Any, dataset: Any, entry: CacheEntry, ranges: list[tuple[int, int]], shards: list[int],
