@@ -70,7 +70,7 @@ class PretrainConfig:
     save_every: int = 1000  # steps
     log_every: int = 10
     collapse_every: int = 50  # steps between target-feature std / effective-rank checks
-    collapse_std_floor: float = 0.05
+    collapse_std_floor: float = 0.01
     collapse_rank_floor: float = 2.0
     knn_every: int = 0  # steps; 0 = off (needs a labelled dataset and the probes room)
     knn_dataset: str = ""  # "" = clevr_count on the generated CLEVR-mini

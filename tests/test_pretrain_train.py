@@ -1,0 +1,171 @@
+"""The training loop end to end on a tiny CLEVR-mini: exact resume, DDP = one process, the official
+checkpoint layout read by load_encoder, the CLI, and a short tiny_cpu run that learns without collapsing."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ijepa_eval.cli import main as cli_main
+from ijepa_eval.pretrain.configs import apply_overrides, get_config
+from ijepa_eval.pretrain.train import train
+
+VENV_BIN = Path(sys.executable).parent
+# vit_tiny width (192, 3 heads: load_encoder infers the heads from the width), 2 blocks, 4 x 4 patches
+TINY = {"model_name": "vit_tiny", "depth": 2, "patch_size": 8, "crop_size": 32, "pred_depth": 1,
+        "pred_emb_dim": 48, "batch_size": 8, "log_every": 2, "save_every": 100, "collapse_every": 2,
+        "steps": 6, "min_keep": 2}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def clevr_root(tmp_path_factory) -> str:
+    from ijepa_eval.data.clevr_mini import render_clevr_mini
+
+    root = tmp_path_factory.mktemp("clevr_mini")
+    render_clevr_mini(root, n_train=40, n_val=16, size=32, seed=0, progress=False, workers=1)
+    return str(root)
+
+
+def tiny_config(root: str, **overrides):
+    return apply_overrides(get_config("tiny_cpu"), {**TINY, "root": root, **overrides})
+
+
+def losses(run_dir: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if "loss" in r]
+
+
+@pytest.fixture(scope="module")
+def full_run(clevr_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("full")
+    train(tiny_config(clevr_root), out, progress=False)
+    return out
+
+
+def test_resume_replays_the_uninterrupted_run(full_run, clevr_root, tmp_path):
+    train(tiny_config(clevr_root, stop_at=3), tmp_path, progress=False)
+    assert len(losses(tmp_path)) == 3
+    train(tiny_config(clevr_root), tmp_path, resume=True, progress=False)
+    assert losses(tmp_path) == losses(full_run)  # bit-identical on CPU
+    a = torch.load(full_run / "latest.pth.tar", weights_only=True)
+    b = torch.load(tmp_path / "latest.pth.tar", weights_only=True)
+    for key in ("encoder", "predictor", "target_encoder"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key])
+    assert a["step"] == b["step"] == 6
+
+
+def test_log_rows_carry_schedules_masks_and_collapse_stats(full_run):
+    rows = [json.loads(line) for line in (full_run / "log.jsonl").read_text().splitlines()]
+    assert rows[0]["event"] == "start" and rows[0]["config"]["depth"] == 2
+    steps = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in steps] == list(range(6))
+    for key in ("lr", "wd", "momentum", "mask_enc", "mask_pred", "step_time", "images_per_s"):
+        assert all(key in r for r in steps)
+    assert steps[0]["momentum"] == 0.99 and steps[-1]["momentum"] == pytest.approx(0.99 + 5 * 0.01 / 6)
+    assert all(r["target_std"] > 0 and r["target_erank"] >= 1 for r in steps if "target_std" in r)
+    assert json.loads((full_run / "config.json").read_text())["crop_size"] == 32
+
+
+def test_checkpoint_has_the_official_layout(full_run):
+    ckpt = torch.load(full_run / "latest.pth.tar", map_location="cpu", weights_only=True)
+    official = {"encoder", "predictor", "target_encoder", "opt", "scaler", "epoch", "loss", "batch_size",
+                "world_size", "lr"}  # fmt: skip
+    assert official <= set(ckpt)
+    assert ckpt["scaler"] is None and ckpt["batch_size"] == 8 and ckpt["world_size"] == 1
+    assert ckpt["epoch"] == 6 // (40 // 8) and ckpt["lr"] == 1e-3 and ckpt["config"]["steps"] == 6
+    block = [
+        f"{m}.{t}"
+        for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2")
+        for t in ("weight", "bias")
+    ]
+    encoder_keys = {
+        "pos_embed",
+        "patch_embed.proj.weight",
+        "patch_embed.proj.bias",
+        "norm.weight",
+        "norm.bias",
+    }
+    encoder_keys |= {f"blocks.{i}.{k}" for i in range(2) for k in block}
+    predictor_keys = {"mask_token", "predictor_pos_embed", "predictor_norm.weight", "predictor_norm.bias"}
+    predictor_keys |= {f"predictor_{n}.{t}" for n in ("embed", "proj") for t in ("weight", "bias")}
+    predictor_keys |= {f"predictor_blocks.0.{k}" for k in block}
+    for key, names in (
+        ("encoder", encoder_keys),
+        ("target_encoder", encoder_keys),
+        ("predictor", predictor_keys),
+    ):
+        assert set(ckpt[key]) == {"module." + n for n in names}
+    assert ckpt["encoder"]["module.pos_embed"].shape == (1, 16, 192)
+    assert ckpt["predictor"]["module.predictor_pos_embed"].shape == (1, 16, 48)
+    assert ckpt["predictor"]["module.predictor_embed.weight"].shape == (48, 192)
+
+
+def test_load_encoder_reads_the_target_encoder(full_run):
+    from ijepa_eval.encoders import load_encoder
+    from ijepa_eval.pretrain.model import build_encoder
+
+    path = full_run / "latest.pth.tar"
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    x = torch.randn(2, 3, 32, 32)
+    for branch, key in ((None, "target_encoder"), ("context", "encoder")):
+        enc = load_encoder(str(path), branch=branch)
+        assert (enc.embed_dim, enc.depth, enc.patch_size, enc.num_prefix_tokens) == (192, 2, 8, 0)
+        assert enc.info["branch"] == (branch or "target")
+        ours = build_encoder(32, 8, 192, 2, 3)
+        ours.load_state_dict({k.removeprefix("module."): v for k, v in ckpt[key].items()})
+        with torch.no_grad():
+            assert torch.allclose(enc.forward_features(x), ours.eval()(x).mean(1), atol=1e-5)
+
+
+def test_two_process_ddp_matches_one_process(clevr_root, tmp_path):
+    # fixed-size blocks keep the per-rank batch truncation a no-op, so both runs see the same masks
+    common = [f"{k}={v}" for k, v in {**TINY, "steps": 3, "allow_overlap": "true"}.items()]
+    single = tmp_path / "single"
+    train(apply_overrides(get_config("tiny_cpu"), [*common, f"root={clevr_root}"]), single, progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "ijepa_eval.pretrain.train", "--config", "tiny_cpu", "--out", str(tmp_path / "ddp"),
+           "--root", clevr_root, "--no-progress", *common, "batch_size=4"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert losses(tmp_path / "ddp") == pytest.approx(losses(single), rel=1e-4)
+    a = torch.load(single / "latest.pth.tar", weights_only=True)["target_encoder"]
+    b = torch.load(tmp_path / "ddp" / "latest.pth.tar", weights_only=True)
+    assert b["world_size"] == 2 and b["batch_size"] == 4
+    assert all(torch.allclose(a[k], b["target_encoder"][k], atol=1e-5) for k in a)
+
+
+def test_cli_overrides_are_typed_and_checked(capsys):
+    assert cli_main(["pretrain", "--out", "unused", "--print-config", "lr=5e-4", "crop_scale=0.4,1.0"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["lr"] == 5e-4 and printed["crop_scale"] == [0.4, 1.0] and printed["crop_size"] == 64
+    assert cli_main(["pretrain", "--out", "unused", "--print-config", "lrr=1"]) == 2
+    assert "unknown config key 'lrr'. Did you mean 'lr'?" in capsys.readouterr().err
+    assert cli_main(["pretrain", "--out", "unused", "--print-config", "batch_size=big"]) == 2
+    assert "batch_size='big'" in capsys.readouterr().err
+    assert cli_main(["pretrain", "--config", "vith14", "--out", "unused"]) == 2
+    assert "Did you mean 'vith14_in1k'?" in capsys.readouterr().err
+
+
+def test_console_script_resume_without_checkpoint_fails_cleanly(tmp_path):
+    done = subprocess.run([str(VENV_BIN / "ijepa-eval"), "pretrain", "--out", str(tmp_path), "--resume"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "no checkpoint at" in done.stderr and "without --resume" in done.stderr
+
+
+def test_tiny_cpu_run_learns_without_collapse(clevr_root, tmp_path):
+    # the tiny_cpu model (64 px, 8 x 8 patches) on the test images, short
+    cfg = apply_overrides(get_config("tiny_cpu"), {"root": clevr_root, "steps": 60, "batch_size": 16})
+    train(cfg, tmp_path, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    values = [r["loss"] for r in rows if "loss" in r]
+    assert sum(values[-10:]) / 10 < 0.8 * sum(values[:5]) / 5
+    stats = [r for r in rows if "target_std" in r]
+    floor = get_config("tiny_cpu")
+    assert stats and stats[-1]["target_std"] > floor.collapse_std_floor
+    assert stats[-1]["target_erank"] > floor.collapse_rank_floor
