@@ -21,7 +21,7 @@ CACHE_EPILOG = """examples:
 
 def add_cache_dir_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", metavar="DIR", default=None,
-                        help="feature cache folder (default: $IJEPA_EVAL_CACHE or ~/.cache/ijepa-eval)")
+                        help="feature cache folder; unset = $IJEPA_EVAL_CACHE or ~/.cache/ijepa-eval")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,16 +36,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_checkpoint_args(p)
     p.add_argument("--dataset", required=True, help="dataset name, e.g. imagenet, cifar100, clevr_count, hf:<id>")
     p.add_argument("--split", default="train", help="dataset split, e.g. train, val, test")
-    p.add_argument("--root", default=None, help="dataset root (default: from $IJEPA_EVAL_DATA or the data config)")
+    p.add_argument("--root", default=None, help="dataset root; unset = from $IJEPA_EVAL_DATA or the data config")
     p.add_argument("--export", metavar="FILE.npz", default=None,
                    help="write `features` [N, F] float32, `labels` [N] and `indices` [N] (dataset rows) here")
     p.add_argument("--representation", default="lastPOOL",
                    help="what --export writes: lastPOOL | concatPOOL4 | lastCLS | concatCLS4 (CLS: cls models)")
     add_cache_dir_arg(p)
-    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
-    p.add_argument("--workers", type=int, default=None, help="data loader workers (default: spare cores, at most 12)")
-    p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: cuda when available)")
-    p.add_argument("--n-last-blocks", type=int, default=4, help="how many last blocks to store (concatPOOL<n>)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="data loader workers; unset = one per spare core, at most 12")
+    p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu; unset = cuda when available")
+    p.add_argument("--n-last-blocks", type=int, default=4, metavar="N", help="how many last blocks to store (concatPOOL<n>)")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="drop undecodable images (their indices are recorded in the cache) instead of failing")
     p.set_defaults(func=run_features)

@@ -228,7 +228,6 @@ class Extraction:
         self.shard_rows = ranges[0][1] - ranges[0][0]
         self.open: dict[int, ShardBuffer] = {}
         self.writes: list[Future] = []
-        self.bad_count = 0
 
     def run(self, loader: DataLoader, bar: tqdm, writer: ThreadPoolExecutor) -> None:
         self.writer = writer
@@ -260,7 +259,6 @@ class Extraction:
     def record_bad(self, row: int, message: str) -> None:
         if not self.skip_bad_images:
             raise DatasetError(message)
-        self.bad_count += 1
         shard = self.buffer(row)
         shard.mark_bad(row, message)
         self.commit_if_done(shard)
