@@ -57,7 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `key=value` overrides may stand between options (`epochs=2 --label x`): argparse stops collecting a
+        # positional nargs="*" list at the first option, so gather the stragglers here.
+        if all("=" in tok and not tok.startswith("-") for tok in extra) and hasattr(args, "overrides"):
+            args.overrides = [*(args.overrides or []), *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

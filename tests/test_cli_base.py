@@ -23,3 +23,35 @@ def test_unknown_choice_suggests_and_lists():
     msg = unknown_choice("protocol", "cifar10", ["cifar100", "clevr_count", "knn"])
     assert "'cifar10'" in msg and "Did you mean 'cifar100'" in msg and "clevr_count, cifar100" not in msg
     assert msg.endswith("Available: cifar100, clevr_count, knn")
+
+
+def test_overrides_may_stand_between_options(monkeypatch):
+    import argparse
+
+    from ijepa_eval import cli
+
+    seen = {}
+
+    def register(subparsers):
+        p = subparsers.add_parser("probe")
+        p.add_argument("--label")
+        p.add_argument("overrides", nargs="*")
+        p.set_defaults(func=lambda args: seen.update(vars(args)) or 0)
+
+    real = cli.build_parser
+
+    def build():
+        parser = real()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        register(sub)
+        return parser
+
+    monkeypatch.setattr(cli, "build_parser", build)
+    assert cli.main(["probe", "epochs=2", "--label", "x", "lr=0.1"]) == 0
+    assert seen["overrides"] == ["epochs=2", "lr=0.1"] and seen["label"] == "x"
+    try:
+        cli.main(["probe", "--bogus"])
+    except SystemExit as e:
+        assert e.code == 2
+    else:
+        raise AssertionError("an unknown option must be rejected")
