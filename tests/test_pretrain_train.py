@@ -42,7 +42,7 @@ def losses(run_dir: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def full_run(clevr_root, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("full")
-    train(tiny_config(clevr_root), out, progress=False)
+    train(tiny_config(clevr_root, knn_every=3), out, progress=False)
     return out
 
 
@@ -68,6 +68,8 @@ def test_log_rows_carry_schedules_masks_and_collapse_stats(full_run):
     assert steps[0]["momentum"] == 0.99 and steps[-1]["momentum"] == pytest.approx(0.99 + 5 * 0.01 / 6)
     assert all(r["target_std"] > 0 and r["target_erank"] >= 1 for r in steps if "target_std" in r)
     assert json.loads((full_run / "config.json").read_text())["crop_size"] == 32
+    knn = [r["knn_top1"] for r in steps if "knn_top1" in r]
+    assert len(knn) == 2 and all(0 <= v <= 100 for v in knn)
 
 
 def test_checkpoint_has_the_official_layout(full_run):

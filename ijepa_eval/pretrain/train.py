@@ -163,23 +163,31 @@ def collapse_stats(features: torch.Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def knn_monitor(
-    target: nn.Module, cfg: PretrainConfig, out_dir: Path, device: torch.device
+    target: nn.Module, cfg: PretrainConfig, out_dir: Path, device: torch.device, max_images: int = 2000
 ) -> dict[str, float]:
-    """kNN top-1 (k=20) of the target encoder's avg-pooled features on a small labelled set."""
+    """kNN top-1 (k=20) of the target encoder's avg-pooled features: train split vs val split of a
+    labelled dataset (default: clevr_count on the CLEVR-mini pretraining data), at most ``max_images``
+    evenly spaced images per split so the monitor stays cheap on large datasets."""
+    from torch.utils.data import Subset
+
     from ijepa_eval.data import eval_transform, get_dataset
     from ijepa_eval.probes import knn_scores
 
     if cfg.knn_dataset:
         name, root = cfg.knn_dataset, cfg.root
-    else:  # the generated CLEVR-mini (the pretraining data for tiny_cpu)
-        name, root = "clevr_count", str(clevr_mini_root(cfg, out_dir))
-    feats = {}
+    else:  # CLEVR-mini: the given root when pretraining on it, else the generated copy
+        name = "clevr_count"
+        given = cfg.dataset == DATASET_CLEVR_MINI and cfg.root
+        root = cfg.root if given else str(clevr_mini_root(cfg, out_dir))
+    feats = []
     for split in ("train", "val"):
         ds = get_dataset(name, root or None, split=split, transform=eval_transform(name, cfg.crop_size))
-        loader = DataLoader(ds, batch_size=64, num_workers=0)
-        pooled = [target(x.to(device)).mean(1).float().cpu() for x, _ in loader]
-        feats[split] = (torch.cat(pooled), ds.labels, ds.num_classes)
-    (xtr, ytr, n_cls), (xva, yva, _) = feats["train"], feats["val"]
+        rows = np.linspace(0, len(ds) - 1, min(len(ds), max_images)).round().astype(int).tolist()
+        loader = DataLoader(Subset(ds, rows), batch_size=64, num_workers=0)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            pooled = [target(x.to(device)).mean(1).float().cpu() for x, _ in loader]
+        feats.append((torch.cat(pooled), ds.labels[rows], ds.num_classes))
+    (xtr, ytr, n_cls), (xva, yva, _) = feats
     return {"knn_top1": knn_scores(xtr, ytr, xva, yva, [20], n_cls)[0]["top1"]}
 
 
@@ -260,7 +268,8 @@ def train(
     encoder, predictor, target_encoder = build_ijepa(
         **arch, pred_depth=cfg.pred_depth, pred_emb_dim=cfg.pred_emb_dim
     )
-    encoder.to(device), predictor.to(device), target_encoder.to(device)
+    for module in (encoder, predictor, target_encoder):
+        module.to(device)
     optimizer = torch.optim.AdamW(param_groups(encoder, predictor), fused=cuda)
     collator = MaskCollator(
         input_size=cfg.crop_size, patch_size=cfg.patch_size, enc_mask_scale=cfg.enc_mask_scale,
@@ -297,7 +306,9 @@ def train(
                 yield
 
     if cfg.compile:
-        context_model, predictor_model = torch.compile(context_model), torch.compile(predictor_model)
+        # mask lengths change every batch: compile for dynamic shapes instead of recompiling per length
+        context_model = torch.compile(context_model, dynamic=True)
+        predictor_model = torch.compile(predictor_model, dynamic=True)
 
     sampler = StepBatches(len(dataset), cfg.batch_size, world_size, rank, cfg.seed, start_step, stop_step)
     loader = DataLoader(
@@ -344,7 +355,8 @@ def train(
                "mask_enc": masks_enc[0].shape[1], "mask_pred": masks_pred[0].shape[1]}  # fmt: skip
         if (step + 1) % cfg.collapse_every == 0 or step == start_step:
             with torch.no_grad(), autocast:
-                row.update(collapse_stats(target_encoder(imgs).mean(1)))
+                pooled = target_encoder(imgs).mean(1)
+            row.update(collapse_stats(pooled))
             if row["target_std"] < cfg.collapse_std_floor or row["target_erank"] < cfg.collapse_rank_floor:
                 bar.write(f"warning: possible collapse at step {step}: target std {row['target_std']:.4f}, "
                           f"effective rank {row['target_erank']:.2f}")  # fmt: skip
@@ -393,7 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point for ``torchrun -m ijepa_eval.pretrain.train`` (same options as ``ijepa-eval pretrain``)."""
     from ijepa_eval.cli import main as cli_main
 
-    return cli_main(["pretrain", *(sys.argv[1:] if argv is None else argv)])
+    code = cli_main(["pretrain", *(sys.argv[1:] if argv is None else argv)])
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return code
 
 
 if __name__ == "__main__":
