@@ -4,7 +4,24 @@
     path = run_protocol("cifar100", "IN1K-vit.h.14-300e.pth.tar", root="/data/cifar100")
 """
 
-from ijepa_eval.protocols.recipes import RECIPES_DIR, Recipe, available_recipes, load_recipe, parse_overrides
-from ijepa_eval.protocols.runner import run_protocol
+from __future__ import annotations
 
-__all__ = ["RECIPES_DIR", "Recipe", "available_recipes", "load_recipe", "parse_overrides", "run_protocol"]
+import importlib
+from typing import Any
+
+# name -> defining module; imported on first use so `ijepa-eval --help` does not import torch
+_EXPORTS = {
+    "RECIPES_DIR": "recipes",
+    "Recipe": "recipes",
+    "available_recipes": "recipes",
+    "load_recipe": "recipes",
+    "parse_overrides": "recipes",
+    "run_protocol": "runner",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"ijepa_eval.protocols.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'ijepa_eval.protocols' has no attribute {name!r}")
