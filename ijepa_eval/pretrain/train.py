@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -151,14 +152,19 @@ def build_dataset(cfg: PretrainConfig, out_dir: Path) -> Dataset:
 
 # -- monitoring ---------------------------------------------------------------------------------------------
 @torch.no_grad()
-def collapse_stats(features: torch.Tensor) -> dict[str, float]:
-    """Std over the batch (mean over dims) and effective rank (exp entropy of normalised singular values)
-    of pooled features [B, D]. Collapse drives both towards 0 / 1."""
-    f = features.float()
-    s = torch.linalg.svdvals(f - f.mean(0))
+def collapse_stats(tokens: torch.Tensor) -> dict[str, float]:
+    """Collapse signals of the target encoder's tokens [B, N, D], layer-normed like the training targets.
+
+    ``target_std``: std over the batch at each (position, channel), averaged; ~1 when targets vary
+    across images, -> 0 when they collapse to an image-independent map. ``target_erank``: effective rank
+    (exp entropy of the normalised singular values) of all centred tokens; -> 1 under dimensional collapse.
+    """
+    h = F.layer_norm(tokens.float(), (tokens.size(-1),))
+    flat = h.flatten(0, 1)
+    s = torch.linalg.svdvals(flat - flat.mean(0))
     p = s / s.sum().clamp_min(1e-12)
     erank = torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum())
-    return {"target_std": float(f.std(0).mean()), "target_erank": float(erank)}
+    return {"target_std": float(h.std(0).mean()), "target_erank": float(erank)}
 
 
 @torch.no_grad()
@@ -355,8 +361,8 @@ def train(
                "mask_enc": masks_enc[0].shape[1], "mask_pred": masks_pred[0].shape[1]}  # fmt: skip
         if (step + 1) % cfg.collapse_every == 0 or step == start_step:
             with torch.no_grad(), autocast:
-                pooled = target_encoder(imgs).mean(1)
-            row.update(collapse_stats(pooled))
+                tokens = target_encoder(imgs)
+            row.update(collapse_stats(tokens))
             if row["target_std"] < cfg.collapse_std_floor or row["target_erank"] < cfg.collapse_rank_floor:
                 bar.write(f"warning: possible collapse at step {step}: target std {row['target_std']:.4f}, "
                           f"effective rank {row['target_erank']:.2f}")  # fmt: skip
