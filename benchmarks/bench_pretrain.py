@@ -41,9 +41,12 @@ def step_flops(cfg, batch: int, n_ctx: float, n_tgt: float) -> float:
     n_all = (cfg.crop_size // cfg.patch_size) ** 2
     patch = 2 * n_all * 3 * cfg.patch_size**2 * d
     target = batch * (patch + depth * block_flops(n_all, d, ratio))
-    context = 3 * batch * cfg.num_enc_masks * (patch + depth * block_flops(n_ctx, d, ratio))
+    # the patch embedding runs once on the full image; its backward is the weight gradient only (images
+    # need no grad), so it costs 2 x forward while the context blocks cost 3 x
+    context = batch * (2 * patch + 3 * cfg.num_enc_masks * depth * block_flops(n_ctx, d, ratio))
     dp, seqs = cfg.pred_emb_dim, batch * cfg.num_enc_masks * cfg.num_pred_masks
-    predictor = seqs * (cfg.pred_depth * block_flops(n_ctx + n_tgt, dp, ratio) + 2 * (n_ctx + n_tgt) * d * dp)
+    embed = 2 * batch * cfg.num_enc_masks * n_ctx * d * dp  # D -> Dp on the context tokens, before repeat
+    predictor = seqs * (cfg.pred_depth * block_flops(n_ctx + n_tgt, dp, ratio) + 2 * n_tgt * dp * d) + embed
     return target + context + 3 * predictor
 
 
