@@ -175,3 +175,19 @@ def test_tiny_cpu_run_learns_without_collapse(clevr_root, tmp_path):
     floor = get_config("tiny_cpu")
     assert stats and stats[-1]["target_std"] > floor.collapse_std_floor
     assert stats[-1]["target_erank"] > floor.collapse_rank_floor
+
+
+def test_gradient_accumulation_matches_the_full_batch(full_run, clevr_root, tmp_path):
+    train(tiny_config(clevr_root, grad_accum=2, stop_at=3), tmp_path, progress=False)
+    assert losses(tmp_path) == pytest.approx(losses(full_run)[:3], rel=1e-5)
+
+
+def test_slurm_without_submitit_is_a_clear_error(capsys, tmp_path):
+    try:  # submitit is optional; this checks the message users get without it
+        import submitit  # noqa: F401
+
+        pytest.skip("submitit is installed here")
+    except ImportError:
+        pass
+    assert cli_main(["pretrain", "--out", str(tmp_path), "--slurm-nodes", "1"]) == 2
+    assert "pip install submitit" in capsys.readouterr().err
