@@ -74,7 +74,6 @@ def save_checkpoint(
     lr: float,
     config: dict[str, Any],
     step: int,
-    collator: MaskCollator,
 ) -> None:
     """Write atomically: a crash mid-save leaves the previous checkpoint intact."""
     state = {

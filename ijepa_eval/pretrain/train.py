@@ -334,7 +334,7 @@ def train(
     pending: list[tuple[int, torch.Tensor, dict]] = []  # losses stay on device until the next log flush
     epoch_loss, epoch_count, last_loss = 0.0, 0, float("nan")
     bar = tqdm(total=stop_step, initial=start_step, disable=not (is_main and progress), desc="pretrain")
-    t_last, step = time.perf_counter(), start_step
+    t_last = time.perf_counter()
     for step, ((imgs, _), masks_enc, masks_pred) in zip(range(start_step, stop_step), loader, strict=False):
         lr = warmup_cosine_lr(step, warmup_steps, sched_steps, cfg.start_lr, cfg.lr, cfg.final_lr)
         wd = cosine_wd(step, sched_steps, cfg.weight_decay, cfg.final_weight_decay)
@@ -386,7 +386,9 @@ def train(
                 if is_main:
                     _append(log_path, r)
             if not math.isfinite(last_loss):
-                raise FloatingPointError(f"loss is {last_loss} at step {step}; lower lr or check the data")
+                raise ConfigError(
+                    f"loss is {last_loss} at step {step}; lower lr (or check the data) and rerun"
+                )
             bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}")
             pending, t_last = [], now
         if is_main and ((step + 1) % cfg.save_every == 0 or done):
@@ -394,7 +396,6 @@ def train(
                 out_dir / CKPT_NAME, encoder=encoder, predictor=predictor, target_encoder=target_encoder,
                 optimizer=optimizer, epoch=(step + 1) // ipe, loss=epoch_loss / max(1, epoch_count),
                 batch_size=cfg.batch_size, world_size=world_size, lr=cfg.lr, config=resolved, step=step + 1,
-                collator=collator,
             )  # fmt: skip
     bar.close()
     if world_size > 1:
