@@ -1,0 +1,136 @@
+"""`make bench-gpu`: one script (≤ 8 minutes on one H100/H200) for the CUDA paths.
+
+1. feature extraction, ViT-H/14 bf16 on synthetic tensors: images/s through `get_features` vs a bare
+   encoder loop, and the forward pass's model FLOPs utilisation (MFU);
+2. the paper's 16-head linear grid on a 1.28 M × 5120 synthetic feature matrix (ImageNet-1k train,
+   concatPOOL4 of a ViT-H) for one epoch of the in1k_linear recipe (LARS, batch 16384): seconds per epoch
+   and the projected 50-epoch time;
+3. a ViT-H/14 I-JEPA pretraining step, batch 128, bf16: images/s and MFU.
+
+Prints a summary and writes JSON. ``--dry-run`` runs the same code on tiny sizes (CPU is fine), to check
+the script before spending GPU time.
+
+    python benchmarks/bench_gpu.py --out results/bench-gpu.json
+    python benchmarks/bench_gpu.py --dry-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, HERE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def extraction(dry: bool) -> dict:
+    bench_extraction, bench_pretrain = load_script("bench_extraction"), load_script("bench_pretrain")
+    arch, img, n, batch = ("vit_tiny_patch16_224", 64, 64, 16) if dry else ("vit_huge_patch14_224", 224, 4096, 256)
+    result = bench_extraction.run(arch=arch, img_size=img, n=n, batch_size=batch, workers=0 if dry else 8,
+                                  repeats=1 if dry else 2)
+    from ijepa_eval.encoders import load_encoder
+
+    vit = load_encoder(f"random:{arch}", img_size=img).vit
+    tokens = vit.patch_embed.num_patches + vit.num_prefix_tokens
+    dim, ratio = vit.embed_dim, vit.blocks[0].mlp.fc1.out_features / vit.embed_dim
+    flops_per_image = len(vit.blocks) * bench_pretrain.block_flops(tokens, dim, ratio)
+    peak = bench_pretrain.peak_tflops(torch.device(result["device"]))
+    achieved = flops_per_image * result["bare_loop_images_per_s"] / 1e12
+    result.update(forward_tflops=round(achieved, 1), mfu=round(achieved / peak, 3) if peak else None)
+    return result
+
+
+def probe_grid(dry: bool) -> dict:
+    from ijepa_eval.probes import (
+        LinearTrainConfig,
+        OptimizerConfig,
+        ScheduleConfig,
+        fit_linear_grid,
+        head_grid,
+    )
+
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    n, dim, classes, batch = (4096, 64, 10, 512) if dry else (1_281_167, 1280, 1000, 16384)
+    g = torch.Generator(dev).manual_seed(0)
+    labels = torch.randint(0, classes, (n,), generator=g, device=dev)
+    concat = torch.randn(classes, 4 * dim, generator=g, device=dev)[labels]
+    concat.add_(torch.randn(n, 4 * dim, generator=g, device=dev), alpha=2.0)  # in place: 26 GB, not 52
+    features = {"lastPOOL": concat[:, -dim:], "concatPOOL4": concat}
+    cfg = LinearTrainConfig(OptimizerConfig("lars", lr=6.4, momentum=0.9), ScheduleConfig("step", [15, 30, 45]),
+                            epochs=1, batch_size=batch)
+    grid = head_grid(["lastPOOL", "concatPOOL4"], ["bn_linear", "linear"], [1.0, 0.1], [5e-4, 0.0])
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    start = time.perf_counter()
+    fit_linear_grid(features, labels, grid, cfg, classes, device=dev, progress=False)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    epoch_s = time.perf_counter() - start
+    return {"epoch_s": round(epoch_s, 2), "projected_50_epochs_min": round(50 * epoch_s / 60, 1), "heads": len(grid),
+            "n": n, "features": 4 * dim, "classes": classes, "batch_size": batch, "device": str(dev)}
+
+
+def pretraining(dry: bool) -> dict:
+    bench_pretrain = load_script("bench_pretrain")
+    cuda = torch.cuda.is_available()
+    return bench_pretrain.run(quick=dry, device="cuda" if cuda else "cpu", arch="tiny_cpu" if dry else "vith14_in1k")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="results/bench-gpu.json")
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes, any device: checks the script")
+    parser.add_argument("--only", default="extraction,probe_grid,pretraining")
+    args = parser.parse_args()
+    if not args.dry_run and not torch.cuda.is_available():
+        print("bench-gpu: error: no CUDA device; run it on a GPU machine, or use --dry-run", file=sys.stderr)
+        return 2
+    if torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    from ijepa_eval.env import environment
+    from ijepa_eval.io import atomic_write_json
+
+    report = {"env": environment(), "dry_run": args.dry_run, "benchmarks": {}}
+    for name in args.only.split(","):
+        start = time.perf_counter()
+        print(f"== {name}", flush=True)
+        result = {"extraction": extraction, "probe_grid": probe_grid, "pretraining": pretraining}[name](args.dry_run)
+        result["wall_s"] = round(time.perf_counter() - start, 1)
+        report["benchmarks"][name] = result
+        print(result, flush=True)
+        if torch.cuda.is_available():
+            result["max_memory_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+    b = report["benchmarks"]
+    print("\nsummary:")
+    if "extraction" in b:
+        e = b["extraction"]
+        print(f"  extraction  {e['get_features_images_per_s']} img/s via get_features, {e['ratio']}× the bare loop "
+              f"(goal ≥ 0.8), forward MFU {e['mfu']}")
+    if "probe_grid" in b:
+        p = b["probe_grid"]
+        print(f"  probe grid  {p['heads']} heads on {p['n']}×{p['features']}: {p['epoch_s']} s/epoch, "
+              f"~{p['projected_50_epochs_min']} min for 50 epochs")
+    if "pretraining" in b:
+        t = b["pretraining"]
+        print(f"  pretraining {t.get('images_per_s')} img/s, MFU {t.get('mfu')} (goal ≥ 0.40 for ViT-H/14 bf16)")
+    atomic_write_json(args.out, report)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
