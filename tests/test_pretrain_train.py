@@ -78,6 +78,7 @@ def test_checkpoint_has_the_official_layout(full_run):
                 "world_size", "lr"}  # fmt: skip
     assert official <= set(ckpt)
     assert ckpt["scaler"] is None and ckpt["batch_size"] == 8 and ckpt["world_size"] == 1
+    assert (ckpt["config"]["embed_dim"], ckpt["config"]["depth"], ckpt["config"]["num_heads"]) == (192, 2, 3)
     assert (
         ckpt["epoch"] == 6 // (40 // 8)
         and ckpt["lr"] == get_config("tiny_cpu").lr

@@ -21,6 +21,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -245,6 +246,10 @@ def train(
     from tqdm import tqdm
 
     cfg = cfg.validate()
+    # record the actual widths (not 0 = "from model_name") so the checkpoint's config says what was built
+    cfg = replace(
+        cfg, **{k: v for k, v in cfg.resolved_arch().items() if k in ("embed_dim", "depth", "num_heads")}
+    )
     out_dir = Path(out_dir)
     rank, world_size, device = setup_distributed()
     is_main = rank == 0
