@@ -98,6 +98,13 @@ def test_overrides_are_typed_and_checked(tmp_path):
         load_recipe("cifar10")
 
 
+def test_overrides_reach_free_form_dataset_options():
+    r = load_recipe("in1k_1pct_linear", ["dataset.options.split_file=/data/1percent.txt",
+                                         "dataset.options.allow_custom_split=true"])
+    assert r.dataset.options == {"split_file": "/data/1percent.txt", "allow_custom_split": True}
+    assert r.dataset.name == "imagenet_1pct" and load_recipe("in1k_1pct_linear").dataset.options == {}
+
+
 def test_recipe_from_yaml_path_rejects_unknown_keys(tmp_path):
     text = (RECIPES_DIR / "cifar100.yaml").read_text()
     good = tmp_path / "mine.yaml"

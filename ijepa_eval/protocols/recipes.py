@@ -161,6 +161,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any]) 
                 raise ConfigError(unknown_choice("override key", dotted, names))
             if part == leaf and i == len(parents):
                 break
+            if typing.get_origin(hints[part]) is dict:  # a free-form mapping: the rest is one key in it
+                node, leaf = node.setdefault(part, {}), ".".join([*parents, leaf][i + 1:])
+                break
             if not dataclasses.is_dataclass(hints[part]):
                 raise ConfigError(f"override key '{dotted}': '{part}' is not a section")
             cls = hints[part]
