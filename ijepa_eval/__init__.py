@@ -7,16 +7,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from ijepa_eval.lazy import lazy_exports
 
 __version__ = "0.1.0"
 __all__ = ["Encoder", "load_encoder", "__version__"]
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy so that `ijepa-eval --help` and the error module do not import torch.
-    if name in ("Encoder", "load_encoder"):
-        from ijepa_eval import encoders
-
-        return getattr(encoders, name)
-    raise AttributeError(f"module 'ijepa_eval' has no attribute {name!r}")
+# lazy so that `ijepa-eval --help` and the error module do not import torch
+__getattr__ = lazy_exports(__name__, {"Encoder": "encoders", "load_encoder": "encoders"})

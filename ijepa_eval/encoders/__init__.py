@@ -10,8 +10,7 @@ import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ijepa_eval.lazy import lazy_exports
 
 _EXPORTS = {
     "ArchSpec": "arch", "HEADS_BY_WIDTH": "arch", "arch_of": "arch", "build_vit": "arch", "infer_arch": "arch",
@@ -21,9 +20,4 @@ _EXPORTS = {
     "add_checkpoint_args": "commands", "encoder_from_args": "commands",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"ijepa_eval.encoders.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'ijepa_eval.encoders' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -7,8 +7,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ijepa_eval.lazy import lazy_exports
 
 # name -> defining module; imported on first use so `ijepa-eval --help` (which imports commands) stays fast
 _EXPORTS = {
@@ -25,9 +24,4 @@ _EXPORTS = {
     "get_features": "extract",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"ijepa_eval.features.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'ijepa_eval.features' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

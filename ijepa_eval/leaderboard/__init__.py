@@ -6,8 +6,7 @@ Exports resolve lazily so that ``ijepa-eval --help`` (which imports ``.commands`
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ijepa_eval.lazy import lazy_exports
 
 _EXPORTS = {
     "load_expected": "check",
@@ -22,9 +21,4 @@ _EXPORTS = {
     "write_tables": "tables",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"ijepa_eval.leaderboard.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'ijepa_eval.leaderboard' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

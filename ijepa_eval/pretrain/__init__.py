@@ -9,22 +9,17 @@ Exports resolve lazily so that ``ijepa-eval --help`` does not import torch.
 
 from __future__ import annotations
 
-import importlib
+from ijepa_eval.lazy import lazy_exports
 
 _EXPORTS = {
-    "MaskCollator": "ijepa_eval.pretrain.masks",
-    "PretrainConfig": "ijepa_eval.pretrain.configs",
-    "CONFIGS": "ijepa_eval.pretrain.configs",
-    "get_config": "ijepa_eval.pretrain.configs",
-    "apply_overrides": "ijepa_eval.pretrain.configs",
-    "build_ijepa": "ijepa_eval.pretrain.model",
-    "train": "ijepa_eval.pretrain.train",
+    "MaskCollator": "masks",
+    "PretrainConfig": "configs",
+    "CONFIGS": "configs",
+    "get_config": "configs",
+    "apply_overrides": "configs",
+    "build_ijepa": "model",
+    "train": "train",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'ijepa_eval.pretrain' has no attribute '{name}'")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

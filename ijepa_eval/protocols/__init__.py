@@ -6,8 +6,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ijepa_eval.lazy import lazy_exports
 
 # name -> defining module; imported on first use so `ijepa-eval --help` does not import torch
 _EXPORTS = {
@@ -19,9 +18,4 @@ _EXPORTS = {
     "run_protocol": "runner",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"ijepa_eval.protocols.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'ijepa_eval.protocols' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
