@@ -108,12 +108,19 @@ def load_result(path: str | os.PathLike) -> ResultRecord:
     return ResultRecord.from_dict(data)
 
 
+RESULT_GLOB = "*__*__*.json"  # the shape of result_filename(); folders also hold caches, logs, configs
+
+
 def iter_result_paths(paths: list[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (recursively, *.json) into a sorted, de-duplicated list."""
+    """Expand files and folders into a sorted, de-duplicated list.
+
+    In folders (searched recursively) only files named like results count, so a results tree may also
+    hold a feature cache or a pretraining run; a file named explicitly is always read.
+    """
     found: set[Path] = set()
     for p in map(Path, paths):
         if p.is_dir():
-            found.update(q for q in p.rglob("*.json") if not q.name.startswith("."))
+            found.update(q for q in p.rglob(RESULT_GLOB) if not q.name.startswith("."))
         elif p.exists():
             found.add(p)
         else:

@@ -175,10 +175,10 @@ def test_row_matching_rules():
 
 def test_table_rejects_corrupt_json_in_one_line(tmp_path, capsys):
     make_result(tmp_path, "ok", "cifar100", 50.0)
-    (tmp_path / "broken.json").write_text('{"schema_version": 1,')
+    (tmp_path / "broken__target__cifar100.json").write_text('{"schema_version": 1,')
     assert main(["table", str(tmp_path), "--out", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "broken.json" in err and "not valid JSON" in err
+    assert len(err.splitlines()) == 1 and "broken__target__cifar100.json" in err and "not valid JSON" in err
     assert not (tmp_path / "t").exists()
 
 
