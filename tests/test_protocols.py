@@ -22,7 +22,7 @@ from fixtures_checkpoints import write_ijepa_checkpoint  # noqa: E402
 
 FAST = ["epochs=2", "batch_size=16", "logreg.max_iter=30"]
 ALL_PROTOCOLS = ["in1k_linear", "in1k_1pct_linear", "in1k_1pct_logreg", "cifar100", "places205", "inat18",
-                 "clevr_count", "clevr_dist", "knn"]
+                 "clevr_count", "clevr_dist", "knn", "folder_linear"]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,7 @@ VERB_OF = {
     "clevr_count": (["clevr", "--task", "count"], "clevr"),
     "clevr_dist": (["clevr", "--task", "dist"], "clevr"),
     "knn": (["knn", "--dataset", "cifar100"], "cifar100"),
+    "folder_linear": (["run", "folder_linear"], "imagenet"),  # ImageNet's train/val class folders
 }
 
 
