@@ -88,3 +88,14 @@ def test_bad_representation_fails_before_extracting(setup, capsys):
     assert not cache.exists()
     assert main(features_argv(ckpt, root, cache, "--split", "val")) == 2
     assert "val" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, fragment", [(["--device", "gpu"], "invalid device 'gpu'"),
+                                             (["--workers", "-1"], "must be 0 or more")])
+def test_bad_device_or_workers_is_one_line_error(setup, capsys, flags, fragment):
+    tmp, ckpt, root = setup
+    cache = tmp / "cache-bad-device"
+    assert main(features_argv(ckpt, root, cache, *flags)) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and fragment in err
+    assert not cache.exists()

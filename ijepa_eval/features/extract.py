@@ -132,12 +132,17 @@ def dist_context() -> tuple[int, int]:
 
 def resolve_device(device: str | torch.device | None, world_size: int) -> torch.device:
     """None = CUDA if present; under torchrun each process takes cuda:LOCAL_RANK."""
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as err:
+        raise ConfigError(f"invalid device {device!r}; use cpu, cuda or cuda:N") from err
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but CUDA is not available; pass --device cpu")
         if device.index is None:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if world_size > 1 else 0)
+        if device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device '{device}' does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
     return device
 
 
@@ -330,6 +335,8 @@ def get_features(
         raise ConfigError(f"n_last_blocks must be in [1, {encoder.depth}] for this {encoder.depth}-block encoder, got {n_last_blocks}")
     if batch_size < 1 or shard_rows < 1:
         raise ConfigError(f"batch_size and shard_rows must be positive, got {batch_size} and {shard_rows}")
+    if num_workers is not None and num_workers < 0:
+        raise ConfigError(f"num_workers (--workers) must be 0 or more, got {num_workers}")
     check_dataset(dataset)
     rank, world_size = dist_context()
     device = resolve_device(device, world_size)
