@@ -188,3 +188,30 @@ def test_default_cache_dir_comes_from_the_environment(tmp_path, monkeypatch, cif
     monkeypatch.setenv("IJEPA_EVAL_CACHE", str(tmp_path / "env-cache"))
     fs = get_features(tiny_encoder(), cifar_test, **FAST)
     assert (tmp_path / "env-cache" / fs.meta["cache_key"] / "meta.json").is_file()
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_representation_slices_blocks_without_doubling_memory(drop):
+    import tracemalloc
+
+    from ijepa_eval.features import FeatureSet
+
+    rng = np.random.default_rng(0)
+    shards = [rng.standard_normal((rows, 4, 64)).astype(np.float16) for rows in [600] * 9 + [100]]
+    keep = rng.random(5500) > 0.3 if drop else None
+    n = 5500 if keep is None else int(keep.sum())
+    fs = FeatureSet(labels=np.zeros(n, np.int64), indices=np.arange(n), num_classes=1, meta={}, n_last_blocks=4,
+                    pools=["avg"], shards={"avg": shards}, keep=keep)
+    full = np.concatenate(shards).astype(np.float32)
+    if keep is not None:
+        full = full[keep]
+    tracemalloc.start()
+    try:
+        concat = fs.representation("concatPOOL4")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(concat.numpy(), full.reshape(n, -1))
+    assert peak < 1.25 * concat.numpy().nbytes  # the float32 result plus at most one float16 shard
+    np.testing.assert_array_equal(fs.representation("concatPOOL2").numpy(), full[:, 2:].reshape(n, -1))
+    np.testing.assert_array_equal(fs.representation("lastPOOL").numpy(), full[:, 3])

@@ -76,11 +76,14 @@ class FeatureSet:
     def representation(self, name: str) -> torch.Tensor:
         """float32 [N, n * D] for lastPOOL | concatPOOL4 | lastCLS | concatCLS4 (any concat<n> ≤ stored)."""
         pool, n = parse_representation(name, self.n_last_blocks, self.pools)
-        parts, row = [], 0
-        for array in self.shards[pool]:
-            block = np.asarray(array[:, -n:, :], dtype=np.float32).reshape(len(array), -1)
-            if self.keep is not None:
-                block = block[self.keep[row : row + len(array)]]
-            parts.append(block)
+        shards = self.shards[pool]
+        # Filled in place: concatenating per-shard copies would double the peak (52 GB for ImageNet ViT-H).
+        out = np.empty((len(self), n * shards[0].shape[-1]), dtype=np.float32)
+        row = filled = 0
+        for array in shards:
+            rows = slice(None) if self.keep is None else self.keep[row : row + len(array)]
+            block = array[rows, -n:, :]  # float16: a copy only when rows are dropped
+            out[filled : filled + len(block)].reshape(block.shape)[:] = block
+            filled += len(block)
             row += len(array)
-        return torch.from_numpy(np.concatenate(parts))
+        return torch.from_numpy(out)
