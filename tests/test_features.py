@@ -215,3 +215,26 @@ def test_representation_slices_blocks_without_doubling_memory(drop):
     assert peak < 1.25 * concat.numpy().nbytes  # the float32 result plus at most one float16 shard
     np.testing.assert_array_equal(fs.representation("concatPOOL2").numpy(), full[:, 2:].reshape(n, -1))
     np.testing.assert_array_equal(fs.representation("lastPOOL").numpy(), full[:, 3])
+
+
+def test_opening_a_cache_checks_shard_hashes_in_parallel(tmp_path, cifar_test, monkeypatch):
+    import threading
+
+    from ijepa_eval.features import cache
+
+    enc = tiny_encoder()
+    get_features(enc, cifar_test, cache_dir=tmp_path, **FAST)  # 3 shards
+    together = threading.Barrier(2, timeout=10)  # the first two hashes must run at the same time
+    calls, lock, hash_file = [], threading.Lock(), cache.sha256_file
+
+    def sha256_file(path):
+        with lock:
+            calls.append(path)
+            first_two = len(calls) <= 2
+        if first_two:
+            together.wait()
+        return hash_file(path)
+
+    monkeypatch.setattr(cache, "sha256_file", sha256_file)
+    CountingForward(enc, fail_at=1)
+    assert get_features(enc, cifar_test, cache_dir=tmp_path, **FAST).meta["cache_hit"] and len(calls) == 3

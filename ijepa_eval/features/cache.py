@@ -11,8 +11,8 @@ Layout of ``<cache_dir>/<key>/``::
 A shard counts only when its record exists and every file it lists has that size and hash, so a killed run
 resumes from the completed shards and a truncated or bit-flipped file is found and rebuilt. Every file is
 written atomically (temp + rename), the record after its arrays, meta.json's ``complete`` flag after all.
-Hashes are checked on every open (reading the shards once, ~10 s for ImageNet-train ViT-H concatPOOL4):
-silently wrong features cost far more than that.
+Hashes are checked on every open (reading the shards once, ~10 s of hashing for ImageNet-train ViT-H
+concatPOOL4, spread over several threads): silently wrong features cost far more than that.
 """
 
 from __future__ import annotations

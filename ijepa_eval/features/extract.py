@@ -43,6 +43,7 @@ from ijepa_eval.features.featureset import FeatureSet
 from ijepa_eval.io import atomic_open
 
 DEFAULT_SHARD_ROWS = 4096  # ~40 MB per shard for ViT-H concatPOOL4: resume granularity of a few seconds
+HASH_THREADS = 8  # shards checked at once when a cache entry is opened
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -377,11 +378,13 @@ def plan_missing(entry: CacheEntry, ranges: list[tuple[int, int]], pools: list[s
     """Shards to (re)extract: those without an intact commit record (damaged ones are deleted first)."""
     if not entry.path.is_dir():
         return list(range(len(ranges)))
-    missing = []
-    for index, (start, stop) in enumerate(ranges):
-        if entry.valid_record(index, start, stop, pools) is None:
-            entry.remove_shard(index, pools)
-            missing.append(index)
+    # Hashing every shard is what a cache hit costs (GBs for ImageNet); hashlib and file reads release the
+    # GIL, so threads check several shards at once.
+    with ThreadPoolExecutor(max_workers=min(HASH_THREADS, len(ranges)), thread_name_prefix="shard-check") as pool:
+        records = list(pool.map(lambda i: entry.valid_record(i, *ranges[i], pools), range(len(ranges))))
+    missing = [index for index, record in enumerate(records) if record is None]
+    for index in missing:
+        entry.remove_shard(index, pools)
     return missing
 
 
