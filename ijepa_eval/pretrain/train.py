@@ -308,7 +308,10 @@ def train(
     context_model, predictor_model = encoder, predictor
     no_sync = contextlib.nullcontext  # DDP: skip the gradient all-reduce on all but the last micro-batch
     if world_size > 1:
-        context_model, predictor_model = DDP(encoder, static_graph=True), DDP(predictor, static_graph=True)
+        # no static_graph: with no_sync it crashes (or stops all-reducing) in torch's reducer, and every
+        # parameter is used each step anyway; bucket views save a gradient copy and its memory
+        ddp = dict(gradient_as_bucket_view=True)
+        context_model, predictor_model = DDP(encoder, **ddp), DDP(predictor, **ddp)
         ddp_models = (context_model, predictor_model)
 
         @contextlib.contextmanager
