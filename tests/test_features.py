@@ -238,3 +238,17 @@ def test_opening_a_cache_checks_shard_hashes_in_parallel(tmp_path, cifar_test, m
     monkeypatch.setattr(cache, "sha256_file", sha256_file)
     CountingForward(enc, fail_at=1)
     assert get_features(enc, cifar_test, cache_dir=tmp_path, **FAST).meta["cache_hit"] and len(calls) == 3
+
+
+def test_another_shard_size_reuses_the_entry(tmp_path, cifar_test):
+    enc = tiny_encoder()
+    counter = CountingForward(enc, fail_at=4)  # shard 0 of 16 rows committed, then killed
+    with pytest.raises(KeyboardInterrupt):
+        get_features(enc, cifar_test, cache_dir=tmp_path, **FAST)
+    counter.calls, counter.fail_at = 0, None
+    resumed = get_features(enc, cifar_test, cache_dir=tmp_path, **{**FAST, "shard_rows": 8})
+    assert counter.calls == 3 and [(s["start"], s["stop"]) for s in resumed.meta["shards"]] == [(0, 16), (16, 32), (32, 40)]
+    hit = get_features(enc, cifar_test, cache_dir=tmp_path, **{**FAST, "shard_rows": 4096})
+    assert hit.meta["cache_hit"] and counter.calls == 3
+    torch.testing.assert_close(hit.representation("concatPOOL4"), direct_features(enc, cifar_test, "avg", 4),
+                               atol=2e-3, rtol=1e-3)

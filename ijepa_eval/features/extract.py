@@ -347,16 +347,19 @@ def get_features(
     entry, fields = cache_entry_for(encoder, dataset, cache_dir=cache_dir, n_last_blocks=n_last_blocks,
                                     device=device)
     pools = pools_of(encoder)
-    ranges = shard_ranges(len(dataset), shard_rows)
 
     plan = None
     if rank == 0:
-        missing = plan_missing(entry, ranges, pools)
-        plan = (missing, not missing and entry.is_complete() and (entry.path / LABELS).is_file())
-        if not plan[1]:
+        # shard_rows does not change the numbers (it is not in the key): an entry keeps the shard size it
+        # was started with, so another value neither discards a complete cache nor a partial one.
+        shard_rows = (entry.read_meta() or {}).get("shard_rows") or shard_rows
+        missing = plan_missing(entry, shard_ranges(len(dataset), shard_rows), pools)
+        plan = (shard_rows, missing, not missing and entry.is_complete() and (entry.path / LABELS).is_file())
+        if not plan[2]:
             entry.path.mkdir(parents=True, exist_ok=True)
             entry.write_meta(base_meta(entry, fields, encoder, dataset, shard_rows, complete=False))
-    missing, hit = broadcast(plan)
+    shard_rows, missing, hit = broadcast(plan)
+    ranges = shard_ranges(len(dataset), shard_rows)
     extraction_s = 0.0
     if not hit:
         started = time.perf_counter()
