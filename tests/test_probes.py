@@ -1,5 +1,7 @@
 """Probes vs independent computations: torch.optim reference loops, scikit-learn, brute-force numpy."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -24,7 +26,7 @@ from ijepa_eval.probes import (
     scores_from_topk,
     select_head,
 )
-from ijepa_eval.probes.linear import base_lr
+from ijepa_eval.probes.linear import base_lr, iterate_batches
 
 
 def blobs(n=240, dim=16, classes=4, seed=0, spread=3.0):
@@ -225,3 +227,46 @@ def test_one_head_equals_reference_lars_loop():
                 w -= lr * mu_w
                 b -= lr * mu_b
     torch.testing.assert_close(grid.logits({"concat": x})[0], (x @ w.T + b).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_row_index_moves_once_per_pass_not_per_batch(monkeypatch):
+    """On CUDA a blocking host->device copy synchronises the stream: one per batch stalls every step."""
+    x, y = blobs(640)
+    spec = head_grid(["a"], ["linear"], [1], [0])
+    grid, _ = fit_linear_grid({"a": x}, y, spec, cfg(epochs=1), 4, progress=False)
+    moved = []
+    real_to = torch.Tensor.to
+
+    def to(self, *args, **kwargs):
+        if self.dtype == torch.int64:  # row indices and labels
+            moved.append(self.shape)
+        return real_to(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+
+    def transfers(n: int) -> int:
+        moved.clear()
+        list(iterate_batches({"a": x[:n]}, y[:n], torch.arange(n), 32))
+        evaluate_grid(grid, {"a": x[:n]}, y[:n], batch_size=32)
+        return len(moved)
+
+    assert transfers(64) == transfers(640)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_steps_do_not_sync_the_host():
+    """The number of host-device syncs of a fit does not grow with the number of batches."""
+    specs = head_grid(["concat", "last"], ["bn_linear", "linear"], [1, 0.1], [5e-4, 0])
+
+    def syncs(n: int) -> int:
+        x, y = blobs(n)
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fit_linear_grid(features_of(x), y, specs, cfg("lars", epochs=2), 4, device="cuda", progress=False)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    assert syncs(64) == syncs(640)

@@ -237,7 +237,7 @@ class LinearGrid:
         preds, labels = [], []
         for reps, y in batches:
             preds.append(topk_predictions(self.logits(reps)))
-            labels.append(y.to(self.device))
+            labels.append(y)  # moved once by scores_from_topk, not with a blocking copy per batch
         return scores_from_topk(torch.cat(preds, 1), torch.cat(labels), self.num_classes)
 
 
@@ -269,10 +269,15 @@ def _resident(features: Mapping[str, torch.Tensor], device: torch.device) -> dic
 
 def iterate_batches(features: Mapping[str, torch.Tensor], labels: torch.Tensor, index: torch.Tensor,
                     batch_size: int):
-    """(representations, labels) batches over the rows ``index`` (kept in order)."""
-    for rows in index.split(batch_size):
-        rows_dev = rows.to(next(iter(features.values())).device)
-        yield {k: v[rows_dev] for k, v in features.items()}, labels[rows.to(labels.device)]
+    """(representations, labels) batches over the rows ``index`` (kept in order).
+
+    The index moves to the features' and the labels' devices once per pass: a blocking host->device copy
+    per batch would synchronise the stream at every training step.
+    """
+    feature_rows = index.to(next(iter(features.values())).device)
+    label_rows = index.to(labels.device)
+    for f_rows, l_rows in zip(feature_rows.split(batch_size), label_rows.split(batch_size), strict=True):
+        yield {k: v[f_rows] for k, v in features.items()}, labels[l_rows]
 
 
 def fit_linear_grid(features: Mapping[str, torch.Tensor], labels: torch.Tensor, specs: Sequence[HeadSpec],
