@@ -129,7 +129,27 @@ def test_param_groups_exclude_biases_and_norms_from_weight_decay():
     excluded = {names[id(p)] for g in groups if g["WD_exclude"] for p in g["params"]}
     assert "blocks.0.attn.qkv.weight" in decayed and "mask_token" in decayed
     assert {"blocks.0.attn.qkv.bias", "norm.weight", "predictor_norm.weight"} <= excluded
-    assert "pos_embed" not in decayed | excluded  # frozen, never optimised
+    # official init_opt keeps the frozen pos embeds in the decayed groups (so `opt` indexes like theirs)
+    assert {"pos_embed", "predictor_pos_embed"} <= decayed
+    assert len(decayed) + len(excluded) == len(names) == sum(len(g["params"]) for g in groups)
+    assert [len(g["params"]) for g in groups][:2] == [2 + 4 * 2, 4 + 4 * 1]  # >= 2-D non-bias: 4 a block
+
+
+def test_frozen_pos_embeds_stay_put_through_optimizer_steps():
+    encoder, predictor, target = build_ijepa(**TINY)
+    before = encoder.pos_embed.detach().clone(), predictor.predictor_pos_embed.detach().clone()
+    opt = torch.optim.AdamW(param_groups(encoder, predictor), lr=1e-2, weight_decay=0.5)
+    x, masks_enc, masks_pred = (
+        torch.randn(2, 3, 32, 32),
+        [torch.arange(8).repeat(2, 1)],
+        [torch.arange(8, 12).repeat(2, 1)],
+    )
+    for _ in range(2):
+        jepa_loss(
+            predictor(encoder(x, masks_enc), masks_enc, masks_pred), make_targets(target, x, masks_pred, 1)
+        ).backward()
+        opt.step()
+    assert torch.equal(encoder.pos_embed, before[0]) and torch.equal(predictor.predictor_pos_embed, before[1])
 
 
 def test_one_optimizer_step_lowers_the_loss_on_a_fixed_batch():

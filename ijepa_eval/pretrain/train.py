@@ -222,12 +222,15 @@ def setup_distributed() -> tuple[int, int, torch.device]:
 
 
 def param_groups(encoder: nn.Module, predictor: nn.Module) -> list[dict]:
-    """Official init_opt groups: weight decay on matrices only; biases and 1-D params (norms) excluded."""
+    """Official init_opt groups: weight decay on matrices only; biases and 1-D params (norms) excluded.
+
+    The frozen sin-cos position embeddings stay in the groups, as in the official code (AdamW skips them:
+    they never get a gradient), so ``opt`` in our checkpoints indexes parameters exactly like theirs.
+    """
     groups = []
     for exclude in (False, True):
         for module in (encoder, predictor):
-            params = [p for n, p in module.named_parameters()
-                      if p.requires_grad and (("bias" in n or p.ndim == 1) == exclude)]  # fmt: skip
+            params = [p for n, p in module.named_parameters() if ("bias" in n or p.ndim == 1) == exclude]
             groups.append({"params": params, "WD_exclude": exclude, "weight_decay": 0.0})
     return groups
 
