@@ -58,6 +58,16 @@ def test_resume_replays_the_uninterrupted_run(full_run, clevr_root, tmp_path):
     assert a["step"] == b["step"] == 6
 
 
+def test_resume_with_another_optimizer_layout_is_a_checkpoint_error(full_run, clevr_root, tmp_path):
+    from ijepa_eval.errors import CheckpointError
+
+    state = torch.load(full_run / "latest.pth.tar", weights_only=True)
+    state["opt"]["param_groups"][0]["params"].pop(0)  # e.g. written before the frozen pos embeds joined
+    torch.save(state, tmp_path / "latest.pth.tar")
+    with pytest.raises(CheckpointError, match="optimizer state does not match.*start a new run"):
+        train(tiny_config(clevr_root), tmp_path, resume=True, progress=False)
+
+
 def test_log_rows_carry_schedules_masks_and_collapse_stats(full_run):
     rows = [json.loads(line) for line in (full_run / "log.jsonl").read_text().splitlines()]
     assert rows[0]["event"] == "start" and rows[0]["config"]["depth"] == 2

@@ -132,7 +132,10 @@ def load_training_state(
             raise CheckpointError(
                 f"{path}: {key} does not match the config ({first}); resume with its config"
             ) from err
-    optimizer.load_state_dict(state["opt"])
+    try:
+        optimizer.load_state_dict(state["opt"])
+    except ValueError as err:  # parameter groups of another layout (an older version, another model)
+        raise CheckpointError(f"{path}: optimizer state does not match ({err}); start a new run") from err
     set_rng_state(state["resume"]["rng"])
     collator.load_state_dict(state["resume"]["mask_collator"])
     return int(state["step"])
