@@ -126,6 +126,22 @@ def test_cli_bad_override_is_one_line_error(world, tmp_path, capsys):
     assert not list(tmp_path.glob("*.json"))
 
 
+def test_aug_paper_conflicts_fail_before_any_extraction(world, tmp_path, monkeypatch, capsys):
+    """CLEVR's default retrains on train+val, which the augmented loop cannot do: say so at once, not
+    after a full augmented training run."""
+    with pytest.raises(ConfigError, match="add selection.retrain_on_full_train=false"):
+        load_recipe("clevr_count", ["aug=paper"])
+    assert load_recipe("clevr_count", ["aug=paper", "selection.retrain_on_full_train=false"]).aug == "paper"
+    assert load_recipe("clevr_count", ["aug=paper", "selection.split=test"]).aug == "paper"
+    with pytest.raises(ConfigError, match="aug=paper applies to linear probes only"):
+        load_recipe("knn", ["aug=paper"])
+    events = instrument(monkeypatch)
+    code = main(cli_args(world, ["clevr", "--task", "count"], "clevr", tmp_path, "--aug", "paper"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "retrain_on_full_train=false" in err
+    assert events == [] and not list(tmp_path.glob("*.json"))
+
+
 # ---------------------------------------------------------------------------------- selection honesty
 
 

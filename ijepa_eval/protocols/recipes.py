@@ -95,6 +95,15 @@ class Recipe:
     extraction_batch_size: int = 64
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        """Settings that cannot work together fail at load time, not after hours of extraction and training."""
+        if self.aug == "paper" and self.probe != "linear":
+            raise ConfigError(f"aug=paper applies to linear probes only; protocol {self.name} uses {self.probe}")
+        if (self.aug == "paper" and self.dataset.val_split and self.selection.split != "test"
+                and self.selection.retrain_on_full_train):
+            raise ConfigError(f"aug=paper cannot retrain on train+{self.dataset.val_split} (protocol {self.name}); "
+                              "add selection.retrain_on_full_train=false")
+
     def train_config(self) -> LinearTrainConfig:
         return LinearTrainConfig(self.optimizer, self.schedule, self.epochs, self.batch_size)
 

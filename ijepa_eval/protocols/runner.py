@@ -118,12 +118,10 @@ def run_protocol(
 
     train_feats, train_labels, train_fs = features_of(ds_spec.train_split)
     probe = PROBES[recipe.probe](recipe, representations, train_fs.num_classes, dev, progress)
-    if recipe.aug == "paper" and recipe.probe != "linear":
-        raise ConfigError(f"aug=paper applies to linear probes only; protocol {recipe.name} uses {recipe.probe}")
     probe_started = time.perf_counter()
 
     def fit(feats, labels, rows) -> None:
-        if recipe.aug == "paper":  # rows index the training split (retraining on train+val is refused below)
+        if recipe.aug == "paper":  # rows index the training split (Recipe refuses retraining on train+val)
             dataset = get_dataset(ds_spec.name, root, ds_spec.train_split,
                                   transform=train_transform(ds_spec.name, encoder.img_size), **ds_spec.options)
             probe.fit_augmented(encoder, dataset, train_fs.indices[rows], num_workers=num_workers or 0)
@@ -158,10 +156,7 @@ def run_protocol(
         record(selection_split, hold_scores)
         best = select_head(hold_scores, sel.metric, METRIC_DIRECTIONS[sel.metric])
         if sel.retrain_on_full_train:  # the whole grid: jointly it costs about one head
-            if ds_spec.val_split:
-                if recipe.aug == "paper":
-                    raise ConfigError("aug=paper with a val split cannot retrain on train+val; "
-                                      "set selection.retrain_on_full_train=false")
+            if ds_spec.val_split:  # aug=paper cannot merge splits: Recipe refuses that combination
                 merged = {r: torch.cat([train_feats[r], hold_feats[r]]) for r in representations}
                 merged_labels = np.concatenate([train_labels, hold_labels])
                 fit(merged, merged_labels, np.arange(len(merged_labels)))
