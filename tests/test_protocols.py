@@ -97,6 +97,11 @@ def test_overrides_are_typed_and_checked(tmp_path):
         load_recipe("cifar100", ["epochs.x=1"])
     with pytest.raises(ConfigError, match="unknown protocol 'cifar10'. Did you mean 'cifar100'"):
         load_recipe("cifar10")
+    # these used to end in a KeyError / faiss AssertionError after the whole training run
+    with pytest.raises(ConfigError, match="unknown value for 'selection.metric' 'top7'.*Available: mean_per_class_acc, top1, top5"):
+        load_recipe("cifar100", ["selection.metric=top7"])
+    with pytest.raises(ConfigError, match="knn.ks must be a list of neighbour counts >= 1"):
+        load_recipe("knn", ["knn.ks=[0, 10]"])
 
 
 def test_overrides_reach_free_form_dataset_options():

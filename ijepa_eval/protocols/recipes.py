@@ -27,6 +27,7 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "protocols"
 ProbeKind = Literal["linear", "logreg", "knn"]
 SelectionSplit = Literal["train_holdout", "test"]
 AugMode = Literal["cached", "paper"]
+SelectionMetric = Literal["top1", "top5", "mean_per_class_acc"]  # what every probe scores
 
 
 @dataclass
@@ -57,11 +58,15 @@ class KnnSpec:
     temperature: float = 0.07
     shots: int | None = None  # per-class training examples (seeded subsample); None = all
 
+    def __post_init__(self) -> None:
+        if not self.ks or min(self.ks) < 1:
+            raise ConfigError(f"knn.ks must be a list of neighbour counts >= 1, got {self.ks}")
+
 
 @dataclass
 class SelectionSpec:
     split: SelectionSplit = "train_holdout"
-    metric: str = "top1"
+    metric: SelectionMetric = "top1"
     holdout_fraction: float = 0.1
     retrain_on_full_train: bool = True
 
