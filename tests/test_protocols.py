@@ -122,6 +122,11 @@ def test_recipe_from_yaml_path_rejects_unknown_keys(tmp_path):
         load_recipe(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_recipe(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: mine\nepochs: [1\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml is not valid YAML \(.* at line 3, column 1\)") as info:
+        load_recipe(broken)
+    assert "\n" not in str(info.value), "the CLI prints errors as one line"
 
 
 def test_cli_bad_override_is_one_line_error(world, tmp_path, capsys):

@@ -138,7 +138,10 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | dict[str
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
-        raise ConfigError(f"protocol file {path} is not valid YAML ({err}); fix it") from None
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"protocol file {path} is not valid YAML ({problem}{at}); fix it") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"protocol file {path} must be a mapping of recipe keys")
     raw = apply_overrides(raw, overrides or {})
