@@ -237,6 +237,27 @@ def test_console_script_and_paper_augmentation_mode(world, tmp_path):
     assert len(r.heads) == 8
 
 
+def test_paper_augmentation_loads_images_with_spare_cores_by_default(world, tmp_path, monkeypatch):
+    """No --workers means one loader worker per spare core (as for extraction), not decoding in the main
+    process while the GPU waits."""
+    from torch.utils.data import DataLoader
+
+    from ijepa_eval.protocols import probing
+
+    asked = []
+
+    def spy_loader(*args, num_workers, persistent_workers, **kwargs):
+        asked.append(num_workers)
+        return DataLoader(*args, num_workers=0, **kwargs)  # the tiny test data loads in-process
+
+    monkeypatch.setattr(probing, "default_workers", lambda world_size: 3)
+    monkeypatch.setattr(probing, "DataLoader", spy_loader)
+    run_protocol("cifar100", world["ckpt"], root=world["roots"]["cifar100"], out_dir=tmp_path,
+                 cache_dir=world["cache"], overrides=[*FAST, "aug=paper", "grid.lr_mults=[1.0]"], device="cpu",
+                 progress=False, num_workers=None)
+    assert asked and set(asked) == {3}
+
+
 def test_skip_existing_reuses_only_identical_runs(world, tmp_path):
     kwargs = dict(root=world["roots"]["clevr"], out_dir=tmp_path, cache_dir=world["cache"], device="cpu",
                   progress=False, num_workers=0)

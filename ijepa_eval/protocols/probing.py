@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ijepa_eval.features import parse_representation
+from ijepa_eval.features.extract import default_workers
 from ijepa_eval.probes import (
     evaluate_grid,
     evaluate_logreg,
@@ -45,8 +46,12 @@ class LinearProbe:
             feats, torch.from_numpy(labels), self.specs, self.recipe.train_config(), self.num_classes,
             index=torch.from_numpy(rows), seed=self.recipe.seed, device=self.device, progress=self.progress)
 
-    def fit_augmented(self, encoder: Any, dataset: Any, dataset_rows: np.ndarray, num_workers: int) -> None:
-        """The paper's exact recipe: every epoch re-encodes augmented images (``dataset`` has train_transform)."""
+    def fit_augmented(self, encoder: Any, dataset: Any, dataset_rows: np.ndarray, num_workers: int | None) -> None:
+        """The paper's exact recipe: every epoch re-encodes augmented images (``dataset`` has train_transform).
+
+        ``num_workers`` None = one loader worker per spare core: decoding and cropping in the main process
+        would starve the GPU.
+        """
         cfg, n_blocks = self.recipe.train_config(), self.recipe.n_last_blocks
         pools = ["avg", "cls"] if encoder.has_class_token else ["avg"]
         slices = {r: parse_representation(r, n_blocks, pools) for r in {s.representation for s in self.specs}}
@@ -54,10 +59,11 @@ class LinearProbe:
         grid = LinearGrid(self.specs, dims, self.num_classes, cfg, seed=self.recipe.seed, device=self.device)
         encoder.to(self.device)
         cuda = self.device.type == "cuda"
+        workers = default_workers(1) if num_workers is None else num_workers
         loader = DataLoader(Subset(dataset, dataset_rows.tolist()), batch_size=cfg.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(self.recipe.seed), num_workers=num_workers,
+                            generator=torch.Generator().manual_seed(self.recipe.seed), num_workers=workers,
                             pin_memory=cuda, drop_last=len(dataset_rows) % cfg.batch_size == 1,
-                            persistent_workers=num_workers > 0)
+                            persistent_workers=workers > 0)
         from tqdm.auto import tqdm
 
         for _ in tqdm(range(cfg.epochs), desc="linear grid (augmented)", unit="ep", disable=not self.progress):

@@ -124,7 +124,7 @@ def run_protocol(
         if recipe.aug == "paper":  # rows index the training split (Recipe refuses retraining on train+val)
             dataset = get_dataset(ds_spec.name, root, ds_spec.train_split,
                                   transform=train_transform(ds_spec.name, encoder.img_size), **ds_spec.options)
-            probe.fit_augmented(encoder, dataset, train_fs.indices[rows], num_workers=num_workers or 0)
+            probe.fit_augmented(encoder, dataset, train_fs.indices[rows], num_workers=num_workers)
         else:
             probe.fit(feats, labels, rows)
 
