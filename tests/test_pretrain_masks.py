@@ -83,6 +83,9 @@ def test_masks_are_a_function_of_the_counter():
     again = resumed.sample_masks(4)
     as_lists = lambda masks: [[m.tolist() for m in group] for group in masks]  # noqa: E731
     assert as_lists(again) == as_lists(second) != as_lists(first)
+    explicit = paper_collator()
+    assert as_lists(explicit.sample_masks(4, counter=1)) == as_lists(second)  # a batch's own step
+    assert explicit.state_dict()["counter"] == -1  # ... leaves the shared counter alone
 
 
 def test_rank_shards_see_the_single_process_masks():

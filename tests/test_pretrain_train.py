@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,35 @@ def test_resume_with_another_optimizer_layout_is_a_checkpoint_error(full_run, cl
     torch.save(state, tmp_path / "latest.pth.tar")
     with pytest.raises(CheckpointError, match="optimizer state does not match.*start a new run"):
         train(tiny_config(clevr_root), tmp_path, resume=True, progress=False)
+
+
+class _SlowFirstWorker(torch.utils.data.Dataset):
+    """Worker 0 (batches 0, 2, ...) is slow, so worker 1 finishes batch 1 before batch 0 is collated."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.id == 0:
+            time.sleep(0.05)
+        return self.dataset[index]
+
+
+def test_loader_workers_draw_each_steps_own_masks(full_run, clevr_root, tmp_path, monkeypatch):
+    import ijepa_eval.pretrain.train as train_module
+
+    build = train_module.build_dataset
+    monkeypatch.setattr(train_module, "build_dataset", lambda cfg, out: _SlowFirstWorker(build(cfg, out)))
+    train(tiny_config(clevr_root, num_workers=2, stop_at=3), tmp_path, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()][1:]
+    full = [json.loads(line) for line in (full_run / "log.jsonl").read_text().splitlines()][1:4]
+    assert [(r["mask_enc"], r["mask_pred"], r["loss"]) for r in rows] == [
+        (r["mask_enc"], r["mask_pred"], r["loss"]) for r in full
+    ]
 
 
 def test_log_rows_carry_schedules_masks_and_collapse_stats(full_run):

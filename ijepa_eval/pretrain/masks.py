@@ -165,9 +165,15 @@ class MaskCollator:
         n = self.height * self.width
         return self._complement_pair(torch.randperm(n, generator=g)[: int(round(ratio * n))])
 
-    def sample_masks(self, batch_size: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Advance the counter once and return ``(masks_enc, masks_pred)`` for ``batch_size`` images."""
-        counter = self.step()
+    def sample_masks(
+        self, batch_size: int, counter: int | None = None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(masks_enc, masks_pred)`` for ``batch_size`` images of batch number ``counter``.
+
+        ``counter=None`` advances the shared call counter (the official behaviour). With DataLoader workers
+        batches are collated out of order, so a caller that knows the batch's step passes it instead.
+        """
+        counter = self.step() if counter is None else counter
         g = torch.Generator().manual_seed(counter)  # per-batch block sizes, seeded like the official code
         p_size = self._sample_block_size(g, self.pred_mask_scale, self.aspect_ratio)
         e_size = self._sample_block_size(g, self.enc_mask_scale, (1.0, 1.0))

@@ -7,7 +7,8 @@ Launch:
     ijepa-eval pretrain --config vith14_in1k --out runs/vith14 --slurm-nodes 2   # SLURM via submitit
 
 Every batch is a pure function of (seed, step): the sampler permutes by epoch, crops are seeded per
-image, and the mask collator's counter is the step. So ``--resume`` replays the exact same run, and
+image, and the masks are drawn for the step the items carry (not a call counter: workers finish out of
+order). So ``--resume`` replays the exact same run, and
 N ranks of batch B see exactly what one process of batch N x B sees.
 """
 
@@ -30,7 +31,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision import transforms as T
 
 from ijepa_eval.errors import ConfigError, DatasetError
@@ -71,7 +72,8 @@ class StepBatches(Sampler):
 
     The global batch of step s is a slice of the permutation of epoch ``s // ipe``; rank r takes the r-th
     contiguous chunk, so the ranks together hold exactly the single-process batch. Items are
-    ``(epoch, index)`` so that ``SeededCrops`` can seed each image's random crop.
+    ``(epoch, index, step)`` so that ``SeededCrops`` can seed each image's random crop and ``StepMasks``
+    can draw the step's masks.
     """
 
     def __init__(
@@ -88,7 +90,7 @@ class StepBatches(Sampler):
     def __len__(self) -> int:
         return max(0, self.steps - self.start_step)
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         perm, perm_epoch = None, -1
         gb = self.batch_size * self.world_size
         for step in range(self.start_step, self.steps):
@@ -97,11 +99,14 @@ class StepBatches(Sampler):
                 perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
                 perm_epoch = epoch
             chunk = perm[i * gb + self.rank * self.batch_size :][: self.batch_size]
-            yield [(epoch, int(j)) for j in chunk]
+            yield [(epoch, int(j), step) for j in chunk]
 
 
 class SeededCrops(Dataset):
-    """Applies ``transform`` under an RNG seeded by (seed, epoch, index): crops do not depend on workers."""
+    """Applies ``transform`` under an RNG seeded by (seed, epoch, index): crops do not depend on workers.
+
+    Returns ``(image, label, step)``: the step travels with the item to ``StepMasks``.
+    """
 
     def __init__(self, dataset: Dataset, transform, seed: int):
         self.dataset, self.transform, self.seed = dataset, transform, seed
@@ -109,12 +114,28 @@ class SeededCrops(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: tuple[int, int]):
-        epoch, index = item
+    def __getitem__(self, item: tuple[int, int, int]):
+        epoch, index, step = item
         image, label = self.dataset[index]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(hash((self.seed, epoch, index)) & 0x7FFF_FFFF_FFFF_FFFF)
-            return self.transform(image), label
+            return self.transform(image), label, step
+
+
+class StepMasks:
+    """``collate_fn``: ``((images, labels), masks_enc, masks_pred)`` with the masks of the batch's own step.
+
+    DataLoader workers finish batches out of order, so the official shared call counter would hand a batch
+    the masks of another step (and a resumed run other masks than the uninterrupted one).
+    """
+
+    def __init__(self, collator: MaskCollator):
+        self.collator = collator
+
+    def __call__(self, batch):
+        (step,) = {s for _, _, s in batch}
+        masks_enc, masks_pred = self.collator.sample_masks(len(batch), counter=step)
+        return default_collate([(image, label) for image, label, _ in batch]), masks_enc, masks_pred
 
 
 def pretrain_transform(crop_size: int, crop_scale: tuple[float, float]):
@@ -330,7 +351,7 @@ def train(
     sampler = StepBatches(len(dataset), cfg.batch_size, world_size, rank, cfg.seed, start_step, stop_step)
     loader = DataLoader(
         SeededCrops(dataset, pretrain_transform(cfg.crop_size, cfg.crop_scale), cfg.seed),
-        batch_sampler=sampler, collate_fn=collator, num_workers=cfg.num_workers, pin_memory=cuda,
+        batch_sampler=sampler, collate_fn=StepMasks(collator), num_workers=cfg.num_workers, pin_memory=cuda,
         persistent_workers=cfg.num_workers > 0,
     )  # fmt: skip
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.bf16)
