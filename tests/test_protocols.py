@@ -258,6 +258,28 @@ def test_paper_augmentation_loads_images_with_spare_cores_by_default(world, tmp_
     assert asked and set(asked) == {3}
 
 
+def test_paper_augmentation_is_seeded_when_loading_in_process(world):
+    """With num_workers=0 the random crops/flips come from the global generator: the recipe seed must fix them."""
+    import numpy as np
+    import torch
+
+    from ijepa_eval.data import get_dataset, train_transform
+    from ijepa_eval.encoders import load_encoder
+    from ijepa_eval.protocols.probing import LinearProbe
+
+    enc = load_encoder(str(world["ckpt"]))
+    ds = get_dataset("cifar100", world["roots"]["cifar100"], "train", transform=train_transform("cifar100", enc.img_size))
+    recipe = load_recipe("cifar100", ["epochs=2", "batch_size=16", "grid.lr_mults=[1.0]", "aug=paper"])
+
+    def trained_weights(global_seed: int) -> torch.Tensor:
+        torch.manual_seed(global_seed)
+        probe = LinearProbe(recipe, ["lastPOOL"], 100, torch.device("cpu"), progress=False)
+        probe.fit_augmented(enc, ds, np.arange(len(ds)), num_workers=0)
+        return torch.cat([g.weight.flatten() for g in probe.grid.groups.values()])
+
+    torch.testing.assert_close(trained_weights(1), trained_weights(2), rtol=0, atol=0)
+
+
 def test_skip_existing_reuses_only_identical_runs(world, tmp_path):
     kwargs = dict(root=world["roots"]["clevr"], out_dir=tmp_path, cache_dir=world["cache"], device="cpu",
                   progress=False, num_workers=0)

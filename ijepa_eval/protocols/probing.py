@@ -66,14 +66,18 @@ class LinearProbe:
                             persistent_workers=workers > 0)
         from tqdm.auto import tqdm
 
-        for _ in tqdm(range(cfg.epochs), desc="linear grid (augmented)", unit="ep", disable=not self.progress):
-            for images, labels in loader:
-                images = images.to(self.device, non_blocking=True)
-                with torch.no_grad(), torch.autocast(self.device.type, torch.bfloat16, enabled=cuda):
-                    pooled = encoder.forward_pooled(images, n_blocks)
-                reps = {r: pooled[pool][:, -n:].flatten(1).float() for r, (pool, n) in slices.items()}
-                grid.train_step(reps, labels, len(loader))
-            self.train_stats = grid.end_epoch()
+        # Loader workers seed their augmentations from ``generator``; in-process loading draws them from
+        # the global CPU generator, so seed a private copy of it (the caller's stream is left as it was).
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(self.recipe.seed)
+            for _ in tqdm(range(cfg.epochs), desc="linear grid (augmented)", unit="ep", disable=not self.progress):
+                for images, labels in loader:
+                    images = images.to(self.device, non_blocking=True)
+                    with torch.no_grad(), torch.autocast(self.device.type, torch.bfloat16, enabled=cuda):
+                        pooled = encoder.forward_pooled(images, n_blocks)
+                    reps = {r: pooled[pool][:, -n:].flatten(1).float() for r, (pool, n) in slices.items()}
+                    grid.train_step(reps, labels, len(loader))
+                self.train_stats = grid.end_epoch()
         self.grid = grid
 
     def score(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> list[dict[str, float]]:
