@@ -26,6 +26,7 @@ from ijepa_eval.probes import (
     scores_from_topk,
     select_head,
 )
+from ijepa_eval.probes import knn as knn_module
 from ijepa_eval.probes.linear import base_lr, iterate_batches
 
 
@@ -201,6 +202,15 @@ def test_knn_equals_brute_force_numpy():
         assert s["top1"] == pytest.approx(100 * (pred == y[100:].numpy()).mean())
     assert 0 < scores[1]["top1"] < 100
     assert scores[0]["top1"] != scores[3]["top1"]
+
+
+def test_knn_leaves_the_callers_features_untouched(monkeypatch):
+    """Normalising for cosine search must not rescale the caller's (float32, contiguous) tensors or arrays."""
+    monkeypatch.setattr(knn_module, "ADD_ROWS", 16)  # several chunks on the way into the index
+    x, y = blobs(60, dim=8, classes=3)
+    train, query = x[:40].clone(), x[40:].numpy().copy()
+    knn_scores(train, y[:40].numpy(), query, y[40:].numpy(), [5], 3)
+    assert torch.equal(train, x[:40]) and np.array_equal(query, x[40:].numpy())
 
 
 def test_one_head_equals_reference_lars_loop():

@@ -13,25 +13,32 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ijepa_eval.probes.metrics import scores_from_topk, topk_predictions
 
+ADD_ROWS = 65536  # training rows normalised and added to the index at a time
+
 
 def _normalized(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(torch.as_tensor(x).detach().cpu().numpy(), dtype=np.float32)
-    faiss.normalize_L2(x)
-    return x
+    """float32 rows scaled to unit L2 norm, in a new array: the caller's features are left untouched."""
+    return F.normalize(torch.as_tensor(x).detach().to("cpu", torch.float32), dim=1).numpy()
 
 
 def nearest_neighbours(train: torch.Tensor | np.ndarray, query: torch.Tensor | np.ndarray,
                        k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities [Q, k], train rows [Q, k]) of the k most cosine-similar training rows, best first."""
-    xb, xq = _normalized(train), _normalized(query)
-    index = faiss.IndexFlatIP(xb.shape[1])
+    """(similarities [Q, k], train rows [Q, k]) of the k most cosine-similar training rows, best first.
+
+    The index holds its own copy of the training rows, so they are normalised chunk by chunk on the way in
+    rather than as a second full-size copy.
+    """
+    train = torch.as_tensor(train)
+    index = faiss.IndexFlatIP(train.shape[1])
     if torch.cuda.is_available() and hasattr(faiss, "StandardGpuResources"):  # faiss-gpu builds
         index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-    index.add(xb)
-    return index.search(xq, min(k, xb.shape[0]))
+    for chunk in train.split(ADD_ROWS):
+        index.add(_normalized(chunk))
+    return index.search(_normalized(query), min(k, train.shape[0]))
 
 
 def vote_scores(sims: np.ndarray, neighbour_labels: np.ndarray, num_classes: int, temperature: float) -> torch.Tensor:
