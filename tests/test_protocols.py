@@ -189,6 +189,37 @@ def test_default_selection_never_reads_the_reported_split_first(world, tmp_path,
     assert all(selection_split in h["scores"] and "test" in h["scores"] for h in result.heads)
 
 
+@pytest.mark.parametrize("protocol, root_key, retrain, fitted_on", [
+    ("cifar100", "cifar100", True, ["train minus holdout", "train"]),
+    ("cifar100", "cifar100", False, ["train minus holdout"]),
+    ("clevr_count", "clevr", True, ["train", "train+val"]),
+    ("clevr_count", "clevr", False, ["train"]),
+])
+def test_retraining_follows_the_recipe(world, tmp_path, monkeypatch, protocol, root_key, retrain, fitted_on):
+    from ijepa_eval.protocols.probing import LinearProbe
+
+    sizes = []
+    real_fit = LinearProbe.fit
+
+    def fit(self, feats, labels, rows):
+        sizes.append(len(rows))
+        return real_fit(self, feats, labels, rows)
+
+    monkeypatch.setattr(LinearProbe, "fit", fit)
+    path = run_protocol(protocol, world["ckpt"], root=world["roots"][root_key], out_dir=tmp_path,
+                        cache_dir=world["cache"], overrides=[*FAST, f"selection.retrain_on_full_train={retrain}"],
+                        device="cpu", progress=False, num_workers=0)
+    r = load_result(path)
+    train, val = r.dataset["sizes"]["train"], r.dataset["sizes"].get("val", 0)
+    expected = {"train": train, "train+val": train + val}
+    assert len(sizes) == len(fitted_on) and sizes[1:] == [expected[name] for name in fitted_on[1:]]
+    if fitted_on[0] == "train minus holdout":  # 10% of every class, at least one row (tiny classes here)
+        assert 0.5 * train <= sizes[0] < train
+    else:
+        assert sizes[0] == train
+    assert r.selection["retrained_on_full_train"] is retrain
+
+
 def test_select_on_test_is_the_paper_convention_and_recorded(world, tmp_path, monkeypatch):
     events = instrument(monkeypatch)
     main(cli_args(world, ["transfer", "--dataset", "cifar100"], "cifar100", tmp_path, "--select-on", "test"))
