@@ -349,3 +349,10 @@ def test_representations_share_memory_and_match_the_featureset(world):
     for name, view in views.items():
         assert view.equal(fs.representation(name))
     assert views["lastPOOL"].untyped_storage().data_ptr() == views["concatPOOL4"].untyped_storage().data_ptr()
+
+
+def test_bad_device_is_a_one_line_error_before_any_work(world, tmp_path, capsys):
+    assert main(cli_args(world, ["clevr", "--task", "count"], "clevr", tmp_path, "--device", "gpu")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "invalid device 'gpu'" in err
+    assert not list(tmp_path.glob("*.json"))

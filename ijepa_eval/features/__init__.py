@@ -22,6 +22,7 @@ _EXPORTS = {
     "parse_representation": "featureset",
     "cache_entry_for": "extract",
     "get_features": "extract",
+    "resolve_device": "extract",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

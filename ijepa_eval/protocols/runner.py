@@ -17,7 +17,7 @@ import torch
 from ijepa_eval.data import describe_transform, get_dataset, train_transform
 from ijepa_eval.env import environment
 from ijepa_eval.errors import ConfigError, IjepaEvalError
-from ijepa_eval.features import get_features, parse_representation
+from ijepa_eval.features import get_features, parse_representation, resolve_device
 from ijepa_eval.probes import class_balanced_holdout, select_head
 from ijepa_eval.protocols.probing import PROBES
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
@@ -62,10 +62,6 @@ def representation_views(fs: Any, names: list[str]) -> dict[str, torch.Tensor]:
     return out
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def run_protocol(
     name_or_yaml: str | os.PathLike,
     ckpt: Any,
@@ -101,7 +97,7 @@ def run_protocol(
     if skip_existing and (path := existing_result(out_dir, model, recipe)):
         print(f"skip: {path} already holds {recipe.name} v{recipe.version} for this model and config")
         return path
-    dev = resolve_device(device)
+    dev = resolve_device(device, world_size=1)  # probes train on one device; extraction may shard
     ds_spec = recipe.dataset
     representations = recipe.cls_representations if encoder.has_class_token else recipe.representations
 
