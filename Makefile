@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/python -m ijepa_eval.demo --out results/demo
 
 tables: $(STAMP)
-	$(BIN)/ijepa-eval table results/runs results/demo --out results/tables
+	$(BIN)/ijepa-eval table results/runs --out results/tables
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py --out results/bench.json
