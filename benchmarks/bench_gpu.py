@@ -96,8 +96,6 @@ def main() -> int:
     if not args.dry_run and not torch.cuda.is_available():
         print("bench-gpu: error: no CUDA device; run it on a GPU machine, or use --dry-run", file=sys.stderr)
         return 2
-    if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
 
     from ijepa_eval.env import environment
     from ijepa_eval.io import atomic_write_json

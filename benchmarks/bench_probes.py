@@ -40,8 +40,6 @@ def timed_fit(features, labels, specs, cfg, classes, device) -> float:
 
 def run(quick: bool = False, device: str | None = None) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
     n, dim, classes, epochs = (4096, 192, 100, 2) if quick else (32768, 384, 100, 3)
     features, labels = make_features(n, dim, classes)
     cfg = LinearTrainConfig(OptimizerConfig("sgd", lr=0.01, nesterov=True), ScheduleConfig("step", [2]),
