@@ -63,9 +63,31 @@ DESIGN_8 = {
 }
 IJEPA_H14 = {"method": "I-JEPA", "arch_name": "ViT-H/14", "epochs": 300, "data": "IN-1k"}
 
+# The paper's evaluation data, typed from the datasets' documentation (independently of leaderboard/splits.py):
+# protocol -> (dataset name, reported split, classes, {split: images}).
+IN1K_1PCT = ("imagenet_1pct", "val", 1000, {"train": 12811, "val": 50000})
+REAL_DATA = {
+    "in1k_linear": ("imagenet", "val", 1000, {"train": 1281167, "val": 50000}),
+    "in1k_1pct_linear": IN1K_1PCT, "in1k_1pct_logreg": IN1K_1PCT,
+    "cifar100": ("cifar100", "test", 100, {"train": 50000, "test": 10000}),
+    "places205": ("places205", "val", 205, {"train": 2448873, "val": 20500}),
+    "inat18": ("inat18", "val", 8142, {"train": 437513, "val": 24426}),
+    "clevr_count": ("clevr_count", "test", 8, {"train": 63000, "val": 7000, "test": 15000}),
+    "clevr_dist": ("clevr_dist", "test", 6, {"train": 63000, "val": 7000, "test": 15000}),
+}
 
-def make_result(out_dir, label, protocol, top1, meta=None, *, date="2024-01-01T00:00:00+00:00", heads=None) -> Path:
-    """A result JSON as the protocols write it (ResultRecord/write_result), with a selected head."""
+
+def real_dataset(protocol: str, **sizes: int) -> dict:
+    """The ``dataset`` section run_protocol writes for a run on the paper's data; ``sizes`` overrides counts."""
+    name, test_split, classes, real = REAL_DATA[protocol]
+    return {"name": name, "train_split": "train", "val_split": "val" if "val" in real and test_split != "val" else None,
+            "test_split": test_split, "num_classes": classes, "fingerprint": {}, "sizes": {**real, **sizes}}
+
+
+def make_result(out_dir, label, protocol, top1, meta=None, *, date="2024-01-01T00:00:00+00:00", heads=None,
+                dataset=None, selected_on="train_holdout") -> Path:
+    """A result JSON as the protocols write it (ResultRecord/write_result), with a selected head; by default
+    evaluated on the paper's data (REAL_DATA) for paper protocols."""
     heads = heads or [
         {"name": "concatPOOL4/bn_linear/lr1x/wd0.0005", "representation": "concatPOOL4", "head": "bn_linear",
          "lr_mult": 1.0, "wd": 5e-4, "scores": {"train_holdout": {"top1": top1}, "test": {"top1": top1}}},
@@ -74,8 +96,9 @@ def make_result(out_dir, label, protocol, top1, meta=None, *, date="2024-01-01T0
         protocol={"name": protocol, "version": 1, "config": {}},
         model={"source": f"/ckpts/{label}.pth.tar", "sha256": hashlib.sha256(label.encode()).hexdigest(),
                "format": "ijepa", "branch": "target", "arch": {}, "label": label, "meta": meta or {}},
-        features={}, dataset={}, metrics={"top1": top1, "top5": min(100.0, top1 + 10)},
-        selection={"split": "train_holdout", "head": heads[0]["name"], "metric": "top1"}, heads=heads, date=date,
+        features={}, metrics={"top1": top1, "top5": min(100.0, top1 + 10)},
+        dataset=dataset if dataset is not None else real_dataset(protocol) if protocol in REAL_DATA else {},
+        selection={"split": selected_on, "head": heads[0]["name"], "metric": "top1"}, heads=heads, date=date,
     )
     return write_result(record, out_dir)
 
@@ -136,6 +159,7 @@ def test_result_lands_in_its_cell_with_delta(tmp_path):
     assert not (out / "table1_ours_only.csv").exists()
     md = (out / "table3.md").read_text()
     assert "| I-JEPA | ViT-H/14 | ijepa_h14 (target) | 87.5 | 88.1 | +0.6 |" in md and "Ours only" in md
+    assert extra["Not in a paper cell because"].tolist() == ["no matching paper row"]
     assert r"$\Delta$" in (out / "table3.tex").read_text() and "## Table 6" in (out / "README.md").read_text()
     # deterministic: a second run writes identical bytes
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -188,7 +212,8 @@ def test_console_script_table(tmp_path):
     proc = subprocess.run([str(exe), "table", str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--format", "md"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert "| I-JEPA | ViT-H/14 | ijepa_h14 (target) | 86.7 | — | — | 72.4 | 73.0 | +0.6 |" in (tmp_path / "t" / "table4.md").read_text()
+    md = (tmp_path / "t" / "table4.md").read_text()
+    assert "| I-JEPA | ViT-H/14 | ijepa_h14 (target) | 86.7 | — | — | 72.4 | 73.0 | +0.6 | train_holdout |" in md
 
 
 def fake_runner(calls):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 TABLE_EPILOG = """examples:
   ijepa-eval table results/runs --out results/tables
@@ -38,10 +39,12 @@ def cmd_table(args: argparse.Namespace) -> int:
     from ijepa_eval.leaderboard.paper import load_paper
     from ijepa_eval.leaderboard.records import load_manifest, load_results
     from ijepa_eval.leaderboard.render import parse_formats
-    from ijepa_eval.leaderboard.tables import build_tables, write_tables
+    from ijepa_eval.leaderboard.tables import build_tables, data_notes, write_tables
 
     formats = parse_formats(args.format)
     results = load_results(args.results, load_manifest(args.models), skip_missing=True)
+    for note in data_notes(results):
+        print(note, file=sys.stderr)
     written = write_tables(build_tables(load_paper(args.paper), results), args.out, formats)
     print(f"table: {len(results)} result(s) -> {len(written)} file(s) in {args.out}")
     return 0
@@ -120,7 +123,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "table", help="paper tables 1-6 with our results beside them (Markdown, CSV, LaTeX)",
         description="Regenerate the I-JEPA paper's Tables 1-6 showing paper value, ours and Δ = ours − paper. "
-        "Reads result JSONs only; folders that do not exist are skipped.",
+        "Reads result JSONs only; folders that do not exist are skipped. A result fills a paper cell only when "
+        "its JSON shows it ran on the paper's evaluation data (dataset, split sizes, classes); others (CLEVR-mini, "
+        "subsets) are listed under 'ours only' with the reason and a note is printed for each.",
         epilog=TABLE_EPILOG, formatter_class=HelpFormatter,
     )
     _add_results_inputs(p)

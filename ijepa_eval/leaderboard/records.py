@@ -8,12 +8,14 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ijepa_eval.errors import ConfigError, IjepaEvalError
+from ijepa_eval.leaderboard.splits import data_issues
 from ijepa_eval.results import ResultRecord, iter_result_paths, load_result
 
 META_KEYS = ("method", "arch_name", "epochs", "data", "masking", "gpu_hours")
@@ -48,6 +50,21 @@ class Result:
     def display(self) -> str:
         branch = self.record.model.get("branch")
         return f"{self.label} ({branch})" if branch else self.label
+
+    @property
+    def selected_on(self) -> str:
+        """Where the head was chosen: 'test' (the paper's convention), 'train_holdout' or 'val' (held out)."""
+        return str(self.record.selection.get("split") or "?")
+
+    @cached_property
+    def data_issues(self) -> list[str] | None:
+        """Why the evaluation data is not the paper's ([] = it is); None for protocols outside the paper."""
+        return data_issues(self.record)
+
+    @property
+    def comparable(self) -> bool:
+        """May fill a paper cell: a paper protocol evaluated on the paper's data."""
+        return self.data_issues == []
 
     def metric(self, name: str) -> float | None:
         value = self.record.metrics.get(name)

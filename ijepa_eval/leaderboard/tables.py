@@ -1,8 +1,10 @@
 """Paper tables with our numbers beside them: paper value, ours, Δ = ours − paper, per (row, protocol).
 
 A result lands in a paper row when its model metadata (result ``model.meta`` or the models manifest)
-agrees with the row's method, arch, epochs, data and masking (``paper.row_matches``). Results that fit no
-row of a table but ran one of its protocols go to that table's "ours only" section.
+agrees with the row's method, arch, epochs, data and masking (``paper.row_matches``) AND it was evaluated
+on the paper's data (``splits.data_issues``: dataset, reported split, images per split, classes, 1% split
+file). Results that fit no row of a table, or ran on other data (CLEVR-mini, a subset), go to that table's
+"ours only" section with the reason.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
 
 KEY_TITLES = {"method": "Method", "arch": "Arch", "epochs": "Epochs", "data": "Data", "masking": "Masking"}
 OURS_MODEL = "Ours (model)"
+SELECTED_ON = "Selected on"
+WHY = "Not in a paper cell because"
+NO_ROW = "no matching paper row"
 
 
 @dataclass
@@ -30,9 +35,14 @@ class Model:
     meta: dict
     by_protocol: dict[str, Result] = field(default_factory=dict)
 
-    def best(self, paper_protocol: str, metric: str) -> Result | None:
-        """The result filling a paper column: the best of our protocols mapped to it (PROTOCOL_SOURCES)."""
-        candidates = [r for p in our_protocols(paper_protocol) if (r := self.by_protocol.get(p)) and r.metric(metric) is not None]
+    def best(self, paper_protocol: str, metric: str, comparable: bool | None = None) -> Result | None:
+        """The best of our protocols mapped to a paper column (PROTOCOL_SOURCES); ``comparable`` True keeps
+        results on the paper's data only, False the others, None all."""
+        candidates = [
+            r for p in our_protocols(paper_protocol)
+            if (r := self.by_protocol.get(p)) and r.metric(metric) is not None
+            and comparable in (None, r.comparable)
+        ]
         return max(candidates, key=lambda r: (r.metric(metric), r.protocol), default=None)
 
 
@@ -53,11 +63,19 @@ def group_models(results: list[Result]) -> list[Model]:
     return sorted(models.values(), key=lambda m: m.display)
 
 
+def _source(model: Model, protocol: str, r: Result) -> str:
+    return f"{model.display} · {protocol}: {r.path} ({r.protocol}, head {r.winning_head()}, selected on {r.selected_on})"
+
+
+def _selected_on(results: list[Result]) -> str:
+    return ", ".join(sorted({r.selected_on for r in results})) or MISSING
+
+
 def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
     metric = spec.rows["metric"].iloc[0]
     present = [m for m in models if any(m.best(p, metric) for p in spec.protocols)]
     key_cols = [KEY_TITLES[k] for k in spec.row_keys]
-    lines, sources, placed = [], [], set()
+    lines, sources, matched_ids = [], [], set()
     for _, group in spec.rows.groupby(list(ROW_KEYS), sort=False):
         row = group.iloc[0].to_dict()
         paper = {r["protocol"]: r["value"] for r in group.to_dict("records")}
@@ -65,30 +83,44 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
         for model in matched:
             line = {KEY_TITLES[k]: row[k] for k in spec.row_keys}
             line[OURS_MODEL] = model.display if model else MISSING
+            placed = []
             for p in spec.protocols:
-                ours = model.best(p, metric) if model else None
+                ours = model.best(p, metric, comparable=True) if model else None
                 value = ours.metric(metric) if ours else None
                 ref = paper.get(p)
                 line[f"{p} paper"] = fmt(ref)
                 line[f"{p} ours"] = fmt(value)
                 line[f"{p} Δ"] = fmt(value - ref if value is not None and ref is not None else None, signed=True)
                 if ours:
-                    sources.append(f"{model.display} · {p}: {ours.path} ({ours.protocol}, head {ours.winning_head()})")
+                    placed.append(ours)
+                    sources.append(_source(model, p, ours))
+            line[SELECTED_ON] = _selected_on(placed)
             if model:
-                placed.add(id(model))
+                matched_ids.add(id(model))
             lines.append(line)
-    columns = [*key_cols, OURS_MODEL, *(f"{p} {c}" for p in spec.protocols for c in ("paper", "ours", "Δ"))]
+    columns = [*key_cols, OURS_MODEL, *(f"{p} {c}" for p in spec.protocols for c in ("paper", "ours", "Δ")), SELECTED_ON]
     extra = []
-    for model in (m for m in present if id(m) not in placed):
+    for model in present:
+        in_row = id(model) in matched_ids
         line = {"Model": model.display, **{KEY_TITLES[k]: str(model.meta.get(k, "")) for k in ("method", "arch", "epochs", "data")}}
+        shown, why = [], [] if in_row else [NO_ROW]
         for p in spec.protocols:
-            ours = model.best(p, metric)
+            ours = model.best(p, metric, comparable=False if in_row else None)
             line[f"{p} ours"] = fmt(ours.metric(metric) if ours else None)
             if ours:
-                sources.append(f"{model.display} · {p}: {ours.path} ({ours.protocol}, head {ours.winning_head()})")
-        extra.append(line)
-    extra_cols = ["Model", "Method", "Arch", "Epochs", "Data", *(f"{p} ours" for p in spec.protocols)]
+                shown.append(ours)
+                why += [f"{p}: {issue}" for issue in ours.data_issues or []]
+                sources.append(_source(model, p, ours))
+        if shown:
+            extra.append({**line, SELECTED_ON: _selected_on(shown), WHY: "; ".join(why)})
+    extra_cols = ["Model", "Method", "Arch", "Epochs", "Data", *(f"{p} ours" for p in spec.protocols), SELECTED_ON, WHY]
     return BuiltTable(spec, pd.DataFrame(lines, columns=columns), pd.DataFrame(extra, columns=extra_cols), sources)
+
+
+def data_notes(results: list[Result]) -> list[str]:
+    """One line per result of a paper protocol that was not evaluated on the paper's data."""
+    return [f"note: {r.path}: {r.protocol} kept out of the paper cells ({'; '.join(r.data_issues)})"
+            for r in sorted(results, key=lambda r: str(r.path)) if r.data_issues]
 
 
 def build_tables(paper: pd.DataFrame, results: list[Result]) -> list[BuiltTable]:
@@ -101,11 +133,13 @@ def table_markdown(t: BuiltTable) -> str:
     parts = [
         f"## {t.spec.title}\n",
         f"{metric} (%). paper = reference value from the I-JEPA paper; ours = our result JSON; Δ = ours − paper; "
-        f"{MISSING} = no run.\n",
+        f"{MISSING} = no run. A result fills a paper cell only if it was evaluated on the paper's data "
+        f"(results/paper/README.md). {SELECTED_ON}: where the head was chosen; `test` is the paper's convention "
+        f"(chosen on the reported split, optimistic), `train_holdout` and `val` are held out.\n",
         markdown(t.main),
     ]
     if len(t.ours_only):
-        parts += ["\n### Ours only (no matching paper row)\n", markdown(t.ours_only)]
+        parts += ["\n### Ours only (no matching paper row, or not the paper's evaluation data)\n", markdown(t.ours_only)]
     if t.sources:
         parts += ["\nSources:\n", "".join(f"- {s}\n" for s in t.sources)]
     return "\n".join(parts)
