@@ -40,7 +40,8 @@ def tree(tmp_path) -> Path:
 
 
 def test_custom_split_file_needs_opt_in(tree):
-    with pytest.raises(DatasetError, match="not the official SimCLR 1percent.txt.*allow_custom_split=True"):
+    with pytest.raises(DatasetError, match="not the official SimCLR 1percent.txt.*allow_custom_split=True.*"
+                       r"dataset\.options\.allow_custom_split=true"):
         get_dataset("imagenet_1pct", tree, "train")
 
 

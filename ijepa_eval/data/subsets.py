@@ -80,7 +80,8 @@ def imagenet_subset(
     if not info["official"] and not allow_custom_split:
         raise DatasetError(
             f"split file {path} has sha256 {info['split_sha256'][:12]}..., not the official SimCLR "
-            f"{SPLIT_FILES[name]}; use the official file or pass allow_custom_split=True"
+            f"{SPLIT_FILES[name]}; use the official file or pass allow_custom_split=True (on the command line: "
+            "dataset.options.allow_custom_split=true)"
         )
     if split != "train":
         ds = imagenet(root, split, **kwargs)
