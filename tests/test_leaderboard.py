@@ -368,3 +368,113 @@ def test_compare_with_real_run_protocol(tmp_path, capsys):
     compare.run_checkpoints(encoders, [str(p) for p in recipes], **kwargs)
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")} == stamps
     assert capsys.readouterr().out.count("skip:") == 4
+
+
+def test_only_results_on_the_paper_data_fill_paper_cells(tmp_path, capsys):
+    """Same model meta, same protocol: the real CLEVR val (15,000) gets a Δ; CLEVR-mini's 500 goes to ours only."""
+    runs = tmp_path / "runs"
+    make_result(runs, "ijepa_h14", "clevr_count", 87.0, IJEPA_H14, selected_on="test")
+    mini = real_dataset("clevr_count", train=900, val=100, test=500)
+    small = make_result(runs, "ijepa_h14_mini", "clevr_count", 99.0, IJEPA_H14, dataset=mini)
+    make_result(runs, "ijepa_h14_mini", "clevr_dist", 70.0, IJEPA_H14)  # real data: fills its cell
+    out = tmp_path / "t"
+    assert main(["table", str(runs), "--out", str(out)]) == 0
+    t4 = read_table(out, "table4")
+    rows = find_row(t4, ("I-JEPA", "ViT-H/14")).set_index("Ours (model)")
+    real = rows.loc["ijepa_h14 (target)"]
+    assert (real["clevr_count paper"], real["clevr_count ours"], real["clevr_count Δ"]) == ("86.7", "87.0", "+0.3")
+    assert real["Selected on"] == "test"  # marked, not excluded
+    mixed = rows.loc["ijepa_h14_mini (target)"]
+    assert (mixed["clevr_count ours"], mixed["clevr_count Δ"]) == ("—", "—")
+    assert (mixed["clevr_dist ours"], mixed["clevr_dist Δ"], mixed["Selected on"]) == ("70.0", "-2.4", "train_holdout")
+    extra = read_table(out, "table4_ours_only")
+    assert extra["Model"].tolist() == ["ijepa_h14_mini (target)"]
+    assert (extra["clevr_count ours"].iloc[0], extra["clevr_dist ours"].iloc[0]) == ("99.0", "—")
+    why = extra["Not in a paper cell because"].iloc[0]
+    assert why == ("clevr_count: eval data: 900 train images (paper: 63,000); clevr_count: eval data: 100 val images "
+                   "(paper: 7,000); clevr_count: eval data: 500 test images (paper: 15,000)")
+    assert "| — | 99.0 |" not in (out / "table4.md").read_text().split("### Ours only")[0]  # never beside the paper
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and str(small) in notes[0] and "500 test images (paper: 15,000)" in notes[0]
+    # Table 5's IN-1k row is the same model: the same rule holds there
+    t5 = find_row(read_table(out, "table5"), ("I-JEPA", "ViT-H/14", "IN-1k")).set_index("Ours (model)")
+    assert t5.loc["ijepa_h14_mini (target)", "clevr_count ours"] == "—"
+
+
+@pytest.mark.parametrize(
+    ("protocol", "dataset", "config", "reason"),
+    [
+        ("cifar100", None, {}, "eval data: not recorded (result has no dataset.sizes)"),
+        ("cifar100", {"name": "hf:uoft-cs/cifar100"}, {}, "eval data: dataset 'hf:uoft-cs/cifar100' (paper: cifar100)"),
+        ("cifar100", {"test_split": "train"}, {}, "eval data: reported on split 'train' (paper: test)"),
+        ("inat18", {"num_classes": 5089}, {}, "eval data: 5089 classes (paper: 8142)"),
+        ("places205", {"sizes": {"train": 2448873, "val": 20000}}, {}, "eval data: 20,000 val images (paper: ≈20,500)"),
+        ("in1k_1pct_linear", {"split_info": {"official": False}}, {},
+         "eval data: 1% split file is not the official SimCLR file"),
+        ("in1k_1pct_logreg", {}, {"dataset": {"options": {"allow_custom_split": True}}},
+         "eval data: custom 1% split file allowed and no split_info recorded"),
+    ],
+)
+def test_data_issue_reasons(protocol, dataset, config, reason):
+    from ijepa_eval.leaderboard.splits import data_issues
+
+    data = {} if dataset is None else {**real_dataset(protocol), **dataset}
+    record = ResultRecord(protocol={"name": protocol, "version": 1, "config": config}, model={}, features={},
+                          dataset=data, metrics={}, selection={})
+    assert data_issues(record) == [reason]
+    assert data_issues(ResultRecord(protocol={"name": protocol, "version": 1, "config": {}}, model={}, features={},
+                                    dataset=real_dataset(protocol), metrics={}, selection={})) == []
+
+
+def test_data_rule_tolerances_and_non_paper_protocols():
+    from ijepa_eval.leaderboard.splits import data_issues
+
+    def issues(protocol, dataset):
+        return data_issues(ResultRecord(protocol={"name": protocol}, model={}, features={}, dataset=dataset,
+                                        metrics={}, selection={}))
+
+    assert issues("places205", real_dataset("places205", val=20_400, train=2_440_000)) == []  # public copies differ
+    assert issues("cifar100", real_dataset("cifar100", test=9_999)) == ["eval data: 9,999 test images (paper: 10,000)"]
+    held_out_val_absent = real_dataset("clevr_dist")  # --select-on test: no val features were extracted
+    del held_out_val_absent["sizes"]["val"]
+    assert issues("clevr_dist", held_out_val_absent) == []
+    assert issues("folder_linear", {}) is None and issues("knn", real_dataset("cifar100", test=5)) is None
+
+
+def test_real_protocol_run_on_synthetic_data_is_kept_out_of_paper_cells(tmp_path, capsys):
+    """What run_protocol records in `dataset` is what the rule reads: a 30-image CIFAR stand-in goes to ours
+    only; the same JSON with the real CIFAR100 counts fills the paper cell."""
+    import json
+
+    import timm
+
+    protocols = pytest.importorskip("ijepa_eval.protocols", reason="protocols room not built yet")
+    from ijepa_eval.data.synthetic import write_cifar100
+    from ijepa_eval.encoders import encoder_from_vit
+
+    root = write_cifar100(tmp_path / "cifar", n_train=40, n_test=30)
+    vit = timm.models.vision_transformer.VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2, num_classes=0, global_pool="avg",
+        class_token=False, fc_norm=False)
+    path = protocols.run_protocol(
+        "cifar100", encoder_from_vit(vit), root=root, out_dir=tmp_path / "runs", cache_dir=tmp_path / "cache",
+        overrides={"epochs": 1, "batch_size": 32, "grid.heads": ["linear"]}, model_meta=IJEPA_H14,
+        label="tiny", device="cpu", progress=False)
+    data = json.loads(path.read_text())["dataset"]
+    assert (data["name"], data["test_split"], data["num_classes"]) == ("cifar100", "test", 100)
+    assert data["sizes"] == {"train": 40, "test": 30}
+    capsys.readouterr()
+    out = tmp_path / "t"
+    assert main(["table", str(tmp_path / "runs"), "--out", str(out), "--format", "csv"]) == 0
+    assert "30 test images (paper: 10,000)" in capsys.readouterr().err
+    assert find_row(read_table(out, "table3"), ("I-JEPA", "ViT-H/14"))["cifar100 ours"].tolist() == ["—"]
+    extra = read_table(out, "table3_ours_only")
+    assert extra["Model"].tolist() == ["tiny"] and "40 train images (paper: 50,000)" in extra.iloc[0, -1]
+    record = json.loads(path.read_text())
+    record["dataset"]["sizes"] = {"train": 50000, "test": 10000}
+    path.write_text(json.dumps(record))
+    assert main(["table", str(tmp_path / "runs"), "--out", str(out), "--format", "csv"]) == 0
+    row = find_row(read_table(out, "table3"), ("I-JEPA", "ViT-H/14")).iloc[0]
+    top1 = f"{record['metrics']['top1']:.1f}"
+    assert (row["cifar100 ours"], row["cifar100 Δ"]) == (top1, f"{record['metrics']['top1'] - 87.5:+.1f}")
+    assert not (out / "table3_ours_only.csv").exists()
