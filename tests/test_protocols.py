@@ -252,6 +252,11 @@ def test_protocol_runs_end_to_end_through_the_cli(world, tmp_path, protocol, cap
     assert r.features["mode"] == "cached" and r.features["representations"] == ["lastPOOL", "concatPOOL4"]
     assert r.dataset["sizes"][r.dataset["test_split"]] > 0 and r.dataset["fingerprint"]
     assert r.env["torch"] and r.timings["total_s"] > 0 and "gpu_hours" not in r.timings
+    if protocol.startswith("in1k_1pct"):  # the split file's provenance travels with the result
+        info = r.dataset["split_info"]
+        assert info["official"] is False and len(info["split_sha256"]) == 64 and info["split_file"]
+    else:
+        assert "split_info" not in r.dataset
     expected_heads = {"knn": 8, "in1k_1pct_logreg": 10}.get(protocol, 16)
     assert len(r.heads) == expected_heads
 
@@ -334,6 +339,20 @@ def test_suite_runs_configured_datasets_and_skips_the_rest(world, tmp_path, monk
     err = capsys.readouterr().err
     assert "skipping in1k_linear: no data root configured for 'imagenet'" in err
     assert sorted(p.name.split("__")[-1] for p in (tmp_path / "out").glob("*.json")) == ["cifar100.json"]
+
+
+def test_suite_goes_on_after_a_failing_protocol_and_exits_1(world, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    (data / "cifar100").mkdir(parents=True)  # configured but empty: cifar100 fails, places205 must still run
+    (data / "places205").symlink_to(world["roots"]["places205"])
+    monkeypatch.setenv("IJEPA_EVAL_DATA", str(data))
+    monkeypatch.setenv("IJEPA_EVAL_CONFIG", str(tmp_path / "no-such-data.yaml"))
+    args = ["suite", "--ckpt", str(world["ckpt"]), "--cache-dir", str(world["cache"]), "--out", str(tmp_path / "out"),
+            "--device", "cpu", "--quiet", "--workers", "0", *FAST]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "suite: cifar100 failed: " in err and "suite: 1 of 2 protocols failed: cifar100" in err
+    assert sorted(p.name.split("__")[-1] for p in (tmp_path / "out").glob("*.json")) == ["places205.json"]
 
 
 def test_representations_share_memory_and_match_the_featureset(world):

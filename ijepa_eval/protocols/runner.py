@@ -102,10 +102,13 @@ def run_protocol(
     representations = recipe.cls_representations if encoder.has_class_token else recipe.representations
 
     feature_sets: dict[str, Any] = {}
+    split_info: dict[str, Any] = {}  # provenance of a subset's split file (ImageNet 1%/10%)
 
     def features_of(split: str):
         if split not in feature_sets:
             dataset = get_dataset(ds_spec.name, root, split, **ds_spec.options)
+            if getattr(dataset, "split_info", None):
+                split_info[split] = dataset.split_info
             feature_sets[split] = get_features(
                 encoder, dataset, cache_dir=cache_dir, batch_size=recipe.extraction_batch_size,
                 num_workers=num_workers, device=dev, n_last_blocks=recipe.n_last_blocks, progress=progress)
@@ -181,7 +184,8 @@ def run_protocol(
         dataset={"name": ds_spec.name, "train_split": ds_spec.train_split, "val_split": ds_spec.val_split,
                  "test_split": ds_spec.test_split, "num_classes": int(train_fs.num_classes),
                  "fingerprint": {s: fs.meta.get("fingerprint") for s, fs in feature_sets.items()},
-                 "sizes": {s: len(fs) for s, fs in feature_sets.items()}},
+                 "sizes": {s: len(fs) for s, fs in feature_sets.items()},
+                 **({"split_info": split_info[ds_spec.train_split]} if ds_spec.train_split in split_info else {})},
         metrics=dict(test_scores[best]),
         selection={"split": selection_split, "head": heads[best]["name"], "metric": sel.metric,
                    "retrained_on_full_train": sel.split != "test" and sel.retrain_on_full_train},
