@@ -7,7 +7,8 @@ Schema (``schema_version`` 1), in the spirit of lm-evaluation-harness' results f
     model           {source, sha256, format, branch, arch, label?, meta?}
                     meta: optional {method, arch_name, epochs, data, gpu_hours} to place it in paper tables
     features        {representations, n_last_blocks, pool, img_size, transform, cache_key, mode}
-    dataset         {name, train_split, test_split, fingerprint, sizes}
+    dataset         {name, train_split, val_split, test_split, num_classes, fingerprint, sizes, split_info?}
+                    split_info: ImageNet subsets' split file {split_file, split_sha256, official}
     metrics         {top1, top5, mean_per_class_acc, ...}  percent; the *selected* head on the reported split
     selection       {split, head, metric}                  where the head was chosen ("train_holdout"|"val"|"test")
     heads           [{name, representation, head, lr, wd, ..., scores{split: {metric: value}}}]
