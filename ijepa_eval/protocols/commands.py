@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ijepa_eval.encoders.commands import add_checkpoint_args, encoder_from_args, parse_arch
+from ijepa_eval.errors import IjepaEvalError
 
 COMMON_EXAMPLES = """
 common options: key=value overrides any recipe field (epochs=5 batch_size=1024 optimizer.lr=0.1 seed=1),
@@ -144,14 +145,26 @@ def cmd_protocols(args: argparse.Namespace) -> int:
     # Load once: a suite reuses the same weights for every protocol.
     ckpt = encoder_from_args(args) if len(jobs) > 1 else args.ckpt
     base = overrides_of(args)
+    failed = []
     for name, extra in jobs:
-        path = run_protocol(
-            name, ckpt, branch=args.branch, arch=parse_arch(args.arch), root=args.root, out_dir=args.out,
-            cache_dir=args.cache_dir, overrides={**extra, **base}, skip_existing=not args.no_skip_existing,
-            device=args.device, label=args.label, trust_checkpoint=args.trust_checkpoint,
-            num_workers=args.workers, progress=not args.quiet,
-        )
+        try:
+            path = run_protocol(
+                name, ckpt, branch=args.branch, arch=parse_arch(args.arch), root=args.root, out_dir=args.out,
+                cache_dir=args.cache_dir, overrides={**extra, **base}, skip_existing=not args.no_skip_existing,
+                device=args.device, label=args.label, trust_checkpoint=args.trust_checkpoint,
+                num_workers=args.workers, progress=not args.quiet,
+            )
+        except IjepaEvalError as err:
+            if args.command != "suite":
+                raise
+            # One protocol's bad data must not cost the others their results.
+            print(f"suite: {name} failed: {err}", file=sys.stderr)
+            failed.append(name)
+            continue
         print_summary(path)
+    if failed:
+        print(f"suite: {len(failed)} of {len(jobs)} protocols failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
