@@ -59,6 +59,18 @@ def test_resume_replays_the_uninterrupted_run(full_run, clevr_root, tmp_path):
     assert a["step"] == b["step"] == 6
 
 
+def test_resume_of_a_finished_run_is_a_no_op(full_run, clevr_root, tmp_path, capsys):
+    import shutil
+
+    run = shutil.copytree(full_run, tmp_path / "run")
+    before = (run / "latest.pth.tar").read_bytes(), (run / "log.jsonl").read_text()
+    summary = train(tiny_config(clevr_root), run, resume=True, progress=False)
+    assert summary["steps"] == 6 and summary["last_loss"] is None
+    assert json.loads(json.dumps(summary, allow_nan=False)) == summary  # valid JSON, no NaN
+    assert "already at step 6 of 6" in capsys.readouterr().out
+    assert ((run / "latest.pth.tar").read_bytes(), (run / "log.jsonl").read_text()) == before
+
+
 def test_resume_with_another_optimizer_layout_is_a_checkpoint_error(full_run, clevr_root, tmp_path):
     from ijepa_eval.errors import CheckpointError
 

@@ -319,6 +319,11 @@ def train(
         start_step = ckpt.load_training_state(
             out_dir / CKPT_NAME, encoder, predictor, target_encoder, optimizer, collator
         )
+        if start_step >= stop_step:  # a finished run (e.g. requeued by SLURM): nothing to do, not an error
+            if is_main:
+                print(f"pretrain: {out_dir / CKPT_NAME} is already at step {start_step} of {stop_step}; "
+                      f"pass --steps N (N > {start_step}) to train longer")
+            return {"steps": start_step, "last_loss": None, "checkpoint": str(out_dir / CKPT_NAME)}
         if is_main:
             rewrite_log(log_path, start_step - 1)
     elif is_main:
