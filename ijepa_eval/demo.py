@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ijepa_eval.errors import IjepaEvalError
 
-PROTOCOLS = ("clevr_count", "clevr_dist", "folder_linear", "knn")
+PROTOCOLS = ("clevr_count", "clevr_dist", "folder_linear", "knn@clevr_count")  # result task names
 ENCODERS = ("ijepa-target", "ijepa-context", "random-init")
 
 
@@ -107,7 +107,7 @@ def evaluate(out: Path, ckpt: Path, clevr_root: Path, shapes_root: Path, epochs:
         "clevr_count": ("clevr_count", clevr_root, {}),
         "clevr_dist": ("clevr_dist", clevr_root, {}),
         "folder_linear": ("folder_linear", shapes_root, {}),
-        "knn": ("knn", clevr_root, {"dataset.name": "clevr_count", **dataset_splits("clevr_count")}),
+        "knn@clevr_count": ("knn", clevr_root, {"dataset.name": "clevr_count", **dataset_splits("clevr_count")}),
     }
     paths = []
     for label, encoder in encoders.items():

@@ -3,7 +3,8 @@
 Schema (``schema_version`` 1), in the spirit of lm-evaluation-harness' results files::
 
     schema_version  int
-    protocol        {name, version, config}              resolved recipe (YAML + overrides)
+    protocol        {name, task, version, config}        resolved recipe (YAML + overrides); task = name, or
+                                                         name@dataset when an override changed the dataset
     model           {source, sha256, format, branch, arch, label?, meta?}
                     meta: optional {method, arch_name, epochs, data, gpu_hours} to place it in paper tables
     features        {representations, n_last_blocks, pool, img_size, transform, cache_key, mode}
@@ -81,14 +82,17 @@ class ResultRecord:
 
 
 def result_filename(record: ResultRecord) -> str:
-    """`<model label or sha12>__<branch>__<protocol>.json`: distinct for every (checkpoint, branch, protocol)."""
+    """`<model label or sha12>__<branch>__<task>.json`: distinct for every (checkpoint, branch, protocol, data).
+
+    The task is the protocol's name, with `@<dataset>` when it ran on another dataset than its recipe's.
+    """
     model = record.model
     label = model.get("label") or Path(str(model.get("source", "model"))).name
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", label)
     sha = (model.get("sha256") or "")[:12]
     branch = model.get("branch") or "default"
     stem = f"{label}-{sha}" if sha else label
-    return f"{stem}__{branch}__{record.protocol['name']}.json"
+    return f"{stem}__{branch}__{record.protocol.get('task') or record.protocol['name']}.json"
 
 
 def write_result(record: ResultRecord, out_dir: str | os.PathLike) -> Path:

@@ -28,9 +28,9 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path):
         assert set(summary["top1"][label]) == set(demo.PROTOCOLS)
     runs = sorted((out / "runs").glob("*.json"))
     assert len(runs) == len(demo.ENCODERS) * len(demo.PROTOCOLS)
-    by_key = {(r.model["label"], r.protocol["name"]): r for r in map(load_result, runs)}
+    by_key = {(r.model["label"], r.protocol["task"]): r for r in map(load_result, runs)}
     target = by_key[("ijepa-target", "clevr_count")]
-    assert target.model["branch"] == "target" and by_key[("ijepa-context", "knn")].model["branch"] == "context"
+    assert target.model["branch"] == "target" and by_key[("ijepa-context", "knn@clevr_count")].model["branch"] == "context"
     margin = summary["top1"]["ijepa-target"]["clevr_dist"] - summary["top1"]["random-init"]["clevr_dist"]
     assert abs(summary["target_minus_random"]["clevr_dist"] - margin) < 1e-6
     for name in ("compare.md", "compare.csv", "leaderboard.png", "leaderboard.svg", "pretrain/latest.pth.tar"):

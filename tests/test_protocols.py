@@ -375,3 +375,16 @@ def test_bad_device_is_a_one_line_error_before_any_work(world, tmp_path, capsys)
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and "invalid device 'gpu'" in err
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_a_recipe_on_another_dataset_is_its_own_task(world, tmp_path):
+    """knn on CLEVR and knn on CIFAR must not overwrite each other (same model, same recipe)."""
+    for protocol_args, root_key in ((["knn", "--dataset", "cifar100"], "cifar100"),
+                                    (["knn", "--dataset", "clevr_count"], "clevr")):
+        assert main(cli_args(world, protocol_args, root_key, tmp_path)) == 0
+    tasks = sorted(load_result(p).protocol["task"] for p in tmp_path.glob("*.json"))
+    assert tasks == ["knn@cifar100", "knn@clevr_count"]
+    assert all(p.name.endswith(("__knn@cifar100.json", "__knn@clevr_count.json")) for p in tmp_path.glob("*.json"))
+    path = run_protocol("cifar100", world["ckpt"], root=world["roots"]["cifar100"], out_dir=tmp_path,
+                        cache_dir=world["cache"], overrides=FAST, device="cpu", progress=False, num_workers=0)
+    assert load_result(path).protocol["task"] == "cifar100"  # the recipe's own dataset: plain name

@@ -31,7 +31,7 @@ class Result:
 
     @property
     def protocol(self) -> str:
-        return self.record.protocol["name"]
+        return self.record.protocol.get("task") or self.record.protocol["name"]  # knn@cifar100 ≠ knn@clevr
 
     @property
     def label(self) -> str:

@@ -120,7 +120,7 @@ def print_summary(path: Path) -> None:
 
     r = load_result(path)
     sel = r.selection
-    print(f"\n{r.protocol['name']} v{r.protocol['version']} | model {r.model.get('label') or r.model['source']} "
+    print(f"\n{r.protocol.get('task') or r.protocol['name']} v{r.protocol['version']} | model {r.model.get('label') or r.model['source']} "
           f"({r.model.get('branch') or 'default'}) | {r.dataset['name']} {r.dataset['test_split']} "
           f"| features {r.features['mode']}")
     print(f"{'head':<42} {sel['split'] + ' top1':>18} {'test top1':>10} {'test top5':>10}")

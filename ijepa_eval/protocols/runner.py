@@ -30,10 +30,17 @@ def model_record(encoder: Any, label: str | None, model_meta: dict[str, Any] | N
             "branch": info.get("branch"), "arch": info.get("arch"), "label": label, "meta": dict(model_meta or {})}
 
 
-def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe) -> Path | None:
+def task_name(recipe: Recipe, name_or_yaml: str | os.PathLike) -> str:
+    """The recipe's name, plus ``@<dataset>`` when an override points it at another dataset (``knn
+    --dataset cifar100``): results on different data must share neither a file nor a table column."""
+    default = load_recipe(name_or_yaml).dataset.name
+    return recipe.name if recipe.dataset.name == default else f"{recipe.name}@{recipe.dataset.name}"
+
+
+def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe, task: str) -> Path | None:
     """The result of an earlier run of this exact (model, branch, protocol version, config), if any."""
-    probe = ResultRecord(protocol={"name": recipe.name}, model=model, features={}, dataset={}, metrics={},
-                         selection={})
+    probe = ResultRecord(protocol={"name": recipe.name, "task": task}, model=model, features={}, dataset={},
+                         metrics={}, selection={})
     path = out_dir / result_filename(probe)
     if not path.is_file():
         return None
@@ -94,7 +101,8 @@ def run_protocol(
         encoder = load_encoder(ckpt, branch, arch, trust_checkpoint=trust_checkpoint)
     model = model_record(encoder, label, model_meta)
     out_dir = Path(out_dir)
-    if skip_existing and (path := existing_result(out_dir, model, recipe)):
+    task = task_name(recipe, name_or_yaml)
+    if skip_existing and (path := existing_result(out_dir, model, recipe, task)):
         print(f"skip: {path} already holds {recipe.name} v{recipe.version} for this model and config")
         return path
     dev = resolve_device(device, world_size=1)  # probes train on one device; extraction may shard
@@ -175,7 +183,7 @@ def run_protocol(
         timings["gpu_hours"] = round(total_s / 3600, 6)
     pool = "cls" if encoder.has_class_token else "avg"
     result = ResultRecord(
-        protocol={"name": recipe.name, "version": recipe.version, "config": recipe.to_dict()},
+        protocol={"name": recipe.name, "task": task, "version": recipe.version, "config": recipe.to_dict()},
         model=model,
         features={"representations": representations, "n_last_blocks": recipe.n_last_blocks, "pool": pool,
                   "img_size": encoder.img_size, "transform": describe_transform(ds_spec.name, encoder.img_size),
