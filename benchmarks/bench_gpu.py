@@ -79,7 +79,8 @@ def pretraining(dry: bool) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="results/bench-gpu.json")
+    parser.add_argument("--out", default=None,
+                        help="JSON path (default results/bench-gpu.json; results/bench-gpu-dry.json with --dry-run)")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, any device: checks the script")
     parser.add_argument("--only", default="extraction,probe_grid,pretraining")
     args = parser.parse_args()
@@ -115,8 +116,9 @@ def main() -> int:
     if "pretraining" in b:
         t = b["pretraining"]
         print(f"  pretraining {t.get('images_per_s')} img/s, MFU {t.get('mfu')} (goal ≥ 0.40 for ViT-H/14 bf16)")
-    atomic_write_json(args.out, report)
-    print(f"wrote {args.out}")
+    out = args.out or ("results/bench-gpu-dry.json" if args.dry_run else "results/bench-gpu.json")
+    atomic_write_json(out, report)
+    print(f"wrote {out}")
     return 0
 
 
