@@ -117,7 +117,8 @@ def _fmt(value: Any) -> str:
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    branches = ", ".join(f"{b}*" if b == report["branch"] else b for b in report["branches"]) or "-"
+    branches = ", ".join(f"{b}*" if b == report["branch"] else b for b in report["branches"])
+    branches = f"{branches}   (* = loaded)" if branches else "- (one network in this file)"
     arch = dict(report["arch"])
     for key in report["unknown"]:
         arch[key] = "? (unknown: pass --arch)"
@@ -126,7 +127,7 @@ def _print_report(report: dict[str, Any]) -> None:
         f"source:   {report['source']}",
         f"sha256:   {report['sha256']}",
         f"format:   {report['format']} ({report['format_description']})",
-        f"branches: {branches}   (* = loaded)",
+        f"branches: {branches}",
         f"arch:     {_fmt(arch)}",
         f"params:   {report['params']:,} ({report['params'] / 1e6:.1f} M, encoder only)",
         "dropped:  " + (", ".join(f"{k} ({n} keys)" for k, n in dropped.items()) or "-"),

@@ -333,7 +333,8 @@ def get_features(
     this with the same arguments; each extracts its share and all return the same FeatureSet.
     """
     if not 1 <= n_last_blocks <= encoder.depth:
-        raise ConfigError(f"n_last_blocks must be in [1, {encoder.depth}] for this {encoder.depth}-block encoder, got {n_last_blocks}")
+        raise ConfigError(f"n_last_blocks (--n-last-blocks) must be in [1, {encoder.depth}] for this "
+                          f"{encoder.depth}-block encoder, got {n_last_blocks}")
     if batch_size < 1 or shard_rows < 1:
         raise ConfigError(f"batch_size and shard_rows must be positive, got {batch_size} and {shard_rows}")
     if num_workers is not None and num_workers < 0:
