@@ -69,6 +69,8 @@ def test_inspect_text_summarises_dropped_keys_and_branches(files, capsys):
     assert "  batch_size: 128" in out and "  lr: 0.001" in out
     assert summarize_keys(["decoder_blocks.0.a", "decoder_blocks.1.b", "mask_token", "head.mlp.0.w"]) == {
         "decoder_blocks": 2, "mask_token": 1, "head.mlp": 1}
+    assert main(["inspect", str(files / "plain.safetensors")]) == 0
+    assert "branches: - (one network in this file)" in capsys.readouterr().out
 
 
 def test_inspect_reports_unknown_heads_and_accepts_arch(files, capsys):
