@@ -218,6 +218,16 @@ def test_console_script_resume_without_checkpoint_fails_cleanly(tmp_path):
     assert "no checkpoint at" in done.stderr and "without --resume" in done.stderr
 
 
+def test_resume_from_a_truncated_checkpoint_is_a_one_line_error(full_run, clevr_root, tmp_path):
+    from ijepa_eval.errors import CheckpointError
+
+    data = (full_run / "latest.pth.tar").read_bytes()
+    (tmp_path / "latest.pth.tar").write_bytes(data[: len(data) // 2])  # a copy cut off mid-write
+    with pytest.raises(CheckpointError, match="truncated") as err:
+        train(tiny_config(clevr_root), tmp_path, resume=True, progress=False)
+    assert "\n" not in str(err.value)
+
+
 def test_tiny_cpu_run_learns_without_collapse(clevr_root, tmp_path):
     # the tiny_cpu model and optimiser (64 px, 8 x 8 patches) on the 40 test images, 150 steps
     cfg = apply_overrides(get_config("tiny_cpu"), {"root": clevr_root, "steps": 150, "batch_size": 16})

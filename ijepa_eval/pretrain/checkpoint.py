@@ -98,14 +98,11 @@ def save_checkpoint(
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load safely (tensors and plain types only) and check it is a resumable pretraining checkpoint."""
+    from ijepa_eval.encoders.loading import read_file  # the one safe reader: one-line errors for bad files
+
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at {path}; run without --resume to start a new run")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling errors come in many types
-        raise CheckpointError(
-            f"cannot read {path} ({type(err).__name__}: {err}); is it a pretrain checkpoint?"
-        ) from err
+    state, _ = read_file(path)
     missing = [k for k in (*OFFICIAL_KEYS, "config", "step", "resume") if k not in state]
     if missing:
         raise CheckpointError(
