@@ -1,10 +1,14 @@
 """Result JSON: one file per (checkpoint, protocol), the contract between protocols and leaderboards.
 
-Schema (``schema_version`` 1), in the spirit of lm-evaluation-harness' results files::
+Schema (``schema_version`` 2; version 1 files are still read), in the spirit of lm-evaluation-harness'
+results files::
 
     schema_version  int
-    protocol        {name, task, version, config}        resolved recipe (YAML + overrides); task = name, or
-                                                         name@dataset when an override changed the dataset
+    protocol        {name, task, version, config, reference, deviations}
+                                                         resolved recipe (YAML + overrides); task = name, or
+                                                         name@dataset when an override changed the dataset;
+                                                         reference = what the recipe follows, deviations =
+                                                         its declared differences from it (list of strings)
     model           {source, sha256, format, branch, arch, label?, meta?}
                     meta: optional {method, arch_name, epochs, data, gpu_hours} to place it in paper tables
     features        {representations, n_last_blocks, pool, img_size, transform, cache_key, mode}
@@ -17,6 +21,11 @@ Schema (``schema_version`` 1), in the spirit of lm-evaluation-harness' results f
     timings         {extraction_s, probe_s, total_s, gpu_hours}
     date            ISO 8601 UTC
     seed            int
+    adaptation      "frozen" | "finetune"
+    optimizer       {base_lr, base_batch, effective_lr} or null    lr rule: effective = base * batch / base_batch
+    metrics_ci      {metric: [lo, hi]}                   95% bootstrap interval over test examples
+    predictions     {file, sha256, format} or null       per-example labels + top-5, next to the JSON
+    seeds           {n, metric: {mean, std}} or null     the selected probe retrained with n seeds
 
 ``metric_directions`` says which way is better for every metric name the suite writes.
 """
@@ -35,7 +44,8 @@ from typing import Any
 from ijepa_eval.errors import IjepaEvalError
 from ijepa_eval.io import atomic_write_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 # True: higher is better. Every metric a protocol writes must be listed here.
 METRIC_DIRECTIONS: dict[str, bool] = {
@@ -59,6 +69,11 @@ class ResultRecord:
     timings: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     date: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    adaptation: str = "frozen"
+    optimizer: dict[str, Any] | None = None
+    metrics_ci: dict[str, list[float]] = field(default_factory=dict)
+    predictions: dict[str, Any] | None = None
+    seeds: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -69,9 +84,9 @@ class ResultRecord:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResultRecord:
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise IjepaEvalError(
-                f"result has schema_version {version!r}, this ijepa-eval reads {SCHEMA_VERSION}; "
+                f"result has schema_version {version!r}, this ijepa-eval reads {READABLE_SCHEMA_VERSIONS}; "
                 "re-run the protocol or upgrade ijepa-eval"
             )
         names = {f.name for f in dataclasses.fields(cls)}

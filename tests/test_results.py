@@ -18,7 +18,7 @@ def test_round_trip_and_name(tmp_path):
     original = record()
     path = write_result(original, tmp_path)
     assert path.name == "run.pth.tar-abababababab__target__clevr_count.json"
-    assert json.loads(path.read_text())["schema_version"] == 1
+    assert json.loads(path.read_text())["schema_version"] == 2
     assert load_result(path) == original
     assert result_filename(record(label="my run/1")) == "my_run_1-abababababab__target__clevr_count.json"
 

@@ -83,6 +83,7 @@ class Recipe:
     description: str
     reference: str
     dataset: DatasetSpec
+    deviations: list[str] = field(default_factory=list)  # declared differences from `reference`; results copy them
     probe: ProbeKind = "linear"
     representations: list[str] = field(default_factory=lambda: ["lastPOOL", "concatPOOL4"])
     cls_representations: list[str] = field(default_factory=lambda: ["lastCLS", "concatCLS4"])  # cls-token models

@@ -183,7 +183,8 @@ def run_protocol(
         timings["gpu_hours"] = round(total_s / 3600, 6)
     pool = "cls" if encoder.has_class_token else "avg"
     result = ResultRecord(
-        protocol={"name": recipe.name, "task": task, "version": recipe.version, "config": recipe.to_dict()},
+        protocol={"name": recipe.name, "task": task, "version": recipe.version, "config": recipe.to_dict(),
+                  "reference": recipe.reference, "deviations": list(recipe.deviations)},
         model=model,
         features={"representations": representations, "n_last_blocks": recipe.n_last_blocks, "pool": pool,
                   "img_size": encoder.img_size, "transform": describe_transform(ds_spec.name, encoder.img_size),
