@@ -213,7 +213,7 @@ HF_VARIANTS = {  # name: (model class, config overrides, final norm)
 
 def write_hf_data2vec(path, cls_name: str, **overrides):
     """A tiny random transformers model, every parameter perturbed, saved with save_pretrained."""
-    transformers = pytest.importorskip("transformers")
+    import transformers  # the test extra; the runtime reads these folders without it
     config = transformers.Data2VecVisionConfig(
         hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, image_size=TINY["img_size"],
         patch_size=16, layer_norm_eps=1e-12, **overrides)
