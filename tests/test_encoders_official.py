@@ -308,3 +308,30 @@ def test_compare_runs_data2vec_beside_ijepa(tmp_path, capsys):
     results = {json.loads(p.read_text())["model"]["label"]: json.loads(p.read_text()) for p in out.glob("*knn.json")}
     assert results["data2vec"]["model"]["format"] == "data2vec" and results["data2vec"]["model"]["branch"] == "student"
     assert results["data2vec"]["model"]["arch"]["family"] == "beit" and results["I-JEPA"]["model"]["branch"] == "target"
+
+
+@pytest.mark.parametrize("use_fc_norm", [True, False])
+def test_in_memory_timm_beit_follows_timms_pooled_path(images, use_fc_norm):
+    """encoder_from_vit on a timm Beit: avg features are timm's own forward_head(pre_logits) for global_pool avg."""
+    from timm.models.beit import Beit
+
+    from ijepa_eval.encoders import build_vit, encoder_from_vit
+
+    torch.manual_seed(0)
+    kwargs = dict(img_size=48, patch_size=16, embed_dim=64, depth=2, num_heads=4, init_values=0.1,
+                  use_abs_pos_emb=False, use_rel_pos_bias=True, use_fc_norm=use_fc_norm)
+    timm_model = Beit(**kwargs, num_classes=0, global_pool="avg").eval()
+    with torch.no_grad():
+        for p in timm_model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    enc = encoder_from_vit(timm_model)
+    assert enc.final_norm == ("pooled" if use_fc_norm else "tokens") and enc.info["arch"]["family"] == "beit"
+    with torch.no_grad():
+        tokens = timm_model.forward_features(images)
+        if use_fc_norm:
+            close(enc.forward_features(images), timm_model.forward_head(tokens, pre_logits=True))
+        else:  # timm's avg pool then no fc_norm: the token norm came first
+            close(enc.forward_features(images), tokens[:, 1:].mean(1))
+    rebuilt = build_vit(enc.info["arch"])  # the recorded arch rebuilds the same model
+    rebuilt.load_state_dict(timm_model.state_dict())
+    close(encoder_from_vit(rebuilt).forward_features(images, 2, "avg+cls"), enc.forward_features(images, 2, "avg+cls"))

@@ -192,7 +192,12 @@ def build_vit(arch: dict[str, Any] | str, img_size: int | None = None, *, meta_d
 
 
 def arch_of(vit) -> dict[str, Any]:
-    """The ViT kwargs of a built timm VisionTransformer (what results record as the model's arch)."""
+    """The ViT kwargs of a built timm VisionTransformer (what results record as the model's arch); Beit's
+    kwargs for a timm Beit."""
+    if not hasattr(vit, "has_class_token"):  # timm Beit
+        from ijepa_eval.encoders.beit import beit_arch_of
+
+        return beit_arch_of(vit)
     block = vit.blocks[0]
     return dict(
         embed_dim=int(vit.embed_dim), depth=len(vit.blocks), num_heads=int(block.attn.num_heads),

@@ -122,3 +122,21 @@ def fit_beit_state_dict(state_dict: dict[str, torch.Tensor], model) -> dict[str,
     from timm.models.beit import checkpoint_filter_fn
 
     return checkpoint_filter_fn(state_dict, model)
+
+
+def beit_arch_of(model) -> dict[str, Any]:
+    """The kwargs of a built timm Beit, in infer_beit_arch's terms (what results record as its arch)."""
+    from ijepa_eval.encoders.encoder import final_norm_of
+
+    block, final_norm = model.blocks[0], final_norm_of(model)
+    arch = dict(
+        family="beit", embed_dim=int(model.embed_dim), depth=len(model.blocks),
+        patch_size=int(model.patch_embed.patch_size[0]), in_chans=int(model.patch_embed.proj.in_channels),
+        num_heads=int(block.attn.num_heads), mlp_ratio=block.mlp.fc1.out_features / model.embed_dim,
+        qkv_bias=block.attn.q_bias is not None, init_values=0.1 if block.gamma_1 is not None else None,
+        use_abs_pos_emb=model.pos_embed is not None,
+        use_rel_pos_bias=block.attn.relative_position_bias_table is not None,
+        use_shared_rel_pos_bias=model.rel_pos_bias is not None, use_fc_norm=final_norm == "pooled",
+        norm_eps=float(block.norm1.eps), img_size=int(model.patch_embed.img_size[0]),
+    )
+    return arch | ({"final_norm": False} if final_norm == "none" else {})

@@ -17,6 +17,8 @@ INSPECT_EPILOG = """examples:
   ijepa-eval inspect IN1K-vit.h.14-300e.pth.tar --branch context  # the context encoder
   ijepa-eval inspect dino_checkpoint.pth --branch student --json
   ijepa-eval inspect mae_custom.pth --arch '{"num_heads": 8}'     # width not in the standard table
+  ijepa-eval inspect vitb4_300ep.pth.tar                           # MSN: target encoder, no final norm
+  ijepa-eval inspect data2vec-vision-base-ft1k/                    # transformers save_pretrained folder
   ijepa-eval inspect old_run.pth --trust-checkpoint                # pickles other objects: trusted files only"""
 
 
@@ -37,12 +39,13 @@ def _add_loading_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--branch", default=None,
         help="network inside a training checkpoint: target|context (I-JEPA, default target), "
-        "teacher|student (DINO/iBOT, default teacher)",
+        "teacher|student (DINO/iBOT, default teacher), target|anchor (MSN, default target), "
+        "student|teacher (data2vec, default student)",
     )
     parser.add_argument(
         "--arch", default=None,
         help="architecture when it cannot be inferred: a timm model name or JSON of ViT kwargs, "
-        "e.g. '{\"num_heads\": 8}'",
+        "e.g. '{\"num_heads\": 8}' (Beit kwargs for data2vec/CAE; '{\"final_norm\": true}' for MSN's norm)",
     )
     parser.add_argument(
         "--trust-checkpoint", action="store_true",

@@ -148,8 +148,9 @@ def load_encoder(
 ) -> Encoder:
     """Frozen encoder from a checkpoint file or a timm model name (``random:NAME`` for a random init).
 
-    ``branch``: None = the format's default (I-JEPA "target", DINO/iBOT "teacher"). ``arch``: None =
-    inferred; a timm model name; or a dict of ViT kwargs overriding inferred ones (e.g. ``{"num_heads": 8}``).
+    ``branch``: None = the format's default (I-JEPA and MSN "target", DINO/iBOT "teacher", data2vec
+    "student"). ``arch``: None = inferred; a timm model name; or a dict of ViT (Beit for BEiT-style weights)
+    kwargs overriding inferred ones (e.g. ``{"num_heads": 8}``, ``{"final_norm": True}``).
     ``img_size``: another input resolution; the patch part of pos_embed is interpolated.
     """
     source = str(source)
