@@ -130,7 +130,7 @@ def test_mae_finetuned_pools_then_fc_norm(tmp_path, images):
     sd = write_mae_finetuned_checkpoint(path)
     enc = load_encoder(path)
     assert enc.final_norm == "pooled" and enc.info["arch"]["fc_norm"] is True
-    assert enc.info["dropped_keys"] == ["head.bias", "head.weight"]
+    assert enc.info["dropped_keys"] == ["head.bias", "head.weight"] and "global_pool" in enc.info["notes"][0]
     want = pooled(raw_blocks(sd, images, TINY["num_heads"])[-3:], "avg+cls", post_norm=lambda t: ln(t, sd, "fc_norm"))
     close(enc.forward_features(images, 3, "avg+cls"), want)
 

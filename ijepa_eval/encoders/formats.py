@@ -133,6 +133,8 @@ def _convert_teacher_student(obj: Mapping[str, Any], branch: str | None) -> Conv
 
 # -- MAE training checkpoint (facebookresearch/mae util/misc.py save_model) -----------------------------
 WRAPPER_KEYS = ("model", "state_dict")
+FC_NORM_NOTE = ("fc_norm and no norm (MAE fine-tuned with global_pool, timm *_gap models): features are the mean "
+                "of the patch tokens, then fc_norm, as the model's own head reads them")
 
 
 def _wrapped_key(obj: Any) -> str | None:
@@ -161,7 +163,9 @@ def _convert_wrapped(obj: Mapping[str, Any], branch: str | None) -> Converted:
     key = _wrapped_key(obj)
     _no_branch(branch, f"{{'{key}': ...}}")
     state_dict, dropped = split_backbone(obj[key])
-    return Converted(state_dict, dropped_keys=dropped, meta=scalar_meta(obj, {key, "optimizer", "model_ema"}))
+    notes = [FC_NORM_NOTE] if "fc_norm.weight" in state_dict and "norm.weight" not in state_dict else []
+    return Converted(state_dict, dropped_keys=dropped, meta=scalar_meta(obj, {key, "optimizer", "model_ema"}),
+                     notes=notes)
 
 
 # -- plain state dicts (timm names, bare I-JEPA encoder, DINO backbone releases, safetensors) ------------
