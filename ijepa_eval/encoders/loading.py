@@ -33,6 +33,10 @@ def _first_line(err: BaseException) -> str:
 def read_file(path: str | os.PathLike, *, trust_checkpoint: bool = False) -> tuple[Any, dict[str, str]]:
     """Return (object stored in the file, file-level metadata). Raises CheckpointError on any bad file."""
     path = Path(path)
+    if path.is_dir():  # a transformers save_pretrained folder
+        from ijepa_eval.encoders.data2vec import read_hf_folder
+
+        return read_hf_folder(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist or is not a file; check the path")
     if path.stat().st_size == 0:
