@@ -95,7 +95,7 @@ def test_labels_follow_the_vtab_rule_and_splits(clevr_root):
     in_train, in_val = [train[i] for i in rank[:cut]], [train[i] for i in rank[cut:]]
     for task, rule in (("clevr_count", lambda s: len(s["objects"]) - 3), ("clevr_dist", vtab_dist)):
         for split, part, folder in (("train", in_train, "train"), ("val", in_val, "train"),
-                                    ("test", scenes(clevr_root, "val"), "val")):
+                                    ("trainval", in_train + in_val, "train"), ("test", scenes(clevr_root, "val"), "val")):
             ds = get_dataset(task, clevr_root, split)
             assert ds.labels.tolist() == [rule(s) for s in part]
             assert ds.files == [f"images/{folder}/{s['image_filename']}" for s in part]

@@ -3,7 +3,8 @@
 Layout: ``<root>/scenes/CLEVR_{train,val}_scenes.json`` and ``<root>/images/{train,val}/<image_filename>``.
 
 VTAB splits (task_adaptation ``data/clevr.py``): train = TFDS ``train[:90%]``, val = ``train[90%:]``
-(90% = 90·N // 100), test = TFDS ``validation`` (CLEVR val). The TFDS ``clevr`` builder keys each record
+(90% = 90·N // 100), trainval = all of TFDS ``train`` (what VISSL trains on), test = TFDS ``validation``
+(CLEVR val). The TFDS ``clevr`` builder keys each record
 by its file name and stores a split sorted by the md5 of the split name followed by the key (TFDS
 ``core/hashing.py`` Hasher(salt=split) and ``core/shuffle.py``), so VTAB's val is a hash-defined 10% of
 CLEVR train, not its last 7,000 images by index.
@@ -24,6 +25,7 @@ from ijepa_eval.io import sha256_file
 DIST_THRESHOLDS = (8.0, 8.5, 9.0, 9.5, 10.0, 100.0)
 MIN_OBJECTS, MAX_OBJECTS = 3, 10
 TRAIN_PERCENT = 90  # VTAB TRAIN_SPLIT_PERCENT
+SPLITS = ("train", "val", "trainval", "test")
 TFDS_SALT = "train"  # the TFDS split the VTAB train/val slices are cut from
 NUM_CLASSES = {"clevr_count": MAX_OBJECTS - MIN_OBJECTS + 1, "clevr_dist": len(DIST_THRESHOLDS)}
 
@@ -83,7 +85,7 @@ def clevr(name: str, root: Path, split: str, **kwargs) -> FileImageDataset:
             train, val = vtab_train_val([s["image_filename"] for s in scenes])
         except (KeyError, TypeError) as err:
             raise DatasetError(f"CLEVR scenes file {scenes_path} lacks image_filename ({err}); re-download it") from None
-        scenes = [scenes[i] for i in (train if split == "train" else val)]
+        scenes = [scenes[i] for i in {"train": train, "val": val, "trainval": train + val}[split]]
     label_fn = count_label if name == "clevr_count" else dist_label
     try:
         labels = [label_fn(s) for s in scenes]
