@@ -63,7 +63,7 @@ def probe_grid(dry: bool) -> dict:
         rows = concat[start:start + 65536]
         rows.add_(torch.randn(rows.shape, generator=g, device=dev), alpha=2.0)
     features = {"lastPOOL": concat[:, -dim:], "concatPOOL4": concat}
-    cfg = LinearTrainConfig(OptimizerConfig("lars", lr=6.4, momentum=0.9), ScheduleConfig("step", [15, 30, 45]),
+    cfg = LinearTrainConfig(OptimizerConfig("lars", base_lr=0.1, momentum=0.9), ScheduleConfig("step", [15, 30, 45]),
                             epochs=1, batch_size=batch)
     grid = head_grid(["lastPOOL", "concatPOOL4"], ["bn_linear", "linear"], [1.0, 0.1], [5e-4, 0.0])
     epoch_s = load_script("bench_probes").timed_fit(features, labels, grid, cfg, classes, dev)

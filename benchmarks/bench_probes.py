@@ -42,7 +42,7 @@ def run(quick: bool = False, device: str | None = None) -> dict:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     n, dim, classes, epochs = (4096, 192, 100, 2) if quick else (32768, 384, 100, 3)
     features, labels = make_features(n, dim, classes)
-    cfg = LinearTrainConfig(OptimizerConfig("sgd", lr=0.01, nesterov=True), ScheduleConfig("step", [2]),
+    cfg = LinearTrainConfig(OptimizerConfig("sgd", base_lr=0.01, nesterov=True), ScheduleConfig("step", [2]),
                             epochs=epochs, batch_size=256)
     grid = head_grid(["lastPOOL", "concatPOOL4"], ["bn_linear", "linear"], [1.0, 0.1], [5e-4, 0.0])
     one = [s for s in grid if s.representation == "concatPOOL4" and s.head == "bn_linear"][:1]

@@ -1,5 +1,6 @@
 """CLEVR-mini renderer and the CLEVR sources: layout, VTAB labels recomputed from the scenes JSON, splits."""
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ import pytest
 from PIL import Image
 
 from ijepa_eval.data import get_dataset
+from ijepa_eval.data.clevr import tfds_order, vtab_train_val
 from ijepa_eval.data.clevr_mini import CAMERA, LOOK_AT, render_clevr_mini
 from ijepa_eval.errors import DatasetError
 
@@ -78,18 +80,49 @@ def test_object_centres_land_on_their_colour(clevr_root):
     assert checked >= 5
 
 
+def tfds_rank(names: list[str], salt: bytes = b"train") -> np.ndarray:
+    """Indices of ``names`` sorted by md5(salt + name) read as a 128-bit big-endian number: the two
+    64-bit halves compared lexicographically (numpy), an independent formulation of TFDS' sort."""
+    digests = np.frombuffer(b"".join(hashlib.md5(salt + n.encode()).digest() for n in names), dtype=">u8")
+    hi, lo = digests[0::2], digests[1::2]
+    return np.lexsort((lo, hi))
+
+
 def test_labels_follow_the_vtab_rule_and_splits(clevr_root):
     train = scenes(clevr_root, "train")
-    cut = int(0.9 * N_TRAIN)
+    rank = tfds_rank([s["image_filename"] for s in train])
+    cut = 90 * N_TRAIN // 100
+    in_train, in_val = [train[i] for i in rank[:cut]], [train[i] for i in rank[cut:]]
     for task, rule in (("clevr_count", lambda s: len(s["objects"]) - 3), ("clevr_dist", vtab_dist)):
-        for split, part, folder in (("train", train[:cut], "train"), ("val", train[cut:], "train"),
-                                    ("test", scenes(clevr_root, "val"), "val")):
+        for split, part, folder in (("train", in_train, "train"), ("val", in_val, "train"),
+                                    ("trainval", in_train + in_val, "train"), ("test", scenes(clevr_root, "val"), "val")):
             ds = get_dataset(task, clevr_root, split)
             assert ds.labels.tolist() == [rule(s) for s in part]
             assert ds.files == [f"images/{folder}/{s['image_filename']}" for s in part]
         assert ds.num_classes == {"clevr_count": 8, "clevr_dist": 6}[task]
     img, _ = get_dataset("clevr_count", clevr_root, "test")[0]
     assert img.mode == "RGB"  # RGBA PNG converted
+
+
+def test_vtab_split_of_the_real_size_clevr_train_list():
+    """CLEVR_train_000000.png ... CLEVR_train_069999.png: VTAB train = first 63,000 in TFDS order, val = rest."""
+    names = [f"CLEVR_train_{i:06d}.png" for i in range(70_000)]
+    train, val = vtab_train_val(names)
+    assert (len(train), len(val)) == (63_000, 7_000)
+    assert not set(train) & set(val) and sorted(train + val) == list(range(70_000))
+    assert (train, val) == vtab_train_val(list(names))  # deterministic
+    rank = tfds_rank(names)
+    assert train == rank[:63_000].tolist() and val == rank[63_000:].tolist()
+    # a few members computed one by one: the smallest and largest salted hashes, and the first val record
+    hashes = [int(hashlib.md5(("train" + n).encode()).hexdigest(), 16) for n in names]
+    smallest, largest = min(range(70_000), key=hashes.__getitem__), max(range(70_000), key=hashes.__getitem__)
+    assert train[0] == smallest and val[-1] == largest
+    threshold = sorted(hashes)[63_000]
+    assert val[0] == hashes.index(threshold) and all(hashes[i] < threshold for i in train[:100])
+    # the salt matters (TFDS salts with the split name) and the val split is not the last 7,000 by index
+    assert vtab_train_val(names) != (list(range(63_000)), list(range(63_000, 70_000)))
+    assert tfds_order(names[:1000], salt="validation") != tfds_order(names[:1000])
+    assert sum(i >= 63_000 for i in val) == pytest.approx(700, abs=120)  # ~10% of val falls in the last 10%
 
 
 def test_every_count_and_distance_class_occurs(clevr_root):

@@ -1,4 +1,6 @@
-"""Eval/train transforms vs the paper's recipe (DESIGN §5), computed independently with PIL."""
+"""Eval/train transforms vs VISSL's ViT-H benchmark configs (DESIGN §5), computed independently with PIL."""
+
+import json
 
 import numpy as np
 import pytest
@@ -6,60 +8,129 @@ import torch
 from PIL import Image
 
 from ijepa_eval.data import describe_transform, eval_transform, train_transform
+from ijepa_eval.data import transforms as transforms_module
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
+BICUBIC, BILINEAR = Image.Resampling.BICUBIC, Image.Resampling.BILINEAR
+
+# The TEST transforms of vissl configs/config/benchmark/linear_image_classification/<dataset>/
+# models/vit_h16_no_cls.yaml (or its base yaml where the model yaml sets none): (resize, crop, PIL filter).
+# resize is an int (shorter side) before a center crop, or a (w, h) pair with no crop (CLEVR).
+VISSL_TEST = {
+    "imagenet": (256, 224, BICUBIC),       # imagenet1k/models/vit_h16_no_cls.yaml: Resize 256 interp 3
+    "cifar100": (256, 224, BICUBIC),       # cifar100/models/vit_h16_no_cls.yaml: Resize 256 interp 3
+    "places205": (256, 224, BILINEAR),     # places205 base yaml: Resize 256 (torchvision default)
+    "inat18": (256, 224, BILINEAR),        # inaturalist18 base yaml: Resize 256
+    "clevr_count": ((224, 224), None, BILINEAR),  # clevr_count base yaml: Resize [224, 224]
+    "clevr_dist": ((224, 224), None, BILINEAR),
+}
+# vit_h16_no_cls_448px.yaml of the same datasets
+VISSL_TEST_448 = {
+    "imagenet": (512, 448, BICUBIC),
+    "cifar100": (512, 448, BICUBIC),
+    "places205": (512, 448, BILINEAR),
+    "inat18": (512, 448, BILINEAR),
+    "clevr_count": ((448, 448), None, BILINEAR),
+}
 
 
-def striped(w: int = 400, h: int = 200) -> Image.Image:
-    """Grey RGBA image with a red band on the far left: survives resizing, not a center crop."""
-    arr = np.full((h, w, 4), 128, dtype=np.uint8)
+def striped(w: int = 400, h: int = 300) -> Image.Image:
+    """RGBA image with a red band on the far left and a gradient: survives resizing, not a center crop."""
+    arr = np.zeros((h, w, 4), dtype=np.uint8)
+    arr[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+    arr[..., 1] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]
+    arr[..., 2], arr[..., 3] = 128, 255
     arr[:, : w // 8, :3] = (255, 0, 0)
     return Image.fromarray(arr, "RGBA")
 
 
-def test_imagenet_eval_resizes_shorter_side_then_center_crops():
+def reference(img: Image.Image, resize, crop, filt) -> np.ndarray:
+    """The VISSL transform written with PIL only: resize, center crop, /255, normalise (HWC)."""
+    img = img.convert("RGB")
+    if crop is None:
+        out = img.resize(resize, filt)
+    else:
+        w, h = img.size
+        size = (resize, int(resize * h / w)) if w <= h else (int(resize * w / h), resize)
+        out = img.resize(size, filt)
+        left, top = round((size[0] - crop) / 2), round((size[1] - crop) / 2)
+        out = out.crop((left, top, left + crop, top + crop))
+    return (np.asarray(out, dtype=np.float64) / 255 - MEAN) / STD
+
+
+@pytest.mark.parametrize(("table", "img_size"), [(VISSL_TEST, 224), (VISSL_TEST_448, 448)])
+def test_eval_transforms_equal_the_vissl_configs(table, img_size):
     img = striped()
-    out = eval_transform("imagenet")(img)
-    assert out.shape == (3, 224, 224) and out.dtype == torch.float32
-    ref = img.convert("RGB").resize((512, 256), Image.Resampling.BICUBIC)
-    ref = np.asarray(ref.crop((144, 16, 368, 240)), dtype=np.float64) / 255
-    expected = (ref - MEAN) / STD
-    assert np.abs(out.permute(1, 2, 0).numpy() - expected).max() < 0.05
-    # the red band was cropped away: every pixel is the grey value
-    assert torch.allclose(out[:, 100, 0], torch.tensor((128 / 255 - MEAN) / STD, dtype=torch.float32), atol=1e-3)
+    for name, (resize, crop, filt) in table.items():
+        out = eval_transform(name, img_size)(img)
+        assert out.shape == (3, img_size, img_size) and out.dtype == torch.float32, name
+        expected = reference(img, resize, crop, filt)
+        assert np.abs(out.permute(1, 2, 0).numpy() - expected).max() < 1e-5, name
+        other = BILINEAR if filt == BICUBIC else BICUBIC  # the test can tell the interpolations apart
+        assert np.abs(out.permute(1, 2, 0).numpy() - reference(img, resize, crop, other)).max() > 1e-2, name
 
 
-@pytest.mark.parametrize("name", ["cifar100", "clevr_count", "clevr_dist"])
-def test_resize_only_datasets_keep_the_whole_image(name):
-    out = eval_transform(name, 64)(striped())
-    assert out.shape == (3, 64, 64)
+def test_cifar100_is_upsampled_then_center_cropped():
+    """A 32×32 CIFAR image: Resize 256 then CenterCrop 224 drops a 2-pixel border (Resize 224 would keep it)."""
+    arr = np.full((32, 32, 3), 128, dtype=np.uint8)
+    arr[:, :1] = (255, 0, 0)  # column 0 = output columns 0-7 of 256; the crop starts at column 16
+    img = Image.fromarray(arr)
+    grey = torch.tensor((128 / 255 - MEAN) / STD, dtype=torch.float32)
+    assert torch.allclose(eval_transform("cifar100")(img)[:, 112, 0], grey, atol=0.15)  # bicubic ringing only
+    whole = reference(img, (224, 224), None, BICUBIC)[112, 0]
+    assert whole[0] > 2.0  # the old Resize (224, 224) showed the red column
+
+
+def test_clevr_keeps_the_whole_image_and_other_sizes_scale():
     red = torch.tensor((np.array([1.0, 0, 0]) - MEAN) / STD, dtype=torch.float32)
-    assert torch.allclose(out[:, 32, 2], red, atol=1e-3)
-    train = train_transform(name, 64)(striped())
-    assert train.shape == (3, 64, 64)
-    assert torch.allclose(train[:, 32, 2], red, atol=1e-3) or torch.allclose(train[:, 32, 61], red, atol=1e-3)
+    for name in ("clevr_count", "clevr_dist"):
+        out = eval_transform(name, 64)(striped())
+        assert out.shape == (3, 64, 64) and torch.allclose(out[:, 32, 2], red, atol=1e-3)
+        train = train_transform(name, 64)(striped())
+        assert torch.allclose(train[:, 32, 2], red, atol=1e-3) or torch.allclose(train[:, 32, 61], red, atol=1e-3)
+    # a 64-px grid: resize round(256 * 64 / 224) = 73, crop 64 (the ratio both VISSL sizes share)
+    assert describe_transform("places205", 64)["resize"] == 73
+    expected = reference(striped(), 73, 64, BILINEAR)
+    assert np.abs(eval_transform("places205", 64)(striped()).permute(1, 2, 0).numpy() - expected).max() < 1e-5
 
 
-def test_448_models_resize_to_512():
-    desc = describe_transform("imagenet", 448)
-    assert desc["resize"] == 512 and desc["img_size"] == 448
-    assert eval_transform("places205", 448)(striped(600, 500)).shape == (3, 448, 448)
-
-
-def test_train_transform_is_random_for_crop_datasets():
+def test_train_transforms_follow_the_configs():
+    """RandomResizedCrop with the config's interpolation (bicubic for ImageNet/CIFAR, default for Places/iNat)."""
+    for name, mode in (("imagenet", "bicubic"), ("cifar100", "bicubic"), ("places205", "bilinear"), ("inat18", "bilinear")):
+        rrc = [t for t in train_transform(name, 32).transforms if type(t).__name__ == "RandomResizedCrop"]
+        assert len(rrc) == 1 and rrc[0].interpolation.value == mode and rrc[0].size == (32, 32), name
     torch.manual_seed(0)
-    t = train_transform("imagenet", 32)
     img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 90, 3), dtype=np.uint8))
-    a, b = t(img), t(img)
+    a, b = train_transform("imagenet", 32)(img), train_transform("imagenet", 32)(img)
     assert a.shape == (3, 32, 32) and not torch.equal(a, b)
 
 
 def test_describe_transform_separates_what_changes_features():
     base = describe_transform("imagenet")
-    assert base != describe_transform("cifar100") and base != describe_transform("imagenet", 448)
-    assert base != describe_transform("imagenet", train=True)
-    assert describe_transform("inat18") == base
-    import json
+    assert base == describe_transform("cifar100")  # the same VISSL transform
+    assert base != describe_transform("places205") and base != describe_transform("clevr_count")
+    assert base != describe_transform("imagenet", 448) and base != describe_transform("imagenet", train=True)
+    assert describe_transform("inat18") == describe_transform("places205")
+    assert describe_transform("folder") == base and describe_transform("hf:user/data") == base
+    json.dumps(base)  # recorded in result JSONs
 
-    json.dumps(base)  # goes into a JSON cache key
+
+def test_a_changed_transform_invalidates_cached_features(tmp_path, monkeypatch):
+    """The feature-cache key holds the transform's repr: features extracted with the old (pre-VISSL)
+    CIFAR100 transform, Resize (224, 224) bicubic, are never served for the new one."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from ijepa_eval.data import get_dataset
+    from ijepa_eval.data.synthetic import write_cifar100
+    from ijepa_eval.encoders import encoder_from_vit
+    from ijepa_eval.features import cache_entry_for
+
+    vit = VisionTransformer(img_size=32, patch_size=16, embed_dim=24, depth=1, num_heads=2, num_classes=0,
+                            class_token=False, global_pool="avg", fc_norm=False)
+    enc, ds = encoder_from_vit(vit), get_dataset("cifar100", write_cifar100(tmp_path / "c", 4, 4), "test")
+    key = cache_entry_for(enc, ds, cache_dir=tmp_path)[0].key
+    monkeypatch.setitem(transforms_module.SPECS, "cifar100", transforms_module.TransformSpec("resize", "bicubic"))
+    old = cache_entry_for(enc, ds, cache_dir=tmp_path)[0].key
+    monkeypatch.setitem(transforms_module.SPECS, "cifar100", transforms_module.TransformSpec("crop", "bilinear"))
+    assert len({key, old, cache_entry_for(enc, ds, cache_dir=tmp_path)[0].key}) == 3

@@ -130,8 +130,8 @@ def test_key_changes_with_everything_that_changes_the_numbers(tmp_path, cifar_ro
     assert key(tiny_encoder(info={"sha256": "0" * 64}), cifar_test) != key(tiny_encoder(info={"sha256": "1" * 64}), cifar_test)
     assert key(tiny_encoder(info={"branch": "target"}), cifar_test) != key(tiny_encoder(info={"branch": "context"}), cifar_test)
     assert key(tiny_encoder(), get_dataset("cifar100", cifar_root, "train")) != base  # split
-    other = get_dataset("cifar100", cifar_root, "test", transform=eval_transform("imagenet", 32))
-    assert key(tiny_encoder(), other) != base  # transform
+    other = get_dataset("cifar100", cifar_root, "test", transform=eval_transform("places205", 32))
+    assert key(tiny_encoder(), other) != base  # transform (bilinear instead of cifar100's bicubic)
     assert key(tiny_encoder(), cifar_test, n=2) != base  # layers
     assert key(tiny_encoder(), cifar_test).startswith("cifar100-test-")
 

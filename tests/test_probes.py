@@ -27,7 +27,7 @@ from ijepa_eval.probes import (
     select_head,
 )
 from ijepa_eval.probes import knn as knn_module
-from ijepa_eval.probes.linear import base_lr, iterate_batches
+from ijepa_eval.probes.linear import init_linear, iterate_batches, lr_at
 
 
 def blobs(n=240, dim=16, classes=4, seed=0, spread=3.0):
@@ -45,7 +45,7 @@ def features_of(x):
 
 
 def cfg(opt="sgd", epochs=6, bs=32, nesterov=True, schedule=None):
-    return LinearTrainConfig(OptimizerConfig(opt, lr=0.05, nesterov=nesterov),
+    return LinearTrainConfig(OptimizerConfig(opt, base_lr=0.05, base_batch=bs, nesterov=nesterov),
                              schedule or ScheduleConfig("step", milestones=[3, 5]), epochs=epochs, batch_size=bs)
 
 
@@ -78,22 +78,40 @@ def test_heads_trained_jointly_equal_heads_trained_alone(opt):
         assert alone_stats[0]["loss"] == pytest.approx(stats[i]["loss"], abs=1e-5)
 
 
+def vissl_head(head: str, dim: int, classes: int, seed: int) -> torch.nn.Sequential:
+    """VISSL's ``eval_mlp`` (BatchNorm eps 1e-5, momentum 0.1, affine; then Linear) or ``mlp`` (Linear),
+    with the Linear initialised as the grid documents (nn.Linear's U(±1/√F), drawn from ``seed``)."""
+    lin = torch.nn.Linear(dim, classes)
+    weight, bias = init_linear(dim, classes, seed)
+    with torch.no_grad():
+        lin.weight.copy_(weight.T)
+        lin.bias.copy_(bias)
+    bn = torch.nn.BatchNorm1d(dim, eps=1e-5, momentum=0.1) if head == "bn_linear" else torch.nn.Identity()
+    return torch.nn.Sequential(bn, lin)
+
+
+def vissl_param_groups(model: torch.nn.Sequential, wd: float, regularize_bias: bool = True) -> list[dict]:
+    """VISSL's get_optimizer_param_groups: BN params unregularized (regularize_bn False), Linear weight
+    regularized, Linear bias regularized when regularize_bias."""
+    bn, lin = model
+    groups = [{"params": [lin.weight], "weight_decay": wd},
+              {"params": [lin.bias], "weight_decay": wd if regularize_bias else 0.0}]
+    if isinstance(bn, torch.nn.BatchNorm1d):
+        groups.append({"params": [bn.weight, bn.bias], "weight_decay": 0.0})
+    return groups
+
+
 @pytest.mark.parametrize("head", ["bn_linear", "linear"])
 def test_one_head_equals_torch_optim_sgd_reference(head):
-    """The vectorised step is torch.optim.SGD (nesterov, wd) + MultiStepLR + BatchNorm1d(affine=False)."""
+    """The vectorised step is torch.optim.SGD (nesterov, VISSL's param groups) + MultiStepLR on VISSL's heads."""
     x, y = blobs(100)
     spec = head_grid(["concat"], [head], [0.1], [5e-4])[0]
     c = cfg(epochs=4, bs=32)
     grid, _ = fit_linear_grid({"concat": x}, y, [spec], c, 4, seed=7, progress=False)
 
     g = torch.Generator().manual_seed(7)
-    lin = torch.nn.Linear(16, 4)
-    with torch.no_grad():
-        lin.weight.copy_((torch.randn(16, 4, generator=torch.Generator().manual_seed(7)) * 0.01).T)
-        lin.bias.zero_()
-    bn = torch.nn.BatchNorm1d(16, affine=False) if head == "bn_linear" else torch.nn.Identity()
-    model = torch.nn.Sequential(bn, lin)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05 * 0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    model = vissl_head(head, 16, 4, seed=7)
+    opt = torch.optim.SGD(vissl_param_groups(model, 5e-4), lr=0.05 * 0.1, momentum=0.9, nesterov=True)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[3 * 4, 5 * 4], gamma=0.1)  # 4 steps/epoch
     for _ in range(4):
         for rows in torch.randperm(100, generator=g).split(32):  # 32, 32, 32, 4
@@ -103,6 +121,8 @@ def test_one_head_equals_torch_optim_sgd_reference(head):
             sched.step()
     model.eval()
     torch.testing.assert_close(grid.logits({"concat": x})[0], model(x).detach(), atol=1e-5, rtol=1e-5)
+    if head == "bn_linear":  # the affine was learned, not left at (1, 0)
+        assert (model[0].weight - 1).abs().max() > 1e-3 and model[0].bias.abs().max() > 1e-3
 
 
 def test_lars_trust_ratio_is_per_head():
@@ -116,12 +136,13 @@ def test_lars_trust_ratio_is_per_head():
 
 
 def test_schedules():
-    c = LinearTrainConfig(OptimizerConfig(lr=1.0), ScheduleConfig("step", milestones=[2, 4], gamma=0.1), epochs=6)
-    assert [base_lr(c, s, 10) for s in (0, 19, 20, 40, 59)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])
-    c = LinearTrainConfig(OptimizerConfig(lr=0.01), ScheduleConfig("cosine", final_lr=1e-4), epochs=5)
-    assert base_lr(c, 0, 10) == pytest.approx(0.01) and base_lr(c, 50, 10) == pytest.approx(1e-4)
+    c = LinearTrainConfig(OptimizerConfig(base_lr=1.0), ScheduleConfig("step", milestones=[2, 4], gamma=0.1),
+                          epochs=6, batch_size=256)
+    assert [lr_at(c, s, 10) for s in (0, 19, 20, 40, 59)] == pytest.approx([1, 1, 0.1, 0.01, 0.01])
+    c = LinearTrainConfig(OptimizerConfig(base_lr=0.01), ScheduleConfig("cosine", final_lr=1e-4), epochs=5)
+    assert lr_at(c, 0, 10) == pytest.approx(0.01) and lr_at(c, 50, 10) == pytest.approx(1e-4)
     c.schedule.warmup_epochs = 1
-    assert base_lr(c, 4, 10) == pytest.approx(0.005)
+    assert lr_at(c, 4, 10) == pytest.approx(0.005)
 
 
 def test_bad_choices_raise_config_errors():
@@ -213,30 +234,55 @@ def test_knn_leaves_the_callers_features_untouched(monkeypatch):
     assert torch.equal(train, x[:40]) and np.array_equal(query, x[40:].numpy())
 
 
-def test_one_head_equals_reference_lars_loop():
-    """MAE/MoCo v3 LARS: wd and trust ratio eta*||w||/||g + wd*w|| on the weight matrix, plain momentum on the bias."""
+@pytest.mark.parametrize(("head", "regularize_bias"), [("bn_linear", True), ("linear", True), ("linear", False)])
+def test_one_head_equals_reference_lars_loop(head, regularize_bias):
+    """VISSL's _LARS (exclude_bias_and_norm): every param gets its group's wd, then 2-D params are scaled by
+    eta*||p||/||g + wd*p||, 1-D params (bias, BN γ/β) are not; plain momentum. regularize_bias=False is
+    MAE's LARS: no wd on 1-D params either."""
     x, y = blobs(96)
-    spec = head_grid(["concat"], ["linear"], [1.0], [5e-4])[0]
-    c = LinearTrainConfig(OptimizerConfig("lars", lr=2.0, momentum=0.9, trust_coefficient=0.01),
+    spec = head_grid(["concat"], [head], [1.0], [5e-4])[0]
+    c = LinearTrainConfig(OptimizerConfig("lars", base_lr=2.0, base_batch=32, momentum=0.9, trust_coefficient=0.01,
+                                          regularize_bias=regularize_bias),
                           ScheduleConfig("step", milestones=[2]), epochs=3, batch_size=32)
     grid, _ = fit_linear_grid({"concat": x}, y, [spec], c, 4, seed=5, progress=False)
 
-    w = (torch.randn(16, 4, generator=torch.Generator().manual_seed(5)) * 0.01).T.clone().requires_grad_()
-    b = torch.zeros(4, requires_grad=True)
-    mu_w, mu_b = torch.zeros_like(w), torch.zeros_like(b)
+    model = vissl_head(head, 16, 4, seed=5)
+    groups = vissl_param_groups(model, 5e-4, regularize_bias)
+    mu = {id(p): torch.zeros_like(p) for grp in groups for p in grp["params"]}
     g = torch.Generator().manual_seed(5)
     for epoch in range(3):
         lr = 2.0 * (0.1 if epoch >= 2 else 1.0)
         for rows in torch.randperm(96, generator=g).split(32):
-            gw, gb = torch.autograd.grad(F.cross_entropy(x[rows] @ w.T + b, y[rows]), [w, b])
+            model.zero_grad()
+            F.cross_entropy(model(x[rows]), y[rows]).backward()
             with torch.no_grad():
-                upd = gw + 5e-4 * w
-                upd = upd * (0.01 * w.norm() / upd.norm())
-                mu_w.mul_(0.9).add_(upd)
-                mu_b.mul_(0.9).add_(gb)
-                w -= lr * mu_w
-                b -= lr * mu_b
-    torch.testing.assert_close(grid.logits({"concat": x})[0], (x @ w.T + b).detach(), atol=1e-5, rtol=1e-5)
+                for grp in groups:
+                    for p in grp["params"]:
+                        dp = p.grad + grp["weight_decay"] * p
+                        if p.ndim > 1:
+                            dp = dp * (0.01 * p.norm() / dp.norm())
+                        mu[id(p)].mul_(0.9).add_(dp)
+                        p -= lr * mu[id(p)]
+    model.eval()
+    torch.testing.assert_close(grid.logits({"concat": x})[0], model(x).detach(), atol=1e-5, rtol=1e-5)
+
+
+def test_lr_follows_the_batch_size_and_epoch_interval_cosine():
+    """lr = base_lr * batch / base_batch (VISSL auto_scale, MAE blr), cosine end value scaled alike
+    (VISSL get_scaled_lr_scheduler); update_interval 'epoch' holds the lr for a whole epoch."""
+    c = LinearTrainConfig(OptimizerConfig("lars", base_lr=0.1, base_batch=256), ScheduleConfig("step", [15]),
+                          epochs=50, batch_size=16384)
+    assert c.lr == pytest.approx(6.4) and c.lr_record() == {"base_lr": 0.1, "base_batch": 256,
+                                                            "effective_lr": pytest.approx(6.4)}
+    cos = ScheduleConfig("cosine", final_lr=1e-4, update_interval="epoch")
+    c = LinearTrainConfig(OptimizerConfig(base_lr=0.01), cos, epochs=50, batch_size=512)
+    assert c.lr == pytest.approx(0.02)
+    # ClassyVision/fvcore cosine at where = epoch / epochs: end + (start - end) * (1 + cos(pi * where)) / 2
+    for epoch in (0, 1, 25, 49):
+        expected = 2e-4 + (0.02 - 2e-4) * (1 + np.cos(np.pi * epoch / 50)) / 2
+        assert lr_at(c, epoch * 10, 10) == pytest.approx(expected) == pytest.approx(lr_at(c, epoch * 10 + 9, 10))
+    with pytest.raises(ConfigError, match="base_batch"):
+        LinearTrainConfig(OptimizerConfig(base_batch=0))
 
 
 def test_row_index_moves_once_per_pass_not_per_batch(monkeypatch):

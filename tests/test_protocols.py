@@ -78,13 +78,13 @@ def test_every_recipe_loads_with_versions_and_metric_directions():
 
 
 def test_overrides_are_typed_and_checked(tmp_path):
-    r = load_recipe("cifar100", ["epochs=3", "optimizer.lr=1", "grid.wds=0", "knn.shots=5"])
-    assert r.epochs == 3 and r.optimizer.lr == 1.0 and isinstance(r.optimizer.lr, float)
+    r = load_recipe("cifar100", ["epochs=3", "optimizer.base_lr=1", "grid.wds=0", "knn.shots=5"])
+    assert r.epochs == 3 and r.optimizer.base_lr == 1.0 and isinstance(r.optimizer.base_lr, float)
     assert r.grid.wds == [0.0] and r.knn.shots == 5
     with pytest.raises(ConfigError, match="unknown override key 'epoch'. Did you mean 'epochs'"):
         load_recipe("cifar100", ["epoch=3"])
-    with pytest.raises(ConfigError, match="'optimizer.lrr'.*Did you mean 'optimizer.lr'"):
-        load_recipe("cifar100", ["optimizer.lrr=0.1"])
+    with pytest.raises(ConfigError, match="'optimizer.base_lrr'.*Did you mean 'optimizer.base_lr'"):
+        load_recipe("cifar100", ["optimizer.base_lrr=0.1"])
     with pytest.raises(ConfigError, match="'epochs' expects int, got 'abc'"):
         load_recipe("cifar100", ["epochs=abc"])
     with pytest.raises(ConfigError, match="expects int, got True"):
@@ -259,6 +259,25 @@ def test_protocol_runs_end_to_end_through_the_cli(world, tmp_path, protocol, cap
         assert "split_info" not in r.dataset
     expected_heads = {"knn": 8, "in1k_1pct_logreg": 10}.get(protocol, 16)
     assert len(r.heads) == expected_heads
+    recipe = load_recipe(protocol)  # the reference and its declared deviations travel with the result
+    assert r.protocol["reference"] == recipe.reference and r.protocol["deviations"] == recipe.deviations
+    if recipe.probe == "linear":  # lr per 256 images and the lr it trained with at the run's batch size
+        opt, batch = recipe.optimizer, r.protocol["config"]["batch_size"]  # FAST overrides the batch size
+        assert r.optimizer == {"base_lr": opt.base_lr, "base_batch": opt.base_batch,
+                               "effective_lr": pytest.approx(opt.base_lr * batch / opt.base_batch)}
+        assert sorted({h["lr"] for h in r.heads}) == pytest.approx(
+            sorted(r.optimizer["effective_lr"] * m for m in set(recipe.grid.lr_mults)))
+    else:
+        assert r.optimizer is None
+
+
+def test_batch_size_override_rescales_the_recorded_lr(world, tmp_path):
+    path = run_protocol("cifar100", world["ckpt"], root=world["roots"]["cifar100"], out_dir=tmp_path, progress=False,
+                        overrides=["epochs=1", "batch_size=64", "grid.lr_mults=[1.0]", "grid.wds=[0.0]"],
+                        cache_dir=tmp_path / "cache")
+    r = load_result(path)
+    assert r.optimizer == {"base_lr": 0.01, "base_batch": 256, "effective_lr": pytest.approx(0.0025)}
+    assert [h["lr"] for h in r.heads] == pytest.approx([0.0025] * 4)  # {lastPOOL, concatPOOL4} x {bn_linear, linear}
 
 
 def test_console_script_and_paper_augmentation_mode(world, tmp_path):

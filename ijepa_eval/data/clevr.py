@@ -1,12 +1,19 @@
 """CLEVR v1.0 counting and closest-object-distance tasks with the VTAB labels and splits.
 
 Layout: ``<root>/scenes/CLEVR_{train,val}_scenes.json`` and ``<root>/images/{train,val}/<image_filename>``.
-VTAB splits: train = CLEVR train[:int(0.9 N)], val = the rest of CLEVR train, test = CLEVR val.
+
+VTAB splits (task_adaptation ``data/clevr.py``): train = TFDS ``train[:90%]``, val = ``train[90%:]``
+(90% = 90·N // 100), trainval = all of TFDS ``train`` (what VISSL trains on), test = TFDS ``validation``
+(CLEVR val). The TFDS ``clevr`` builder keys each record
+by its file name and stores a split sorted by the md5 of the split name followed by the key (TFDS
+``core/hashing.py`` Hasher(salt=split) and ``core/shuffle.py``), so VTAB's val is a hash-defined 10% of
+CLEVR train, not its last 7,000 images by index.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import json
 from pathlib import Path
 
@@ -17,7 +24,9 @@ from ijepa_eval.io import sha256_file
 # VTAB: label = index of the first threshold the closest object's camera depth does not exceed.
 DIST_THRESHOLDS = (8.0, 8.5, 9.0, 9.5, 10.0, 100.0)
 MIN_OBJECTS, MAX_OBJECTS = 3, 10
-TRAIN_FRACTION = 0.9
+TRAIN_PERCENT = 90  # VTAB TRAIN_SPLIT_PERCENT
+SPLITS = ("train", "val", "trainval", "test")
+TFDS_SALT = "train"  # the TFDS split the VTAB train/val slices are cut from
 NUM_CLASSES = {"clevr_count": MAX_OBJECTS - MIN_OBJECTS + 1, "clevr_dist": len(DIST_THRESHOLDS)}
 
 
@@ -47,14 +56,36 @@ def load_scenes(path: Path) -> list[dict]:
     return sorted(scenes, key=lambda s: s["image_index"])
 
 
+def tfds_order(keys: list[str], salt: str = TFDS_SALT) -> list[int]:
+    """Positions of ``keys`` in TFDS record order: ascending int(md5(salt + key)) (hashes are distinct)."""
+    seed = hashlib.md5(salt.encode())
+
+    def hkey(key: str) -> int:
+        md5 = seed.copy()
+        md5.update(key.encode())
+        return int(md5.hexdigest(), 16)
+
+    return sorted(range(len(keys)), key=lambda i: hkey(keys[i]))
+
+
+def vtab_train_val(file_names: list[str]) -> tuple[list[int], list[int]]:
+    """(train, val) positions in CLEVR train's file-name list: the first 90% / the rest in TFDS order."""
+    order = tfds_order(file_names)
+    cut = TRAIN_PERCENT * len(order) // 100
+    return order[:cut], order[cut:]
+
+
 def clevr(name: str, root: Path, split: str, **kwargs) -> FileImageDataset:
     root = find_clevr_root(root)
     clevr_split = "val" if split == "test" else "train"
     scenes_path = root / "scenes" / f"CLEVR_{clevr_split}_scenes.json"
     scenes = load_scenes(scenes_path)
     if clevr_split == "train":
-        cut = int(TRAIN_FRACTION * len(scenes))
-        scenes = scenes[:cut] if split == "train" else scenes[cut:]
+        try:
+            train, val = vtab_train_val([s["image_filename"] for s in scenes])
+        except (KeyError, TypeError) as err:
+            raise DatasetError(f"CLEVR scenes file {scenes_path} lacks image_filename ({err}); re-download it") from None
+        scenes = [scenes[i] for i in {"train": train, "val": val, "trainval": train + val}[split]]
     label_fn = count_label if name == "clevr_count" else dist_label
     try:
         labels = [label_fn(s) for s in scenes]

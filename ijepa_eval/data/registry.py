@@ -25,8 +25,8 @@ SOURCES: dict[str, tuple[Callable[..., ImageDataset], tuple[str, ...], tuple[str
     "cifar100": (cifar.cifar100, cifar.SPLITS, ()),
     "places205": (lists.places205, ("train", "val"), ()),
     "inat18": (lists.inat18, ("train", "val"), ()),
-    "clevr_count": (functools.partial(clevr.clevr, "clevr_count"), ("train", "val", "test"), ()),
-    "clevr_dist": (functools.partial(clevr.clevr, "clevr_dist"), ("train", "val", "test"), ()),
+    "clevr_count": (functools.partial(clevr.clevr, "clevr_count"), clevr.SPLITS, ()),
+    "clevr_dist": (functools.partial(clevr.clevr, "clevr_dist"), clevr.SPLITS, ()),
     "folder": (folders.folder, ("train", "val", "test"), ()),
 }
 HF_PREFIX = "hf:"

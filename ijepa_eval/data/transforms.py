@@ -1,28 +1,72 @@
-"""Evaluation and probe-training transforms of the paper (DESIGN §5), plus a description for cache keys.
+"""Evaluation and probe-training transforms as VISSL's ViT-H benchmark configs define them (DESIGN §5).
 
-ImageNet-style data: resize the shorter side to 256·s/224 (bicubic), center-crop s. CIFAR100 and CLEVR are
-resized straight to s×s (no crop: cropping would cut CLEVR objects and change the count/distance label).
+Reference: facebookresearch/vissl ``configs/config/benchmark/linear_image_classification/<dataset>/``
+``models/vit_h16_no_cls.yaml`` (224 px) and ``vit_h16_no_cls_448px.yaml`` over the dataset's base yaml
+``eval_resnet_8gpu_transfer_<dataset>_linear.yaml``. Per dataset (TEST = the features we extract):
+
+==============  ===========================================  =========================================
+dataset         TEST                                         TRAIN (``aug=paper``)
+==============  ===========================================  =========================================
+imagenet (1%)   Resize 256 bicubic, CenterCrop 224           RandomResizedCrop 224 bicubic, flip
+cifar100        Resize 256 bicubic, CenterCrop 224           RandomResizedCrop 224 bicubic, flip
+places205       Resize 256 bilinear, CenterCrop 224          RandomResizedCrop 224 bilinear, flip
+inat18          Resize 256 bilinear, CenterCrop 224          RandomResizedCrop 224 bilinear, flip
+clevr_*         Resize (224, 224) bilinear (no crop)         Resize (224, 224) bilinear, flip
+==============  ===========================================  =========================================
+
+"bilinear" is where the config names no ``interpolation`` and torchvision's default applies. The 448-px
+configs use Resize 512 / CenterCrop 448 (CLEVR: Resize (448, 448)) with the same interpolations. For
+any other input size ``s`` (a 64-px demo model, a 384-px model) the resize is round(256·s/224): the ratio
+both VISSL sizes share (256/224 = 512/448). Datasets without a VISSL config (``folder``, ``hf:*``) get the
+ImageNet transform. Every image is converted to RGB first (CLEVR PNGs are RGBA).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from torchvision import transforms as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-Kind = Literal["crop", "resize"]
-KINDS = ("crop", "resize")
+Geometry = Literal["crop", "resize"]  # resize shorter side + center crop | whole image to s×s
+Interpolation = Literal["bicubic", "bilinear"]
 
 
-def transform_kind(name: str) -> Kind:
-    """'resize' (whole image to s×s) for CIFAR100 and CLEVR, 'crop' (resize shorter side + center crop) else."""
-    return "resize" if name == "cifar100" or name.startswith("clevr") else "crop"
+@dataclass(frozen=True)
+class TransformSpec:
+    geometry: Geometry
+    interpolation: Interpolation
+
+
+IMAGENET_SPEC = TransformSpec("crop", "bicubic")
+# Datasets whose VISSL config differs from ImageNet's; CLEVR crops would cut objects and change the label.
+SPECS = {
+    "cifar100": TransformSpec("crop", "bicubic"),
+    "places205": TransformSpec("crop", "bilinear"),
+    "inat18": TransformSpec("crop", "bilinear"),
+    "clevr_count": TransformSpec("resize", "bilinear"),
+    "clevr_dist": TransformSpec("resize", "bilinear"),
+}
+
+
+def transform_spec(name: str) -> TransformSpec:
+    """The VISSL geometry and interpolation of dataset ``name`` (ImageNet's for datasets VISSL lacks)."""
+    return SPECS.get(name, IMAGENET_SPEC)
+
+
+def resize_size(img_size: int) -> int:
+    """Shorter-side resize before the center crop: 256 for 224, 512 for 448, round(256·s/224) else."""
+    return round(256 * img_size / 224)
 
 
 def _to_rgb(img):
     return img.convert("RGB") if getattr(img, "mode", "RGB") != "RGB" else img
+
+
+def _mode(spec: TransformSpec) -> T.InterpolationMode:
+    return T.InterpolationMode.BICUBIC if spec.interpolation == "bicubic" else T.InterpolationMode.BILINEAR
 
 
 def _tail() -> list:
@@ -31,29 +75,31 @@ def _tail() -> list:
 
 def eval_transform(name: str, img_size: int = 224) -> T.Compose:
     """Deterministic transform the features are extracted with (PIL image -> normalised [3, s, s] tensor)."""
-    bicubic = T.InterpolationMode.BICUBIC
-    if transform_kind(name) == "resize":
-        geometry = [T.Resize((img_size, img_size), interpolation=bicubic)]
+    spec = transform_spec(name)
+    mode = _mode(spec)
+    if spec.geometry == "resize":
+        geometry = [T.Resize((img_size, img_size), interpolation=mode)]
     else:
-        geometry = [T.Resize(round(256 * img_size / 224), interpolation=bicubic), T.CenterCrop(img_size)]
+        geometry = [T.Resize(resize_size(img_size), interpolation=mode), T.CenterCrop(img_size)]
     return T.Compose([T.Lambda(_to_rgb), *geometry, *_tail()])
 
 
 def train_transform(name: str, img_size: int = 224) -> T.Compose:
-    """Paper probe augmentation: RandomResizedCrop + flip; resize + flip where cropping changes labels."""
-    bicubic = T.InterpolationMode.BICUBIC
-    if transform_kind(name) == "resize":
-        geometry = [T.Resize((img_size, img_size), interpolation=bicubic)]
+    """Probe augmentation of the VISSL config: RandomResizedCrop + flip; resize + flip where crops change labels."""
+    spec = transform_spec(name)
+    mode = _mode(spec)
+    if spec.geometry == "resize":
+        geometry = [T.Resize((img_size, img_size), interpolation=mode)]
     else:
-        geometry = [T.RandomResizedCrop(img_size, interpolation=bicubic)]
+        geometry = [T.RandomResizedCrop(img_size, interpolation=mode)]
     return T.Compose([T.Lambda(_to_rgb), *geometry, T.RandomHorizontalFlip(), *_tail()])
 
 
 def describe_transform(name: str, img_size: int = 224, train: bool = False) -> dict:
-    """Everything about a transform that changes features: goes into the feature-cache key."""
-    kind = transform_kind(name)
-    desc = {"kind": kind, "img_size": img_size, "interpolation": "bicubic", "mean": list(IMAGENET_MEAN),
-            "std": list(IMAGENET_STD), "train": train}
-    if kind == "crop" and not train:
-        desc["resize"] = round(256 * img_size / 224)
+    """Everything about a transform that changes features (recorded in results; the cache keys the repr)."""
+    spec = transform_spec(name)
+    desc = {"kind": spec.geometry, "img_size": img_size, "interpolation": spec.interpolation,
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "train": train}
+    if spec.geometry == "crop" and not train:
+        desc["resize"] = resize_size(img_size)
     return desc

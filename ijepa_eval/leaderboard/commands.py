@@ -70,8 +70,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                        cache_dir=args.cache_dir, device=args.device)
         protocols = None  # columns: the recipes' names (a protocol may have been given as a YAML path)
     shown, flat = compare.compare_frames(rows, protocols, args.metric)
+    notes = compare.footnotes(rows, list(shown.columns[1:]))
     print(shown.to_string(index=False))
-    written = compare.write_compare(shown, flat, out, args.metric)
+    if notes:
+        print("\n" + "\n".join(notes))
+    written = compare.write_compare(shown, flat, out, args.metric, notes)
     if args.plot:
         written += plots.bars(compare.values(rows, list(shown.columns[1:]), args.metric), f"{out}/compare_bars", args.metric)
     print("wrote " + ", ".join(map(str, written)))

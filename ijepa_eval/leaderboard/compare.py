@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ijepa_eval.errors import ConfigError
+from ijepa_eval.leaderboard.footnotes import deviation_footnotes
 from ijepa_eval.leaderboard.records import Result, load_results
 from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
 from ijepa_eval.leaderboard.tables import group_models
@@ -93,8 +94,14 @@ def values(rows: list[Row], protocols: Sequence[str], metric: str = "top1") -> d
     return {name: {p: (cells[p].metric(metric) if p in cells else None) for p in protocols} for name, cells in rows}
 
 
-def write_compare(shown: pd.DataFrame, flat: pd.DataFrame, out_dir: str | os.PathLike, metric: str) -> list[Path]:
+def footnotes(rows: list[Row], protocols: Sequence[str]) -> list[str]:
+    """The references and declared deviations of the protocols shown."""
+    return deviation_footnotes(r for _, cells in rows for p, r in cells.items() if p in protocols)
+
+
+def write_compare(shown: pd.DataFrame, flat: pd.DataFrame, out_dir: str | os.PathLike, metric: str,
+                  notes: Sequence[str] = ()) -> list[Path]:
     out = Path(out_dir)
     title = f"Comparison: {metric} (%), selected head in parentheses"
-    md = f"## {title}\n\n" + markdown(shown)
+    md = f"## {title}\n\n" + markdown(shown) + ("\n" + "\n".join(notes) + "\n" if notes else "")
     return write_frame(shown, out / "compare", ("md",), title, md=md) + write_frame(flat, out / "compare", ("csv",), title)

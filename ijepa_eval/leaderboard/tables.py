@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ijepa_eval.io import atomic_write_text
+from ijepa_eval.leaderboard.footnotes import deviation_footnotes
 from ijepa_eval.leaderboard.paper import ROW_KEYS, PaperTable, our_protocols, paper_tables, row_matches
 from ijepa_eval.leaderboard.records import Result, latest_by_model_protocol
 from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
@@ -52,6 +53,7 @@ class BuiltTable:
     main: pd.DataFrame
     ours_only: pd.DataFrame
     sources: list[str]
+    results: list[Result] = field(default_factory=list)  # every result shown, for the footnotes
 
 
 def group_models(results: list[Result]) -> list[Model]:
@@ -75,7 +77,7 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
     metric = spec.rows["metric"].iloc[0]
     present = [m for m in models if any(m.best(p, metric) for p in spec.protocols)]
     key_cols = [KEY_TITLES[k] for k in spec.row_keys]
-    lines, sources, matched_ids = [], [], set()
+    lines, sources, matched_ids, shown_results = [], [], set(), []
     for _, group in spec.rows.groupby(list(ROW_KEYS), sort=False):
         row = group.iloc[0].to_dict()
         paper = {r["protocol"]: r["value"] for r in group.to_dict("records")}
@@ -93,6 +95,7 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
                 line[f"{p} Δ"] = fmt(value - ref if value is not None and ref is not None else None, signed=True)
                 if ours:
                     placed.append(ours)
+                    shown_results.append(ours)
                     sources.append(_source(model, p, ours))
             line[SELECTED_ON] = _selected_on(placed)
             if model:
@@ -109,12 +112,14 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
             line[f"{p} ours"] = fmt(ours.metric(metric) if ours else None)
             if ours:
                 shown.append(ours)
+                shown_results.append(ours)
                 why += [f"{p}: {issue}" for issue in ours.data_issues or []]
                 sources.append(_source(model, p, ours))
         if shown:
             extra.append({**line, SELECTED_ON: _selected_on(shown), WHY: "; ".join(why)})
     extra_cols = ["Model", "Method", "Arch", "Epochs", "Data", *(f"{p} ours" for p in spec.protocols), SELECTED_ON, WHY]
-    return BuiltTable(spec, pd.DataFrame(lines, columns=columns), pd.DataFrame(extra, columns=extra_cols), sources)
+    return BuiltTable(spec, pd.DataFrame(lines, columns=columns), pd.DataFrame(extra, columns=extra_cols), sources,
+                      shown_results)
 
 
 def data_notes(results: list[Result]) -> list[str]:
@@ -142,6 +147,8 @@ def table_markdown(t: BuiltTable) -> str:
         parts += ["\n### Ours only (no matching paper row, or not the paper's evaluation data)\n", markdown(t.ours_only)]
     if t.sources:
         parts += ["\nSources:\n", "".join(f"- {s}\n" for s in t.sources)]
+    if notes := deviation_footnotes(t.results):
+        parts += ["", "\n".join(notes) + "\n"]
     return "\n".join(parts)
 
 

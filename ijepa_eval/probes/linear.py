@@ -4,9 +4,21 @@ The paper reports, per protocol, the best of {lastPOOL, concatPOOL4} × {BatchNo
 lr multiplier {1, 0.1} × weight decay {5e-4, 0}. Training 16 probes one after the other costs 16 passes;
 here all heads that read the same input share one matmul (weights stored [F, H, C] so a group is a single
 ``x @ W.view(F, H*C)``) and one vectorised optimizer step with per-head lr and wd tensors, so the grid
-costs about one head. BatchNorm1d(affine=False) has no parameters, so every BN head of a representation
-shares one normalisation. Each head is initialised from the same seed whatever the grid, which makes a
-head trained in a grid identical to the same head trained alone (tested).
+costs about one head.
+
+Heads are VISSL's (``vissl/models/heads``): ``linear`` = ``mlp`` (nn.Linear); ``bn_linear`` = ``eval_mlp``:
+BatchNorm (eps 1e-5, momentum 0.1, learnable affine) then nn.Linear. The BN heads of one representation
+share the normalisation (same input, same batch statistics) and each keeps its own affine γ, β, folded
+into its weights: (x̂·γ + β) W + b = x̂ (γ ⊙ W) + (β W + b). Linear layers start as torch's nn.Linear
+(weight and bias ~ U(±1/√F)), each head from the same seed whatever the grid, which makes a head trained in
+a grid identical to the same head trained alone (tested).
+
+Parameter treatment follows VISSL's linear-eval param groups: BN γ, β get no weight decay
+(``regularize_bn: False``); Linear biases get it when ``regularize_bias`` (VISSL's default True). LARS
+(VISSL ``_LARS`` with ``exclude_bias_and_norm``) scales only the weight matrices by the trust ratio; with
+``regularize_bias: False`` it is MAE's LARS (``util/lars.py``), where every 1-D parameter is excluded from
+both weight decay and adaptation. The lr follows the batch size: lr = base_lr × batch_size / base_batch
+(VISSL ``auto_lr_scaling``, MAE's ``blr``); a cosine schedule's end value scales the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +39,8 @@ from ijepa_eval.probes.metrics import scores_from_topk, topk_predictions
 HeadKind = Literal["bn_linear", "linear"]
 OptimizerName = Literal["sgd", "lars"]
 ScheduleName = Literal["step", "cosine"]
+UpdateInterval = Literal["step", "epoch"]
+BN_EPS, BN_MOMENTUM = 1e-5, 0.1  # VISSL MODEL.HEAD.BATCHNORM_EPS / BATCHNORM_MOMENTUM
 
 
 def check_choice(kind: str, value: str, literal) -> str:
@@ -63,10 +77,12 @@ def head_grid(representations: Sequence[str], heads: Sequence[str], lr_mults: Se
 @dataclass
 class OptimizerConfig:
     name: OptimizerName = "sgd"
-    lr: float = 0.01  # base lr; each head uses lr * lr_mult
+    base_lr: float = 0.01  # lr per base_batch images; each head uses base_lr * batch / base_batch * lr_mult
+    base_batch: int = 256  # VISSL auto_lr_scaling.base_lr_batch_size, MAE's 256
     momentum: float = 0.9
     nesterov: bool = False
-    trust_coefficient: float = 0.001  # LARS eta (MAE/MoCo v3 LARS)
+    trust_coefficient: float = 0.001  # LARS eta (VISSL / MAE LARS)
+    regularize_bias: bool = True  # weight decay on Linear biases: VISSL True; False = MAE's LARS exclusions
 
 
 @dataclass
@@ -74,8 +90,9 @@ class ScheduleConfig:
     name: ScheduleName = "step"
     milestones: list[int] = field(default_factory=list)  # epochs (step schedule)
     gamma: float = 0.1
-    final_lr: float = 0.0  # cosine end value, before lr_mult
+    final_lr: float = 0.0  # cosine end value at base_batch (scaled like base_lr), before lr_mult
     warmup_epochs: float = 0.0  # linear warm-up from 0
+    update_interval: UpdateInterval = "step"  # cosine: lr set every step, or once per epoch (VISSL "epoch")
 
 
 @dataclass
@@ -88,45 +105,85 @@ class LinearTrainConfig:
     def __post_init__(self) -> None:
         check_choice("optimizer", self.optimizer.name, OptimizerName)
         check_choice("schedule", self.schedule.name, ScheduleName)
+        check_choice("update_interval", self.schedule.update_interval, UpdateInterval)
         if self.epochs < 1 or self.batch_size < 2:
             raise ConfigError(f"epochs must be >= 1 and batch_size >= 2 (got {self.epochs}, {self.batch_size})")
+        if self.optimizer.base_batch < 1 or self.optimizer.base_lr <= 0:
+            raise ConfigError(f"optimizer.base_lr must be > 0 and optimizer.base_batch >= 1 "
+                              f"(got {self.optimizer.base_lr}, {self.optimizer.base_batch})")
+
+    @property
+    def lr_scale(self) -> float:
+        """batch_size / base_batch: the linear scaling rule (Goyal et al. 2017) VISSL and MAE apply."""
+        return self.batch_size / self.optimizer.base_batch
+
+    @property
+    def lr(self) -> float:
+        """The effective peak lr at this batch size, before a head's lr multiplier."""
+        return self.optimizer.base_lr * self.lr_scale
+
+    def lr_record(self) -> dict[str, float]:
+        """What a result JSON's ``optimizer`` field holds."""
+        return {"base_lr": self.optimizer.base_lr, "base_batch": self.optimizer.base_batch, "effective_lr": self.lr}
 
 
-def base_lr(cfg: LinearTrainConfig, step: int, steps_per_epoch: int) -> float:
+def lr_at(cfg: LinearTrainConfig, step: int, steps_per_epoch: int) -> float:
     """Learning rate (before the head's multiplier) at optimisation step ``step``."""
-    opt, sched = cfg.optimizer, cfg.schedule
+    sched, peak = cfg.schedule, cfg.lr
     epoch = step / steps_per_epoch
     if epoch < sched.warmup_epochs:
-        return opt.lr * (step + 1) / (sched.warmup_epochs * steps_per_epoch)
+        return peak * (step + 1) / (sched.warmup_epochs * steps_per_epoch)
     if sched.name == "step":
-        return opt.lr * sched.gamma ** sum(epoch >= m for m in sched.milestones)
+        return peak * sched.gamma ** sum(epoch >= m for m in sched.milestones)
+    if sched.update_interval == "epoch":  # VISSL/ClassyVision: the scheduler is called once, at epoch start
+        step = int(epoch) * steps_per_epoch
     total = cfg.epochs * steps_per_epoch
     start = sched.warmup_epochs * steps_per_epoch
-    progress = min(1.0, (step - start) / max(1.0, total - start))
-    return sched.final_lr + 0.5 * (opt.lr - sched.final_lr) * (1 + math.cos(math.pi * progress))
+    progress = min(1.0, max(0.0, step - start) / max(1.0, total - start))
+    final = sched.final_lr * cfg.lr_scale
+    return final + 0.5 * (peak - final) * (1 + math.cos(math.pi * progress))
+
+
+def init_linear(dim: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """nn.Linear's default init (kaiming_uniform a=√5 = U(±1/√F), bias U(±1/√F)) from a private generator:
+    weight [F, C], bias [C]. Same seed, same head, whatever grid it sits in."""
+    g = torch.Generator().manual_seed(seed)
+    bound = 1.0 / math.sqrt(dim)
+    weight = torch.empty(dim, num_classes).uniform_(-bound, bound, generator=g)
+    return weight, torch.empty(num_classes).uniform_(-bound, bound, generator=g)
 
 
 class _HeadGroup:
-    """Heads reading the same input (representation, with or without BN): one weight tensor [F, H, C]."""
+    """Heads reading the same input (representation, with or without BN): one weight tensor [F, H, C];
+    BN heads also hold their affine γ, β [H, F]."""
 
     def __init__(self, members: list[int], specs: Sequence[HeadSpec], dim: int, num_classes: int,
-                 seed: int, device: torch.device):
+                 seed: int, device: torch.device, bn: bool):
         self.members = members
-        # Same init for a head whatever grid it sits in: every head draws from a fresh generator.
-        weights = []
-        for _ in members:
-            g = torch.Generator().manual_seed(seed)
-            weights.append(torch.randn(dim, num_classes, generator=g) * 0.01)
+        weights, biases = zip(*(init_linear(dim, num_classes, seed) for _ in members), strict=True)
         self.weight = torch.stack(weights, dim=1).to(device).requires_grad_()  # [F, H, C]
-        self.bias = torch.zeros(len(members), num_classes, device=device, requires_grad=True)
+        self.bias = torch.stack(biases).to(device).requires_grad_()  # [H, C]
+        self.affine = [torch.ones(len(members), dim, device=device, requires_grad=True),
+                       torch.zeros(len(members), dim, device=device, requires_grad=True)] if bn else []
         self.lr_mult = torch.tensor([specs[i].lr_mult for i in members], device=device)
         self.wd = torch.tensor([specs[i].wd for i in members], device=device)
-        self.momentum_buffers = [torch.zeros_like(self.weight), torch.zeros_like(self.bias)]
+        self.momentum_buffers = [torch.zeros_like(p) for p in self.params]
         self.index = torch.tensor(members, device=device)  # positions of these heads in the grid
 
+    @property
+    def params(self) -> list[torch.Tensor]:
+        """weight, bias, then (BN heads) γ, β."""
+        return [self.weight, self.bias, *self.affine]
+
     def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, H, C]; ``x`` is the (shared, normalised) input [B, F]."""
         f, h, c = self.weight.shape
-        return (x @ self.weight.view(f, h * c)).view(-1, h, c) + self.bias  # [B, H, C]
+        weight, bias = self.weight, self.bias
+        if self.affine:  # fold each head's BN affine into its linear layer: one matmul for all heads
+            gamma, beta = self.affine
+            weight = weight * gamma.t().unsqueeze(-1)
+            bias = bias + torch.einsum("hf,fhc->hc", beta, self.weight)
+        return (x @ weight.reshape(f, h * c)).view(-1, h, c) + bias
 
 
 class LinearGrid:
@@ -144,9 +201,9 @@ class LinearGrid:
         keys: dict[tuple[str, bool], list[int]] = {}
         for i, s in enumerate(self.specs):
             keys.setdefault((s.representation, s.head == "bn_linear"), []).append(i)
-        self.groups = {k: _HeadGroup(m, self.specs, dims[k[0]], num_classes, seed, self.device)
+        self.groups = {k: _HeadGroup(m, self.specs, dims[k[0]], num_classes, seed, self.device, bn=k[1])
                        for k, m in keys.items()}
-        # BatchNorm1d(affine=False) running statistics, one per representation that has BN heads.
+        # BatchNorm running statistics, one per representation that has BN heads (the affine is per head).
         self.bn_stats = {r: (torch.zeros(dims[r], device=self.device), torch.ones(dims[r], device=self.device))
                          for r, bn in keys if bn}
         order = [i for g in self.groups.values() for i in g.members]
@@ -170,7 +227,7 @@ class LinearGrid:
             x = reps[rep].to(self.device, torch.float32, non_blocking=True)
             if bn:
                 mean, var = self.bn_stats[rep]
-                x = F.batch_norm(x, mean, var, training=train, momentum=0.1, eps=1e-5)
+                x = F.batch_norm(x, mean, var, training=train, momentum=BN_MOMENTUM, eps=BN_EPS)
             out[(rep, bn)] = x
         return out
 
@@ -192,33 +249,37 @@ class LinearGrid:
             per_head = losses.view(b, h).mean(0)
             total = total + per_head.sum()  # heads are independent: the sum keeps each head's gradient
             stats.append((g, per_head.detach(), (logits.detach().argmax(-1) == labels.view(-1, 1)).sum(0)))
-        params = [p for g in self.groups.values() for p in (g.weight, g.bias)]
-        grads = torch.autograd.grad(total, params)
-        lr = base_lr(self.cfg, self.step_count, steps_per_epoch)
+        params = [p for g in self.groups.values() for p in g.params]
+        grads = iter(torch.autograd.grad(total, params))
+        lr = lr_at(self.cfg, self.step_count, steps_per_epoch)
         with torch.no_grad():
-            for i, g in enumerate(self.groups.values()):
-                self._update(g, grads[2 * i], grads[2 * i + 1], lr)
+            for g in self.groups.values():
+                self._update(g, [next(grads) for _ in g.params], lr)
             for g, loss, correct in stats:
                 self._loss_sum.index_add_(0, g.index, loss.double() * labels.shape[0])
                 self._correct.index_add_(0, g.index, correct.double())
         self._seen += labels.shape[0]
         self.step_count += 1
 
-    def _update(self, g: _HeadGroup, grad_w: torch.Tensor, grad_b: torch.Tensor, lr: float) -> None:
-        """In place on the fresh gradients, to keep allocations (and kernels) per step few."""
+    def _update(self, g: _HeadGroup, grads: list[torch.Tensor], lr: float) -> None:
+        """In place on the fresh gradients, to keep allocations (and kernels) per step few.
+
+        weight: wd, and the LARS trust ratio per head; bias: wd when ``regularize_bias``, never adapted;
+        BN γ, β: neither (VISSL regularize_bn False; LARS excludes 1-D parameters).
+        """
         opt = self.cfg.optimizer
         lr_h = g.lr_mult * lr  # [H]
-        d_w = grad_w.addcmul_(g.weight, g.wd.view(1, -1, 1))
-        if opt.name == "sgd":  # torch.optim.SGD semantics (dampening 0), weight decay on weights and biases
-            d_b = grad_b.addcmul_(g.bias, g.wd.view(-1, 1))
-        else:  # LARS (MAE/MoCo v3): trust ratio per head on weights; biases neither decayed nor scaled
+        shapes = [(1, -1, 1), (-1, 1), (-1, 1), (-1, 1)]  # per-head broadcasting of weight, bias, γ, β
+        d_w = grads[0].addcmul_(g.weight, g.wd.view(1, -1, 1))
+        if opt.name == "lars":
             p_norm = g.weight.norm(dim=(0, 2))
             u_norm = d_w.norm(dim=(0, 2))
             ratio = torch.where((p_norm > 0) & (u_norm > 0), opt.trust_coefficient * p_norm / u_norm,
                                 torch.ones_like(p_norm))
-            d_w, d_b = d_w.mul_(ratio.view(1, -1, 1)), grad_b
-        for p, d, buf, shape in ((g.weight, d_w, g.momentum_buffers[0], (1, -1, 1)),
-                                 (g.bias, d_b, g.momentum_buffers[1], (-1, 1))):
+            d_w.mul_(ratio.view(1, -1, 1))
+        if opt.regularize_bias:
+            grads[1].addcmul_(g.bias, g.wd.view(-1, 1))
+        for p, d, buf, shape in zip(g.params, grads, g.momentum_buffers, shapes, strict=False):
             buf.mul_(opt.momentum).add_(d)
             step = d.add_(buf, alpha=opt.momentum) if opt.nesterov else buf
             p.addcmul_(step, lr_h.view(shape), value=-1.0)

@@ -1,7 +1,7 @@
 """`ijepa-eval linear|lowshot|transfer|clevr|knn|run|suite`: run protocol recipes, one result JSON each.
 
 Every verb maps to recipe names in the top-level ``protocols/`` folder; trailing ``key=value`` arguments
-override recipe fields (``epochs=5 optimizer.lr=0.1``). torch is imported inside the handlers.
+override recipe fields (``epochs=5 optimizer.base_lr=0.1``). torch is imported inside the handlers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ijepa_eval.encoders.commands import add_checkpoint_args, encoder_from_args,
 from ijepa_eval.errors import IjepaEvalError
 
 COMMON_EXAMPLES = """
-common options: key=value overrides any recipe field (epochs=5 batch_size=1024 optimizer.lr=0.1 seed=1),
+common options: key=value overrides any recipe field (epochs=5 batch_size=1024 optimizer.base_lr=0.1 seed=1),
   written together after the options;
   --select-on test reproduces the paper's (optimistic) head selection on the reported split;
   --aug paper re-encodes RandomResizedCrop+flip images every epoch (GPU) instead of cached features."""

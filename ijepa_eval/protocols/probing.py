@@ -37,7 +37,8 @@ class LinearProbe:
         g = recipe.grid
         self.recipe, self.num_classes, self.device, self.progress = recipe, num_classes, device, progress
         self.specs = head_grid(representations, g.heads, g.lr_mults, g.wds)
-        self.heads: list[dict[str, Any]] = [s.as_dict() | {"lr": s.lr_mult * recipe.optimizer.lr} for s in self.specs]
+        lr = recipe.train_config().lr  # base_lr rescaled to the batch size
+        self.heads: list[dict[str, Any]] = [s.as_dict() | {"lr": s.lr_mult * lr} for s in self.specs]
         self.grid: LinearGrid | None = None
         self.train_stats: list[dict[str, float]] = []
 

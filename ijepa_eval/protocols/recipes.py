@@ -2,8 +2,12 @@
 
 Each file fills one :class:`Recipe`; unknown keys and wrong types are ConfigErrors, so a typo never
 silently falls back to a default. ``key=value`` overrides (dotted for nested keys, values parsed as YAML:
-``epochs=2``, ``optimizer.lr=0.1``, ``grid.wds=[0.0]``) go through the same checks. Bump ``version``
+``epochs=2``, ``optimizer.base_lr=0.1``, ``grid.wds=[0.0]``) go through the same checks. Bump ``version``
 whenever a recipe's numbers can change: results record it and ``skip_existing`` compares it.
+
+Learning rates are stated per ``optimizer.base_batch`` (256) images; ``batch_size=`` rescales the lr the
+recipe trains with (lr = base_lr × batch_size / base_batch, VISSL's auto_lr_scaling and MAE's rule).
+Every recipe names its ``reference`` (the config or code it follows) and lists its ``deviations`` from it.
 """
 
 from __future__ import annotations
@@ -150,12 +154,12 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | dict[str
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["epochs=2", "optimizer.lr=0.1"]`` -> {"epochs": 2, "optimizer.lr": 0.1} (values parsed as YAML)."""
+    """``["epochs=2", "optimizer.base_lr=0.1"]`` -> {"epochs": 2, "optimizer.base_lr": 0.1} (values parsed as YAML)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"override '{item}' is not key=value (e.g. epochs=2 or optimizer.lr=0.1)")
+            raise ConfigError(f"override '{item}' is not key=value (e.g. epochs=2 or optimizer.base_lr=0.1)")
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError:

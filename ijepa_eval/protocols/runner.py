@@ -202,5 +202,6 @@ def run_protocol(
         env=environment(),
         timings=timings,
         seed=recipe.seed,
+        optimizer=recipe.train_config().lr_record() if recipe.probe == "linear" else None,
     )
     return write_result(result, out_dir)

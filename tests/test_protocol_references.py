@@ -1,0 +1,163 @@
+"""Every recipe against the values of the reference config it names: equal, or declared in `deviations`.
+
+REFERENCE holds, per recipe, the reference's value of each recipe field, read off the reference itself
+(paths in the comments). A field whose recipe value differs must be covered by a `deviations` entry that
+starts with the given topic ("head grid: ...", "selection: ..."), so a new difference is either fixed or
+declared. Add a row when you add a recipe.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from ijepa_eval.data import describe_transform
+from ijepa_eval.protocols.recipes import Recipe, available_recipes, load_recipe
+
+VISSL = "vissl configs/config/benchmark/linear_image_classification"
+
+
+def transform(name: str, resize: int | None, interpolation: str, img_size: int = 224) -> dict:
+    """The TEST transform as describe_transform writes it: crop (resize shorter side, center crop) or
+    resize (whole image to s×s) when ``resize`` is None."""
+    desc = {"kind": "crop" if resize else "resize", "img_size": img_size, "interpolation": interpolation,
+            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "train": False}
+    return desc | ({"resize": resize} if resize else {})
+
+
+# A reference value, the deviation topic that must declare a difference, and optionally a predicate
+# (recipe value -> bool) where "equal" is not the right test.
+Check = tuple[Any, str] | tuple[Any, str, Callable[[Any], bool]]
+
+
+def vissl_linear_eval(epochs: int, milestones: list[int] | None, transform_224: dict, transform_448: dict) -> dict[str, Check]:
+    """{VISSL}/<dataset>/eval_resnet_8gpu_transfer_<dataset>_linear.yaml + models/vit_h16_no_cls*.yaml."""
+    row: dict[str, Check] = {
+        "optimizer.name": ("sgd", "optimizer"),
+        "optimizer.base_lr": (0.01, "optimizer"),  # auto_lr_scaling.base_value
+        "optimizer.base_batch": (256, "optimizer"),  # base_lr_batch_size
+        "batch_size": (256, "optimizer"),  # BATCHSIZE_PER_REPLICA 32 x NUM_PROC_PER_NODE 8
+        "effective_lr": (0.01, "optimizer"),
+        "optimizer.momentum": (0.9, "optimizer"),
+        "optimizer.nesterov": (True, "optimizer"),
+        "optimizer.regularize_bias": (True, "optimizer"),  # regularize_bias: True
+        "grid.heads": ({"bn_linear", "linear"}, "head grid", set),  # eval_mlp, mlp
+        "representations": ({"lastPOOL", "concatPOOL4"}, "head grid", set),
+        "n_last_blocks": (4, "head grid"),
+        "grid.lr_mults": ([1.0], "head grid"),  # one lr for all 4 heads
+        "grid.wds": ([5e-4], "head grid"),  # weight_decay: 0.0005
+        "epochs": (epochs, "optimizer"),
+        "aug": ("paper", "features"),  # TRAIN transforms re-run every epoch
+        "selection.split": ("test", "selection"),  # the best head is read off the TEST meters
+        "transform": (transform_224, "transform"),
+        "transform@448": (transform_448, "transform"),
+    }
+    if milestones is None:  # CLEVR: cosine start 0.01 end 0.0001, update_interval epoch
+        row |= {"schedule.name": ("cosine", "optimizer"), "schedule.final_lr": (1e-4, "optimizer"),
+                "schedule.update_interval": ("epoch", "optimizer"), "schedule.warmup_epochs": (0.0, "optimizer"),
+                "dataset.train_split": ("trainval", "selection")}  # VISSL trains on all 70k CLEVR train images
+    else:  # multistep values [0.01, 0.001, ...]
+        row |= {"schedule.name": ("step", "optimizer"), "schedule.milestones": (milestones, "optimizer"),
+                "schedule.gamma": (0.1, "optimizer"), "schedule.warmup_epochs": (0.0, "optimizer")}
+    return row
+
+
+IMAGENET = transform("imagenet", 256, "bicubic"), transform("imagenet", 512, "bicubic", 448)
+REFERENCE: dict[str, dict[str, Check]] = {
+    # {VISSL}/cifar100/models/vit_h16_no_cls.yaml TEST: Resize 256 interpolation 3, CenterCrop 224 (448: 512/448)
+    "cifar100": vissl_linear_eval(28, [8, 16, 24], *IMAGENET),
+    # {VISSL}/places205 and inaturalist18 base yamls TEST: Resize 256 (no interpolation), CenterCrop 224
+    "places205": vissl_linear_eval(14, [4, 8, 12], transform("", 256, "bilinear"), transform("", 512, "bilinear", 448)),
+    "inat18": vissl_linear_eval(84, [24, 48, 72], transform("", 256, "bilinear"), transform("", 512, "bilinear", 448)),
+    # {VISSL}/clevr_{count,dist} base yamls TEST: Resize [224, 224]; 448px yaml: Resize [448, 448]
+    "clevr_count": vissl_linear_eval(50, None, transform("", None, "bilinear"), transform("", None, "bilinear", 448)),
+    "clevr_dist": vissl_linear_eval(100, None, transform("", None, "bilinear"), transform("", None, "bilinear", 448)),
+    # {VISSL}/imagenet1k/models/vit_h16_no_cls.yaml: LARS exclude_bias_and_norm, base_value 0.1 per 256,
+    # 256 x 8 nodes x 8 GPUs, multistep x0.1 at 15/30/45, 50 epochs, linear_eval_heads lr {1, 0.1} x wd {5e-4, 0}
+    "in1k_linear": vissl_linear_eval(50, [15, 30, 45], *IMAGENET) | {
+        "optimizer.name": ("lars", "optimizer"), "optimizer.base_lr": (0.1, "optimizer"),
+        "batch_size": (16384, "optimizer"), "effective_lr": (6.4, "optimizer"), "optimizer.nesterov": (False, "optimizer"),
+        "optimizer.trust_coefficient": (0.001, "optimizer"), "grid.lr_mults": ([1.0, 0.1], "head grid"),
+        "grid.wds": ([5e-4, 0.0], "head grid"),
+    },
+    # No published config: VISSL's linear-eval defaults with in1k_linear's epochs, declared as "recipe".
+    "in1k_1pct_linear": vissl_linear_eval(50, [15, 30, 45], *IMAGENET) | {"reference config": (None, "recipe")},
+    # Not a paper protocol: the cifar100 row's VISSL defaults with the ImageNet transform.
+    "folder_linear": vissl_linear_eval(28, [8, 16, 24], *IMAGENET),
+    # DINO eval_knn.py: nb_knn [10, 20, 100, 200], temperature 0.07, Resize 256 bicubic + CenterCrop 224,
+    # every k reported on val; features = the cls token.
+    "knn": {
+        "knn.ks": ([10, 20, 100, 200], "selection"), "knn.temperature": (0.07, "selection"),
+        "selection.split": ("test", "selection"), "cls_representations": (["lastCLS"], "representations"),
+        "transform": (IMAGENET[0], "transform"),
+    },
+    # MSN logistic_eval.py: lambd 0.00025 (default; 0.0025 in its README), fixed, features at 224.
+    "in1k_1pct_logreg": {
+        "logreg.lambdas": (2.5e-4, "regularisation", lambda lambdas: 2.5e-4 in lambdas),
+        "transform": (IMAGENET[0], "transform"),
+    },
+}
+# A recipe still on another branch when this table was written: give it a row when it lands.
+PENDING = {"in1k_1pct_finetune"}
+
+
+def value(recipe: Recipe, field: str) -> Any:
+    if field == "transform":
+        return describe_transform(recipe.dataset.name, 224)
+    if field == "transform@448":
+        return describe_transform(recipe.dataset.name, 448)
+    if field == "effective_lr":
+        return recipe.train_config().lr
+    if field == "reference config":
+        return "ours"  # recipes with this check have no published config
+    node: Any = recipe
+    for part in field.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def same(ours: Any, ref: Any) -> bool:
+    if isinstance(ref, float):
+        return isinstance(ours, int | float) and ours == pytest.approx(ref)
+    return ours == ref
+
+
+def audit(recipe: Recipe, row: dict[str, Check]) -> tuple[list[str], set[str]]:
+    """(undeclared differences, declared topics whose fields all equal the reference)."""
+    topics = {d.split(":", 1)[0].strip() for d in recipe.deviations}
+    undeclared, differing = [], set()
+    for field, (ref, topic, *predicate) in row.items():
+        ours = value(recipe, field)
+        ok = predicate[0](ours) if predicate else same(set(ours) if isinstance(ref, set) else ours, ref)
+        if not ok:
+            differing.add(topic)
+            if topic not in topics:
+                undeclared.append(f"{field}: ours {ours!r}, reference {ref!r} (declare it under '{topic}:')")
+    stale = (topics & {check[1] for check in row.values()}) - differing
+    return undeclared, stale
+
+
+def test_every_recipe_has_a_reference_row_and_a_deviations_list():
+    for name in available_recipes():
+        recipe = load_recipe(name)
+        assert isinstance(recipe.deviations, list) and all(isinstance(d, str) and d for d in recipe.deviations)
+        assert name in REFERENCE or name in PENDING, f"add {name}'s reference values to REFERENCE"
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_recipe_equals_its_reference_or_declares_the_difference(name):
+    undeclared, stale = audit(load_recipe(name), REFERENCE[name])
+    assert not undeclared, f"{name}: " + "; ".join(undeclared)
+    assert not stale, f"{name} declares deviations {sorted(stale)} that its fields no longer show"
+
+
+def test_the_audit_catches_undeclared_and_stale_deviations():
+    row = REFERENCE["cifar100"]
+    undeclared, _ = audit(load_recipe("cifar100", ["optimizer.base_lr=0.02"]), row)
+    assert [u.split(":")[0] for u in undeclared] == ["optimizer.base_lr", "effective_lr"]
+    undeclared, _ = audit(load_recipe("cifar100", ["deviations=[]"]), row)
+    assert {u.split(":")[0] for u in undeclared} == {"grid.lr_mults", "grid.wds", "aug", "selection.split"}
+    _, stale = audit(load_recipe("cifar100", ["grid.lr_mults=[1.0]", "grid.wds=[0.0005]"]), row)
+    assert stale == {"head grid"}
+    batch = load_recipe("cifar100", ["batch_size=1024"])
+    assert value(batch, "effective_lr") == pytest.approx(0.04)  # batch_size= rescales the lr
