@@ -18,6 +18,15 @@ from torch import nn
 
 from ijepa_eval.finetune.config import FinetuneSpec
 
+# MAE util/lr_decay.get_layer_id_for_vit: stem = layer 0, blocks.i = i + 1, everything else (final norm,
+# fc_norm, head) = the top layer with lr scale 1. timm's own ViT matcher ties the final `norm` to the last
+# block (scale = layer_decay), so the classifier carries MAE's map for timm's param_groups_layer_decay.
+MAE_LAYERS = {"stem": r"^cls_token|reg_token|pos_embed|patch_embed|norm_pre", "blocks": [(r"^blocks\.(\d+)", None)]}
+
+
+def mae_group_matcher(coarse: bool = False) -> dict:
+    return MAE_LAYERS
+
 
 def build_classifier(encoder: Any, num_classes: int, spec: FinetuneSpec) -> nn.Module:
     """A trainable copy of ``encoder.vit`` with drop path and a fresh linear head (MAE's init)."""
@@ -34,15 +43,16 @@ def build_classifier(encoder: Any, num_classes: int, spec: FinetuneSpec) -> nn.M
         eps = getattr(vit.norm, "eps", 1e-6)
         vit.fc_norm = nn.LayerNorm(vit.embed_dim, eps=eps)
         vit.norm = nn.Identity()
+    vit.group_matcher = mae_group_matcher  # read by timm.optim's layer decay (build_optimizer)
     trunc_normal_(vit.head.weight, std=spec.head_init_std)
     nn.init.zeros_(vit.head.bias)
     return vit
 
 
 def build_optimizer(model: nn.Module, spec: FinetuneSpec) -> torch.optim.Optimizer:
-    """AdamW over timm's layer-decay groups: block i gets lr × decay^(depth + 1 - (i + 1)), the stem
-    (patch/pos embed, cls) decay^(depth + 1), norm and head 1 — MAE's ``param_groups_lrd``; no weight
-    decay on 1-D parameters and ``model.no_weight_decay()`` (pos_embed, cls_token)."""
+    """AdamW over timm's layer-decay groups with MAE's layer map (MAE_LAYERS): block i gets lr × decay^(depth - i),
+    the stem decay^(depth + 1), norm and head 1, as MAE's ``param_groups_lrd``; no weight decay on 1-D
+    parameters and ``model.no_weight_decay()`` (pos_embed, cls_token)."""
     from timm.optim import create_optimizer_v2
 
     return create_optimizer_v2(model, opt="adamw", lr=0.0, weight_decay=spec.weight_decay,

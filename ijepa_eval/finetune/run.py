@@ -129,7 +129,9 @@ def run_finetune(
     train_raw = split_dataset(ds.train_split)
     num_classes = train_raw.num_classes
     fit_rows, selection_split, hold_rows = selection_plan(recipe, np.asarray(train_raw.labels))
-    classifier = build_classifier(encoder, num_classes, spec)
+    with torch.random.fork_rng(devices=[]):  # the head's init is part of the seeded run
+        torch.manual_seed(recipe.seed)
+        classifier = build_classifier(encoder, num_classes, spec)
     evaluate = None
     if selection_split is not None:
         sel_split = {"train_holdout": ds.train_split, "val": ds.val_split, "test": ds.test_split}[selection_split]

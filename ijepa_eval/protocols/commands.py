@@ -187,6 +187,25 @@ options: key=value overrides any recipe field (epochs=20 finetune.blr=1e-4 finet
   under --work-dir (default: CACHE/finetune/<result name>); --resume continues it exactly."""
 
 
+def print_finetune_summary(path: Path) -> None:
+    """Per-epoch training loss and selection score, then the kept epoch's test numbers."""
+    from ijepa_eval.results import load_result
+
+    r = load_result(path)
+    sel, m = r.selection, r.metrics
+    print(f"\n{r.protocol.get('task')} v{r.protocol['version']} | model {r.model.get('label') or r.model['source']} "
+          f"({r.model.get('branch') or 'default'}) | {r.dataset['name']} {r.dataset['test_split']} | fine-tuned")
+    print(f"{'epoch':>6} {'train loss':>11} {(sel['split'] + ' top1') if sel['metric'] else '':>20}")
+    for h in r.heads:
+        held = h["scores"].get(sel["split"], {}).get("top1")
+        mark = "*" if h["name"] == sel["head"] else " "
+        print(f"{mark}{h['epoch']:>5} {h['scores']['train']['loss']:>11.4f} {'' if held is None else f'{held:.2f}':>20}")
+    how = f"best {sel['metric']} on {sel['split']}" if sel["metric"] else "no selection: last epoch"
+    print(f"kept {sel['head']} ({how}) -> {r.dataset['test_split']} top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  "
+          f"mean per-class {m['mean_per_class_acc']:.2f}  ({r.timings.get('wall_s', 0):.1f} s training + test)")
+    print(f"result: {path}")
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
     from ijepa_eval.finetune import run_finetune
 
@@ -200,7 +219,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
-        print_summary(path)
+        print_finetune_summary(path)
     return 0
 
 
