@@ -229,3 +229,53 @@ def test_torchrun_two_processes_match_one(world, tmp_path):
     lb = np.array([h["scores"]["train"]["loss"] for h in b.heads])
     np.testing.assert_allclose(la, lb, rtol=1e-4)
     assert abs(a.metrics["top1"] - b.metrics["top1"]) < 1e-6
+
+
+# ------------------------------------------------------------------------------------- tables, compare
+
+
+def paper_data_result(runs, label, protocol, top1, meta, adaptation):
+    """A result JSON on the paper's 1% data (12,811 train / 50,000 val, official split file)."""
+    from ijepa_eval.results import ResultRecord, write_result
+
+    head = ({"name": "epoch 50", "representation": "lastPOOL", "head": "finetune"} if adaptation == "finetune" else
+            {"name": "lastPOOL/linear/lr1x/wd0", "representation": "lastPOOL", "head": "linear"})
+    record = ResultRecord(
+        protocol={"name": protocol, "task": protocol, "version": 1, "config": {}},
+        model={"source": f"/ckpts/{label}.pth", "sha256": label.encode().hex().ljust(64, "0"), "format": "mae",
+               "branch": None, "arch": {}, "label": label, "meta": meta},
+        features={}, metrics={"top1": top1, "top5": top1 + 5}, adaptation=adaptation,
+        dataset={"name": "imagenet_1pct", "train_split": "train", "val_split": None, "test_split": "val",
+                 "num_classes": 1000, "sizes": {"train": 12811, "val": 50000}, "split_info": {"official": True}},
+        selection={"split": "none" if adaptation == "finetune" else "train_holdout", "head": head["name"]},
+        heads=[{**head, "scores": {"test": {"top1": top1}}}],
+    )
+    return write_result(record, runs)
+
+
+def test_table2_shows_finetuned_and_frozen_cells_and_compares_like_with_like(tmp_path, capsys):
+    import pandas as pd
+
+    runs = tmp_path / "runs"
+    mae = {"method": "MAE", "arch_name": "ViT-H/14", "epochs": 1600, "data": "IN-1k"}
+    ijepa = {"method": "I-JEPA", "arch_name": "ViT-H/14", "epochs": 300, "data": "IN-1k"}
+    paper_data_result(runs, "mae_h14", "in1k_1pct_finetune", 70.0, mae, "finetune")
+    paper_data_result(runs, "mae_h14", "in1k_1pct_linear", 60.0, mae, "frozen")
+    paper_data_result(runs, "ijepa_h14", "in1k_1pct_linear", 72.0, ijepa, "frozen")
+    paper_data_result(runs, "ijepa_h14", "in1k_1pct_finetune", 75.0, ijepa, "finetune")
+    assert main(["table", str(runs), "--out", str(tmp_path / "t")]) == 0
+    t2 = pd.read_csv(tmp_path / "t" / "table2.csv", dtype=str, keep_default_na=False).set_index(["Method", "Arch"])
+    cols = ["in1k_1pct paper", "in1k_1pct paper adaptation", "in1k_1pct ours finetune", "in1k_1pct ours frozen",
+            "in1k_1pct ours", "in1k_1pct Δ"]
+    assert t2.loc[("MAE", "ViT-H/14"), cols].tolist() == ["71.5", "finetune", "70.0", "60.0", "70.0", "-1.5"]
+    assert t2.loc[("I-JEPA", "ViT-H/14"), cols].tolist() == ["73.3", "frozen", "75.0", "72.0", "72.0", "-1.3"]
+    assert t2.loc[("data2vec", "ViT-L/16"), "in1k_1pct paper adaptation"] == "finetune"
+    assert t2.loc[("DINO", "ViT-B/8"), "in1k_1pct paper adaptation"] == "frozen"
+    assert "`ours finetune` and `ours frozen`" in (tmp_path / "t" / "table2.md").read_text()
+    t6 = pd.read_csv(tmp_path / "t" / "table6.csv", dtype=str)  # a frozen-only column keeps its plain cells
+    assert "in1k_1pct_linear paper adaptation" not in t6.columns
+    # compare: a fine-tuned and a frozen result of one model side by side
+    assert main(["compare", "--results", str(runs), "--protocols", "in1k_1pct_finetune,in1k_1pct_linear"]) == 0
+    flat = pd.read_csv(runs / "compare.csv", dtype=str).set_index("model")
+    assert flat.loc["mae_h14", ["in1k_1pct_finetune", "in1k_1pct_linear"]].tolist() == ["70.0", "60.0"]
+    assert flat.loc["mae_h14", "in1k_1pct_finetune head"] == "lastPOOL/finetune"
