@@ -167,6 +167,15 @@ def test_resume_after_a_kill_continues_bit_exactly(world, tmp_path, monkeypatch)
     assert a.heads[0]["scores"]["train"]["loss"] != a.heads[-1]["scores"]["train"]["loss"]
 
 
+def test_accum_steps_split_memory_not_the_gradient(world, tmp_path):
+    one = load_result(finetune(world, tmp_path / "one", "epochs=2"))
+    two = load_result(finetune(world, tmp_path / "two", "epochs=2", "finetune.accum_steps=4"))
+    np.testing.assert_allclose([h["scores"]["train"]["loss"] for h in one.heads],
+                               [h["scores"]["train"]["loss"] for h in two.heads], rtol=1e-5)
+    with pytest.raises(ConfigError, match="does not split into 3 accum_steps"):
+        finetune(world, tmp_path / "three", "epochs=1", "finetune.accum_steps=3")
+
+
 def test_cli_runs_the_recipe_on_the_imagenet_1pct_layout(world, tmp_path, capsys):
     args = ["finetune", "--ckpt", str(world["ckpt"]), "--root", str(world["folder"]), "--device", "cpu",
             "--cache-dir", str(tmp_path), "--out", str(tmp_path), "--quiet", "--workers", "0", "--label", "tiny",
