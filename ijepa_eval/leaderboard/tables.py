@@ -161,7 +161,8 @@ def table_markdown(t: BuiltTable) -> str:
         f"{metric} (%). paper = reference value from the I-JEPA paper; ours = our result JSON; Δ = ours − paper; "
         f"{MISSING} = no run. A result fills a paper cell only if it was evaluated on the paper's data "
         f"(results/paper/README.md). {SELECTED_ON}: where the head was chosen; `test` is the paper's convention "
-        f"(chosen on the reported split, optimistic), `train_holdout` and `val` are held out.\n",
+        f"(chosen on the reported split, optimistic), `train_holdout` and `val` are held out, `none` made no "
+        f"choice (a fine-tuning run's last epoch).\n",
         *[f"{p}: the paper adapted each row by fine-tuning or a frozen probe, whichever worked best for the "
           f"method (`{p} paper adaptation`); `ours finetune` and `ours frozen` are our best fine-tuned and frozen "
           f"results, and `ours` / Δ use the paper's adaptation for the row.\n"
