@@ -138,6 +138,12 @@ def test_reported_split_is_opened_only_after_the_last_epoch(world, tmp_path, mon
     best = max(r.heads, key=lambda h: (h["scores"]["train_holdout"]["top1"], -h["epoch"]))
     assert kept == best["epoch"] and r.heads[kept - 1]["scores"]["test"] == r.metrics
     assert r.timings["gpu_hours"] is None and r.timings["wall_s"] > 0 and r.optimizer["effective_lr"] == 0.01 * 8 / 256
+    # the paper's / MAE's convention on request: every epoch scored on the reported split, all of train used
+    events.clear()
+    r = load_result(finetune(world, tmp_path / "t", "epochs=2", "finetune.keep=best", "selection.split=test"))
+    assert events == [("open", "train"), ("open", "val"), ("epoch", 1), ("epoch", 2), ("open", "val")]
+    assert r.selection["split"] == "test" and r.dataset["sizes"]["fit"] == 32
+    assert all("test" in h["scores"] for h in r.heads)  # scored each epoch: recorded as selected on test
 
 
 def test_resume_after_a_kill_continues_bit_exactly(world, tmp_path, monkeypatch):

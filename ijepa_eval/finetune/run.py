@@ -44,7 +44,7 @@ def prepare_work_dir(work_dir: Path, resume: bool, restart: bool, is_main: bool)
         return False
     if exists and not resume:
         raise ConfigError(f"{work_dir / LATEST} holds an unfinished fine-tuning run; pass --resume to continue it "
-                          "or --restart to start over")
+                          "or --restart to start over (`ijepa-eval finetune`)")
     if is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
     return resume

@@ -123,6 +123,9 @@ def print_summary(path: Path) -> None:
     from ijepa_eval.results import load_result
 
     r = load_result(path)
+    if r.adaptation == "finetune":  # `run`/`compare` of a fine-tuning recipe
+        print_finetune_summary(path)
+        return
     sel = r.selection
     print(f"\n{r.protocol.get('task') or r.protocol['name']} v{r.protocol['version']} | model {r.model.get('label') or r.model['source']} "
           f"({r.model.get('branch') or 'default'}) | {r.dataset['name']} {r.dataset['test_split']} "
