@@ -63,6 +63,8 @@ def test_recipe_cites_a_source_for_every_hyperparameter_and_declares_deviations(
         assert re.search(r"#.*(\[MSN\]|\[MAE\]|ours|memory only)", line), f"no source for: {line.strip()}"
     with pytest.raises(ConfigError, match="does not retrain"):
         load_recipe("in1k_1pct_finetune", ["selection.retrain_on_full_train=true"])
+    with pytest.raises(ConfigError, match="nothing to select on test; add finetune.keep=best"):
+        load_recipe("in1k_1pct_finetune", ["selection.split=test"])
     with pytest.raises(ConfigError, match="unknown value for 'finetune.keep' 'bset'"):
         load_recipe("in1k_1pct_finetune", ["finetune.keep=bset"])
 

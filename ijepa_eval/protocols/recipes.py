@@ -111,6 +111,9 @@ class Recipe:
                 and self.selection.retrain_on_full_train):
             raise ConfigError(f"aug=paper cannot retrain on train+{self.dataset.val_split} (protocol {self.name}); "
                               "add selection.retrain_on_full_train=false")
+        if self.probe == "finetune" and self.finetune.keep == "last" and self.selection.split == "test":
+            raise ConfigError(f"protocol {self.name} reports the last epoch, so there is nothing to select on test; "
+                              "add finetune.keep=best")
         if self.probe == "finetune" and self.selection.retrain_on_full_train:
             raise ConfigError(f"protocol {self.name}: fine-tuning reports the kept epoch's weights and does not "
                               "retrain; set selection.retrain_on_full_train=false")
