@@ -30,6 +30,14 @@ ROW_KEYS = ("method", "arch", "epochs", "data", "masking")
 PROTOCOL_SOURCES: dict[str, tuple[str, ...]] = {
     "in1k_1pct": ("in1k_1pct_finetune", "in1k_1pct_linear", "in1k_1pct_logreg"),
 }
+# Table 2 mixes adaptations per row, so its column shows ours fine-tuned and ours frozen in separate cells,
+# and "ours" / Δ use the adaptation the paper's row used: fine-tuned for MAE and data2vec (the issue and
+# MSN's appendix, which the paper quotes), and for SimCLRv2 and BYOL, whose own papers' 1% numbers fine-tune
+# the whole network; frozen (linear / logistic probe) for every other row.
+ADAPTATION_SPLIT: dict[str, dict[str, str]] = {
+    "in1k_1pct": {"mae": "finetune", "data2vec": "finetune", "simclrv2": "finetune", "byol": "finetune"},
+}
+ADAPTATIONS = ("finetune", "frozen")  # results.py ResultRecord.adaptation values
 DEFAULT_META = {"data": "IN-1k", "masking": "multi-block"}  # I-JEPA's default masking; most rows are IN-1k
 
 _VIT_SIZES = {"tiny": "ti", "small": "s", "base": "b", "large": "l", "huge": "h", "giant": "g", "gigantic": "g"}
@@ -38,6 +46,12 @@ _VIT_SIZES = {"tiny": "ti", "small": "s", "base": "b", "large": "l", "huge": "h"
 def our_protocols(paper_protocol: str) -> tuple[str, ...]:
     """Our protocol names whose results fill a paper protocol's column."""
     return PROTOCOL_SOURCES.get(paper_protocol, (paper_protocol,))
+
+
+def paper_adaptation(paper_protocol: str, method: object) -> str | None:
+    """How the paper adapted this row's model for a mixed-adaptation column (None: the column is not mixed)."""
+    split = ADAPTATION_SPLIT.get(paper_protocol)
+    return None if split is None else split.get(normalize("method", method), "frozen")
 
 
 def normalize(key: str, value: object) -> str:

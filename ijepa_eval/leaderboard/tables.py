@@ -17,7 +17,16 @@ import pandas as pd
 
 from ijepa_eval.io import atomic_write_text
 from ijepa_eval.leaderboard.footnotes import deviation_footnotes
-from ijepa_eval.leaderboard.paper import ROW_KEYS, PaperTable, our_protocols, paper_tables, row_matches
+from ijepa_eval.leaderboard.paper import (
+    ADAPTATION_SPLIT,
+    ADAPTATIONS,
+    ROW_KEYS,
+    PaperTable,
+    our_protocols,
+    paper_adaptation,
+    paper_tables,
+    row_matches,
+)
 from ijepa_eval.leaderboard.records import Result, latest_by_model_protocol
 from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
 
@@ -36,13 +45,15 @@ class Model:
     meta: dict
     by_protocol: dict[str, Result] = field(default_factory=dict)
 
-    def best(self, paper_protocol: str, metric: str, comparable: bool | None = None) -> Result | None:
+    def best(self, paper_protocol: str, metric: str, comparable: bool | None = None,
+             adaptation: str | None = None) -> Result | None:
         """The best of our protocols mapped to a paper column (PROTOCOL_SOURCES); ``comparable`` True keeps
-        results on the paper's data only, False the others, None all."""
+        results on the paper's data only, False the others, None all; ``adaptation`` keeps "finetune" or
+        "frozen" results only (None: both)."""
         candidates = [
             r for p in our_protocols(paper_protocol)
             if (r := self.by_protocol.get(p)) and r.metric(metric) is not None
-            and comparable in (None, r.comparable)
+            and comparable in (None, r.comparable) and adaptation in (None, r.record.adaptation)
         ]
         return max(candidates, key=lambda r: (r.metric(metric), r.protocol), default=None)
 
@@ -73,6 +84,13 @@ def _selected_on(results: list[Result]) -> str:
     return ", ".join(sorted({r.selected_on for r in results})) or MISSING
 
 
+def _cell_columns(protocol: str) -> tuple[str, ...]:
+    """paper, ours, Δ; a mixed-adaptation column also names the paper's adaptation and shows both of ours."""
+    if protocol in ADAPTATION_SPLIT:
+        return ("paper", "paper adaptation", *(f"ours {a}" for a in ADAPTATIONS), "ours", "Δ")
+    return ("paper", "ours", "Δ")
+
+
 def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
     metric = spec.rows["metric"].iloc[0]
     present = [m for m in models if any(m.best(p, metric) for p in spec.protocols)]
@@ -87,10 +105,18 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
             line[OURS_MODEL] = model.display if model else MISSING
             placed = []
             for p in spec.protocols:
-                ours = model.best(p, metric, comparable=True) if model else None
+                how = paper_adaptation(p, row["method"])  # mixed columns: compare like with like
+                ours = model.best(p, metric, comparable=True, adaptation=how) if model else None
                 value = ours.metric(metric) if ours else None
                 ref = paper.get(p)
                 line[f"{p} paper"] = fmt(ref)
+                if how:
+                    line[f"{p} paper adaptation"] = how
+                    for kind in ADAPTATIONS:
+                        r = model.best(p, metric, comparable=True, adaptation=kind) if model else None
+                        line[f"{p} ours {kind}"] = fmt(r.metric(metric) if r else None)
+                        if r and r is not ours:
+                            sources.append(_source(model, p, r))
                 line[f"{p} ours"] = fmt(value)
                 line[f"{p} Δ"] = fmt(value - ref if value is not None and ref is not None else None, signed=True)
                 if ours:
@@ -101,7 +127,7 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
             if model:
                 matched_ids.add(id(model))
             lines.append(line)
-    columns = [*key_cols, OURS_MODEL, *(f"{p} {c}" for p in spec.protocols for c in ("paper", "ours", "Δ")), SELECTED_ON]
+    columns = [*key_cols, OURS_MODEL, *(f"{p} {c}" for p in spec.protocols for c in _cell_columns(p)), SELECTED_ON]
     extra = []
     for model in present:
         in_row = id(model) in matched_ids
@@ -140,7 +166,12 @@ def table_markdown(t: BuiltTable) -> str:
         f"{metric} (%). paper = reference value from the I-JEPA paper; ours = our result JSON; Δ = ours − paper; "
         f"{MISSING} = no run. A result fills a paper cell only if it was evaluated on the paper's data "
         f"(results/paper/README.md). {SELECTED_ON}: where the head was chosen; `test` is the paper's convention "
-        f"(chosen on the reported split, optimistic), `train_holdout` and `val` are held out.\n",
+        f"(chosen on the reported split, optimistic), `train_holdout` and `val` are held out, `none` made no "
+        f"choice (a fine-tuning run's last epoch).\n",
+        *[f"{p}: the paper adapted each row by fine-tuning or a frozen probe, whichever worked best for the "
+          f"method (`{p} paper adaptation`); `ours finetune` and `ours frozen` are our best fine-tuned and frozen "
+          f"results, and `ours` / Δ use the paper's adaptation for the row.\n"
+          for p in t.spec.protocols if p in ADAPTATION_SPLIT],
         markdown(t.main),
     ]
     if len(t.ours_only):

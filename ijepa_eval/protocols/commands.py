@@ -1,4 +1,4 @@
-"""`ijepa-eval linear|lowshot|transfer|clevr|knn|run|suite`: run protocol recipes, one result JSON each.
+"""`ijepa-eval linear|lowshot|transfer|clevr|knn|run|suite|finetune`: run protocol recipes, one result JSON each.
 
 Every verb maps to recipe names in the top-level ``protocols/`` folder; trailing ``key=value`` arguments
 override recipe fields (``epochs=5 optimizer.base_lr=0.1``). torch is imported inside the handlers.
@@ -97,7 +97,11 @@ def protocols_for(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
 
     chosen = []
     for name in available_recipes():
-        dataset = load_recipe(name).dataset.name
+        recipe = load_recipe(name)
+        if recipe.probe == "finetune":  # hours of end-to-end training: only when asked for
+            print(f"suite: skipping {name}: fine-tuning; run `ijepa-eval finetune --recipe {name}`", file=sys.stderr)
+            continue
+        dataset = recipe.dataset.name
         try:
             resolve_root(dataset, args.root)
         except DatasetError:
@@ -110,8 +114,8 @@ def protocols_for(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
 def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
     from ijepa_eval.protocols.recipes import parse_overrides
 
-    flags = {k: v for k, v in (("selection.split", args.select_on), ("aug", args.aug), ("seed", args.seed))
-             if v is not None}
+    flags = {k: v for k, v in (("selection.split", args.select_on), ("aug", getattr(args, "aug", None)),
+                               ("seed", args.seed)) if v is not None}
     return {**parse_overrides(args.overrides), **flags}
 
 
@@ -119,6 +123,9 @@ def print_summary(path: Path) -> None:
     from ijepa_eval.results import load_result
 
     r = load_result(path)
+    if r.adaptation == "finetune":  # `run`/`compare` of a fine-tuning recipe
+        print_finetune_summary(path)
+        return
     sel = r.selection
     print(f"\n{r.protocol.get('task') or r.protocol['name']} v{r.protocol['version']} | model {r.model.get('label') or r.model['source']} "
           f"({r.model.get('branch') or 'default'}) | {r.dataset['name']} {r.dataset['test_split']} "
@@ -168,15 +175,67 @@ def cmd_protocols(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+FINETUNE_HELP = "end-to-end fine-tuning, ImageNet-1k 1%% (in1k_1pct_finetune, paper Table 2 MAE/data2vec rows)"
+FINETUNE_EPILOG = """examples:
+  ijepa-eval finetune --ckpt mae_pretrain_vit_huge.pth --root /data/imagenet
+  torchrun --standalone --nproc_per_node 8 -m ijepa_eval.cli finetune --ckpt mae_pretrain_vit_huge.pth \\
+      --root /data/imagenet finetune.accum_steps=2           # same command on 8 GPUs (global batch 512)
+  ijepa-eval finetune --ckpt mae_pretrain_vit_huge.pth --root /data/imagenet --resume   # after a kill
+  ijepa-eval finetune --ckpt run/latest.pth.tar --root clevr_mini dataset.name=clevr_count \\
+      dataset.test_split=test epochs=2 batch_size=32 --device cpu           # demo data, minutes on a CPU
+
+options: key=value overrides any recipe field (epochs=20 finetune.blr=1e-4 finetune.drop_path=0.1
+  finetune.head_norm=fc_norm); finetune.keep=best chooses the epoch on a held-out 10%% of the training split
+  (--select-on test: on the reported split, MAE's convention, recorded). A checkpoint is written every epoch
+  under --work-dir (default: CACHE/finetune/<result name>); --resume continues it exactly."""
+
+
+def print_finetune_summary(path: Path) -> None:
+    """Per-epoch training loss and selection score, then the kept epoch's test numbers."""
+    from ijepa_eval.results import load_result
+
+    r = load_result(path)
+    sel, m = r.selection, r.metrics
+    print(f"\n{r.protocol.get('task')} v{r.protocol['version']} | model {r.model.get('label') or r.model['source']} "
+          f"({r.model.get('branch') or 'default'}) | {r.dataset['name']} {r.dataset['test_split']} | fine-tuned")
+    print(f"{'epoch':>6} {'train loss':>11} {(sel['split'] + ' top1') if sel['metric'] else '':>20}")
+    for h in r.heads:
+        held = h["scores"].get(sel["split"], {}).get("top1")
+        mark = "*" if h["name"] == sel["head"] else " "
+        print(f"{mark}{h['epoch']:>5} {h['scores']['train']['loss']:>11.4f} {'' if held is None else f'{held:.2f}':>20}")
+    how = f"best {sel['metric']} on {sel['split']}" if sel["metric"] else "no selection: last epoch"
+    print(f"kept {sel['head']} ({how}) -> {r.dataset['test_split']} top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  "
+          f"mean per-class {m['mean_per_class_acc']:.2f}  ({r.timings.get('wall_s', 0):.1f} s training + test)")
+    print(f"result: {path}")
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from ijepa_eval.finetune import run_finetune
+
+    path = run_finetune(
+        args.recipe, args.ckpt, branch=args.branch, arch=parse_arch(args.arch), root=args.root, out_dir=args.out,
+        cache_dir=args.cache_dir, work_dir=args.work_dir, overrides=overrides_of(args),
+        skip_existing=not args.no_skip_existing, resume=args.resume, restart=args.restart, device=args.device,
+        label=args.label, trust_checkpoint=args.trust_checkpoint, num_workers=args.workers,
+        progress=not args.quiet,
+    )
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        print_finetune_summary(path)
+    return 0
+
+
+def _add_common(parser: argparse.ArgumentParser, aug: bool = True) -> None:
     add_checkpoint_args(parser)
     parser.add_argument("--root", default=None, help="dataset root (default: $IJEPA_EVAL_DATA/<dataset> or data.yaml)")
     parser.add_argument("--cache-dir", default=None, help="feature cache (default: $IJEPA_EVAL_CACHE or ~/.cache/ijepa-eval)")
     parser.add_argument("--out", default="results/runs", help="folder for the result JSON")
     parser.add_argument("--select-on", choices=["train_holdout", "test"], default=None,
                         help="where the best head is chosen (default: the recipe's, train_holdout)")
-    parser.add_argument("--aug", choices=["cached", "paper"], default=None,
-                        help="cached features (fast, default) or the paper's augmented probe training")
+    if aug:
+        parser.add_argument("--aug", choices=["cached", "paper"], default=None,
+                            help="cached features (fast, default) or the paper's augmented probe training")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--seed", type=int, default=None, help="seed for holdout, shuffling, init (default: recipe's)")
     parser.add_argument("--workers", type=int, default=None, help="data loader workers (default: spare cores)")
@@ -205,3 +264,11 @@ def register(subparsers) -> None:
             parser.add_argument("--dataset", required=True, help="any dataset name get_dataset knows")
         _add_common(parser)
         parser.set_defaults(func=cmd_protocols)
+    parser = subparsers.add_parser("finetune", help=FINETUNE_HELP, description=FINETUNE_HELP.replace("%%", "%"),
+                                   epilog=FINETUNE_EPILOG, formatter_class=HelpFormatter)
+    parser.add_argument("--recipe", default="in1k_1pct_finetune", help="a probe: finetune recipe name or YAML path")
+    parser.add_argument("--work-dir", default=None, help="checkpoints (default: CACHE/finetune/<result name>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --work-dir from its last epoch")
+    parser.add_argument("--restart", action="store_true", help="delete the run in --work-dir and start over")
+    _add_common(parser, aug=False)
+    parser.set_defaults(func=cmd_finetune)

@@ -24,11 +24,12 @@ from typing import Any, Literal
 import yaml
 
 from ijepa_eval.errors import ConfigError, unknown_choice
+from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.probes.linear import LinearTrainConfig, OptimizerConfig, ScheduleConfig
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "protocols"
 
-ProbeKind = Literal["linear", "logreg", "knn"]
+ProbeKind = Literal["linear", "logreg", "knn", "finetune"]
 SelectionSplit = Literal["train_holdout", "test"]
 AugMode = Literal["cached", "paper"]
 SelectionMetric = Literal["top1", "top5", "mean_per_class_acc"]  # what every probe scores
@@ -98,6 +99,7 @@ class Recipe:
     batch_size: int = 256
     logreg: LogRegSpec = field(default_factory=LogRegSpec)
     knn: KnnSpec = field(default_factory=KnnSpec)
+    finetune: FinetuneSpec = field(default_factory=FinetuneSpec)  # probe: finetune (end-to-end, ijepa_eval.finetune)
     selection: SelectionSpec = field(default_factory=SelectionSpec)
     metrics: dict[str, MetricSpec] = field(default_factory=dict)
     aug: AugMode = "cached"
@@ -113,6 +115,12 @@ class Recipe:
                 and self.selection.retrain_on_full_train):
             raise ConfigError(f"aug=paper cannot retrain on train+{self.dataset.val_split} (protocol {self.name}); "
                               "add selection.retrain_on_full_train=false")
+        if self.probe == "finetune" and self.finetune.keep == "last" and self.selection.split == "test":
+            raise ConfigError(f"protocol {self.name} reports the last epoch, so there is nothing to select on test; "
+                              "add finetune.keep=best")
+        if self.probe == "finetune" and self.selection.retrain_on_full_train:
+            raise ConfigError(f"protocol {self.name}: fine-tuning reports the kept epoch's weights and does not "
+                              "retrain; set selection.retrain_on_full_train=false")
 
     def train_config(self) -> LinearTrainConfig:
         return LinearTrainConfig(self.optimizer, self.schedule, self.epochs, self.batch_size)

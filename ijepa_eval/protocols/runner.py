@@ -90,6 +90,13 @@ def run_protocol(
     """Run one protocol on one checkpoint (path, timm name or Encoder object); returns the result JSON path."""
     started = time.perf_counter()
     recipe = load_recipe(name_or_yaml, overrides)
+    if recipe.probe == "finetune":  # end-to-end training: its own loop, checkpoints and resume
+        from ijepa_eval.finetune import run_finetune
+
+        return run_finetune(name_or_yaml, ckpt, branch=branch, arch=arch, root=root, out_dir=out_dir,
+                            cache_dir=cache_dir, overrides=overrides, model_meta=model_meta,
+                            skip_existing=skip_existing, device=device, label=label,
+                            trust_checkpoint=trust_checkpoint, num_workers=num_workers, progress=progress)
     unknown = sorted(set(recipe.metrics) - set(METRIC_DIRECTIONS))
     if unknown:
         raise ConfigError(f"recipe {recipe.name} lists metrics {unknown} that results.METRIC_DIRECTIONS lacks")

@@ -1,0 +1,63 @@
+"""The ``finetune:`` section of a protocol recipe (``probe: finetune``), in MAE ``main_finetune.py`` terms.
+
+Names follow MAE's flags (``blr``, ``layer_decay``, ``smoothing``, ``reprob``, ``mixup``...) so a recipe
+reads side by side with the command line that produced a paper number. No torch import here: recipes load
+for ``--help`` and for tables.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ijepa_eval.errors import ConfigError
+
+HeadNorm = Literal["final", "fc_norm"]
+Keep = Literal["last", "best"]
+
+
+@dataclass
+class FinetuneSpec:
+    blr: float = 1e-3  # base lr per `base_batch` images: lr = blr * global batch / base_batch (MAE's rule)
+    base_batch: int = 256
+    lr: float | None = None  # absolute lr; overrides blr when set (MAE --lr)
+    min_lr: float = 1e-6
+    warmup_epochs: float = 5.0
+    weight_decay: float = 0.05
+    layer_decay: float = 0.75
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    clip_grad: float | None = None
+    smoothing: float = 0.1
+    auto_augment: str | None = "rand-m9-mstd0.5-inc1"  # timm RandAugment policy string; null = none
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
+    hflip: float = 0.5
+    reprob: float = 0.25  # random erasing probability
+    remode: str = "pixel"
+    recount: int = 1
+    mixup: float = 0.0  # alpha; > 0 enables (then SoftTargetCrossEntropy with smoothed soft targets)
+    cutmix: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    mixup_mode: str = "batch"
+    drop_path: float = 0.1
+    head_init_std: float = 2e-5  # MAE: trunc_normal_(head.weight, std=2e-5)
+    head_norm: HeadNorm = "final"  # "final": pretrained norm on tokens, then pool; "fc_norm": MAE's pool then new norm
+    keep: Keep = "last"  # weights reported: last epoch (no choice made) or best epoch on the selection split
+    eval_every: int = 1  # epochs between selection-split evaluations (keep=best)
+    accum_steps: int = 1  # micro-batches per step (memory); the step still sees the whole batch
+    eval_batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        if len(self.betas) != 2 or len(self.crop_scale) != 2:
+            raise ConfigError("finetune.betas and finetune.crop_scale take two numbers each, e.g. [0.9, 0.999]")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.accum_steps < 1 or self.eval_every < 1:
+            raise ConfigError("finetune.accum_steps and finetune.eval_every must be >= 1")
+
+    @property
+    def mixup_active(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+    def effective_lr(self, global_batch: int) -> float:
+        return self.lr if self.lr is not None else self.blr * global_batch / self.base_batch

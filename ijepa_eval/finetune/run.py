@@ -1,0 +1,209 @@
+"""``run_finetune``: checkpoint + ``probe: finetune`` recipe -> fine-tuned classifier -> one result JSON.
+
+Honest numbers: with ``finetune.keep: last`` no choice is made (all of the training split, the recipe's
+epochs, the last weights); with ``keep: best`` the epoch is chosen on a class-balanced held-out part of
+the training split (or the dataset's own val split). Either way the reported split is opened only after
+training has finished — unless ``selection.split: test`` asks for the paper's convention (MAE's
+main_finetune prints the best val accuracy over epochs), which the result then records.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ijepa_eval.data import describe_transform, eval_transform, get_dataset
+from ijepa_eval.env import environment
+from ijepa_eval.errors import ConfigError
+from ijepa_eval.finetune.model import build_classifier, train_transform
+from ijepa_eval.finetune.train import LATEST, SeededItems, best_path, fit, predict, scores
+from ijepa_eval.probes import class_balanced_holdout
+from ijepa_eval.protocols.recipes import Recipe, load_recipe
+from ijepa_eval.results import ResultRecord, result_filename, write_result
+
+
+def work_dir_for(cache_dir: str | os.PathLike | None, record: ResultRecord) -> Path:
+    """Checkpoints live in the cache (large, transient), one folder per result file."""
+    from ijepa_eval.features.cache import resolve_cache_dir
+
+    return resolve_cache_dir(cache_dir) / "finetune" / Path(result_filename(record)).stem
+
+
+def prepare_work_dir(work_dir: Path, resume: bool, restart: bool, is_main: bool) -> bool:
+    """Whether to resume. Refuses to silently overwrite (or silently continue) an earlier run."""
+    exists = (work_dir / LATEST).is_file()
+    if restart:
+        if is_main and work_dir.exists():
+            shutil.rmtree(work_dir)
+        return False
+    if exists and not resume:
+        raise ConfigError(f"{work_dir / LATEST} holds an unfinished fine-tuning run; pass --resume to continue it "
+                          "or --restart to start over (`ijepa-eval finetune`)")
+    if is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    return resume
+
+
+def selection_plan(recipe: Recipe, labels: np.ndarray) -> tuple[np.ndarray, str | None, np.ndarray | None]:
+    """(training rows, selection split or None, held-out training rows for 'train_holdout')."""
+    spec, sel, ds = recipe.finetune, recipe.selection, recipe.dataset
+    every = np.arange(len(labels))
+    if spec.keep == "last":
+        return every, None, None
+    if sel.split == "test":
+        return every, "test", None
+    if ds.val_split:
+        return every, "val", None
+    fit_rows, hold_rows = class_balanced_holdout(labels, sel.holdout_fraction, recipe.seed)
+    return fit_rows, "train_holdout", hold_rows
+
+
+def run_finetune(
+    name_or_yaml: str | os.PathLike | Recipe,
+    ckpt: Any,
+    *,
+    branch: str | None = None,
+    arch: str | dict | None = None,
+    root: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike = "results/runs",
+    cache_dir: str | os.PathLike | None = None,
+    work_dir: str | os.PathLike | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    model_meta: dict[str, Any] | None = None,
+    skip_existing: bool = True,
+    resume: bool = False,
+    restart: bool = False,
+    device: str | torch.device | None = None,
+    label: str | None = None,
+    trust_checkpoint: bool = False,
+    num_workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fine-tune one checkpoint with one recipe (same command under torchrun); returns the result JSON path."""
+    from ijepa_eval.features.extract import check_dataset, default_workers, dist_context, resolve_device
+    from ijepa_eval.features.extract import describe_transform as transform_text
+    from ijepa_eval.protocols.runner import existing_result, model_record, task_name
+
+    started = time.perf_counter()
+    recipe = load_recipe(name_or_yaml, overrides)
+    if recipe.probe != "finetune":
+        raise ConfigError(f"protocol {recipe.name} is a frozen '{recipe.probe}' probe; run it with `ijepa-eval run`")
+    rank, world_size = dist_context()
+    is_main = rank == 0
+    dev = resolve_device(device, world_size)
+    if isinstance(ckpt, torch.nn.Module):
+        encoder = ckpt
+    else:
+        from ijepa_eval.encoders import load_encoder
+
+        encoder = load_encoder(ckpt, branch, arch, trust_checkpoint=trust_checkpoint)
+    model = model_record(encoder, label, model_meta)
+    task = task_name(recipe, name_or_yaml)
+    out_dir = Path(out_dir)
+    if skip_existing and (path := existing_result(out_dir, model, recipe, task)):
+        if is_main:
+            print(f"skip: {path} already holds {recipe.name} v{recipe.version} for this model and config")
+        return path
+    probe_record = ResultRecord(protocol={"name": recipe.name, "task": task}, model=model, features={}, dataset={},
+                                metrics={}, selection={})
+    work = Path(work_dir) if work_dir else work_dir_for(cache_dir, probe_record)
+    resume = prepare_work_dir(work, resume, restart, is_main)
+    if world_size > 1:
+        torch.distributed.barrier()  # rank 0 has created (or cleared) the folder
+
+    spec, ds, sel = recipe.finetune, recipe.dataset, recipe.selection
+    workers = default_workers(world_size) if num_workers is None else num_workers
+    img = encoder.img_size
+
+    def split_dataset(split: str, transform=None):
+        dataset = get_dataset(ds.name, root, split, transform=transform, **ds.options)
+        check_dataset(dataset)
+        return dataset
+
+    train_raw = split_dataset(ds.train_split)
+    num_classes = train_raw.num_classes
+    fit_rows, selection_split, hold_rows = selection_plan(recipe, np.asarray(train_raw.labels))
+    with torch.random.fork_rng(devices=[]):  # the head's init is part of the seeded run
+        torch.manual_seed(recipe.seed)
+        classifier = build_classifier(encoder, num_classes, spec)
+    evaluate = None
+    if selection_split is not None:
+        sel_split = {"train_holdout": ds.train_split, "val": ds.val_split, "test": ds.test_split}[selection_split]
+        sel_data = split_dataset(sel_split, eval_transform(ds.name, img))
+        sel_rows = hold_rows if hold_rows is not None else np.arange(len(sel_data))
+
+        def evaluate(net):
+            topk, labels = predict(net, sel_data, sel_rows, spec.eval_batch_size, dev, world_size, rank, workers,
+                                   progress and is_main, desc=f"eval {selection_split}")
+            return scores(topk, labels, num_classes)
+
+    identity = {"config": recipe.to_dict(), "encoder_sha256": model["sha256"], "world_size": world_size}
+    state = fit(
+        classifier, SeededItems(train_raw, train_transform(spec, img), recipe.seed), fit_rows, num_classes,
+        spec=spec, epochs=recipe.epochs, batch_size=recipe.batch_size, seed=recipe.seed, device=dev,
+        world_size=world_size, rank=rank, work_dir=work, identity=identity, resume=resume, num_workers=workers,
+        progress=progress, evaluate=evaluate, select_metric=sel.metric,
+    )
+    kept = state.best["epoch"] if selection_split is not None else state.epoch
+    if selection_split is not None:
+        classifier.load_state_dict(torch.load(best_path(work, kept), map_location=dev, weights_only=True))
+
+    test_started = time.perf_counter()
+    test_data = split_dataset(ds.test_split, eval_transform(ds.name, img))  # only now: training is over
+    topk, labels = predict(classifier, test_data, np.arange(len(test_data)), spec.eval_batch_size, dev, world_size,
+                           rank, workers, progress and is_main, desc="eval test")
+    test_scores = scores(topk, labels, num_classes)
+    test_s = time.perf_counter() - test_started
+
+    rep = "lastCLS" if encoder.has_class_token else "lastPOOL"
+    heads = []
+    for row in state.history:
+        head = {"name": f"epoch {row['epoch'] + 1}", "representation": rep, "head": "finetune",
+                "epoch": row["epoch"] + 1, "lr": row["lr"], "scores": {"train": {"loss": row["train_loss"]}}}
+        if "selection_scores" in row:
+            head["scores"][selection_split] = row["selection_scores"]
+        if row["epoch"] + 1 == kept:
+            head["scores"]["test"] = test_scores
+        heads.append(head)
+    wall_s = state.elapsed_s + test_s
+    lr = spec.effective_lr(recipe.batch_size)
+    result = ResultRecord(
+        protocol={"name": recipe.name, "task": task, "version": recipe.version, "config": recipe.to_dict(),
+                  "reference": recipe.reference, "deviations": list(recipe.deviations)},
+        model=model,
+        features={"representations": [rep], "n_last_blocks": 1, "pool": "cls" if encoder.has_class_token else "avg",
+                  "head_norm": spec.head_norm, "img_size": img, "mode": "finetune",
+                  "transform": {"train": transform_text(train_transform(spec, img)),
+                                "eval": describe_transform(ds.name, img)}},
+        dataset={"name": ds.name, "train_split": ds.train_split, "val_split": ds.val_split,
+                 "test_split": ds.test_split, "num_classes": int(num_classes),
+                 "fingerprint": {ds.train_split: train_raw.fingerprint(), ds.test_split: test_data.fingerprint()},
+                 "sizes": {ds.train_split: len(train_raw), "fit": len(fit_rows), ds.test_split: len(test_data),
+                           **({"holdout": len(hold_rows)} if hold_rows is not None else {})},
+                 **({"split_info": train_raw.split_info} if getattr(train_raw, "split_info", None) else {})},
+        metrics=dict(test_scores),
+        selection={"split": selection_split or "none", "head": f"epoch {kept}",
+                   "metric": sel.metric if selection_split else None, "retrained_on_full_train": False},
+        heads=heads,
+        env=environment(),
+        timings={"train_s": round(state.elapsed_s, 3), "test_s": round(test_s, 3), "wall_s": round(wall_s, 3),
+                 "total_s": round(time.perf_counter() - started, 3), "world_size": world_size,
+                 "gpu_hours": round(wall_s * world_size / 3600, 6) if dev.type == "cuda" else None},
+        seed=recipe.seed,
+        adaptation="finetune",
+        optimizer={"name": "adamw", "base_lr": spec.blr if spec.lr is None else None, "base_batch": spec.base_batch,
+                   "effective_lr": lr, "batch_size": recipe.batch_size, "layer_decay": spec.layer_decay,
+                   "weight_decay": spec.weight_decay},
+    )
+    path = out_dir / result_filename(result)
+    if is_main:
+        path = write_result(result, out_dir)
+    if world_size > 1:
+        torch.distributed.barrier()
+    return path

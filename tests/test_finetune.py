@@ -1,0 +1,298 @@
+"""End-to-end fine-tuning (in1k_1pct_finetune): recipe sources, timm parts checked against MAE's formulas,
+honest selection order, exact resume, torchrun, and a run on CLEVR-mini against the frozen probe."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ijepa_eval.cli import main
+from ijepa_eval.data.clevr_mini import render_clevr_mini
+from ijepa_eval.data.synthetic import write_imagenet
+from ijepa_eval.encoders import load_encoder
+from ijepa_eval.errors import CheckpointError, ConfigError
+from ijepa_eval.finetune import run as run_module
+from ijepa_eval.finetune import train as train_module
+from ijepa_eval.finetune.config import FinetuneSpec
+from ijepa_eval.finetune.model import build_classifier, build_optimizer, lr_at
+from ijepa_eval.finetune.run import run_finetune
+from ijepa_eval.protocols import RECIPES_DIR, load_recipe, run_protocol
+from ijepa_eval.results import load_result
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures_checkpoints import write_ijepa_checkpoint  # noqa: E402
+
+# RandAugment, erasing, mixup + cutmix (soft targets), drop path: every random path of the loop
+ALL_RANDOM = ["finetune.reprob=0.25", "finetune.mixup=0.8", "finetune.cutmix=1.0", "finetune.drop_path=0.1"]
+FOLDER = ["dataset.name=folder", "batch_size=8", "finetune.blr=0.01", "finetune.warmup_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ft")
+    write_ijepa_checkpoint(d / "tiny.pth.tar", depth=4, img_size=32)
+    return {"dir": d, "ckpt": d / "tiny.pth.tar",
+            "folder": write_imagenet(d / "folder", n_classes=4, n_train_per_class=8, n_val_per_class=3,
+                                      split_file_per_class=6)}
+
+
+def finetune(world, tmp_path, *overrides, **kwargs):
+    opts = dict(root=world["folder"], out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", device="cpu",
+                num_workers=0, progress=False)
+    return run_finetune("in1k_1pct_finetune", world["ckpt"], overrides=[*FOLDER, *overrides], **{**opts, **kwargs})
+
+
+# ------------------------------------------------------------------------------------------------ recipe
+
+
+def test_recipe_cites_a_source_for_every_hyperparameter_and_declares_deviations():
+    r = load_recipe("in1k_1pct_finetune")
+    assert (r.probe, r.epochs, r.batch_size, r.dataset.name) == ("finetune", 50, 512, "imagenet_1pct")
+    f = r.finetune
+    assert (f.layer_decay, f.weight_decay, f.smoothing, f.blr, f.drop_path, f.reprob, f.mixup, f.cutmix) == (
+        0.75, 0.4, 0.1, 3e-5, 0.0, 0.0, 0.0, 0.0)
+    assert f.auto_augment == "rand-m9-mstd0.5-inc1" and f.effective_lr(512) == pytest.approx(6e-5)
+    assert len(r.deviations) >= 3 and r.reference
+    lines = (RECIPES_DIR / "in1k_1pct_finetune.yaml").read_text().split("\nfinetune:\n")[1].split("\nselection")[0]
+    for line in lines.splitlines():
+        assert re.search(r"#.*(\[MSN\]|\[MAE\]|ours|memory only)", line), f"no source for: {line.strip()}"
+    with pytest.raises(ConfigError, match="does not retrain"):
+        load_recipe("in1k_1pct_finetune", ["selection.retrain_on_full_train=true"])
+    with pytest.raises(ConfigError, match="nothing to select on test; add finetune.keep=best"):
+        load_recipe("in1k_1pct_finetune", ["selection.split=test"])
+    with pytest.raises(ConfigError, match="unknown value for 'finetune.keep' 'bset'"):
+        load_recipe("in1k_1pct_finetune", ["finetune.keep=bset"])
+
+
+# ------------------------------------------------------------------------------------------ timm parts
+
+
+def test_layer_decay_groups_are_maes_param_groups_lrd(world):
+    """timm's groups vs MAE util/lr_decay.py written out: scale decay^(L+1-id), no wd on 1-D/pos/cls."""
+    encoder = load_encoder(world["ckpt"])
+    spec = FinetuneSpec(layer_decay=0.5, weight_decay=0.3)
+    model = build_classifier(encoder, 7, spec)
+    opt = build_optimizer(model, spec)
+    depth = len(model.blocks)
+    got = {}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            got[names[id(p)]] = (group["lr_scale"], group["weight_decay"])
+    assert set(got) == set(names.values())
+    for name, p in model.named_parameters():
+        if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
+            layer = 0
+        elif name.startswith("blocks."):
+            layer = int(name.split(".")[1]) + 1
+        else:
+            layer = depth + 1
+        wd = 0.0 if p.ndim == 1 or name in ("pos_embed", "cls_token") else 0.3
+        assert got[name] == (pytest.approx(0.5 ** (depth + 1 - layer)), wd), name
+    assert got["head.weight"] == (1.0, 0.3) and got["blocks.0.attn.qkv.weight"][0] == pytest.approx(0.5 ** depth)
+
+
+def test_lr_schedule_is_maes_warmup_then_half_cosine():
+    spec = FinetuneSpec(warmup_epochs=5, min_lr=1e-6)
+    assert lr_at(0.0, spec, 1e-3, 50) == 0.0
+    assert lr_at(2.5, spec, 1e-3, 50) == pytest.approx(5e-4)
+    assert lr_at(5.0, spec, 1e-3, 50) == pytest.approx(1e-3)
+    assert lr_at(27.5, spec, 1e-3, 50) == pytest.approx(1e-6 + (1e-3 - 1e-6) * 0.5)
+    assert lr_at(50.0, spec, 1e-3, 50) == pytest.approx(1e-6)
+
+
+def test_head_reads_the_frozen_feature_and_fc_norm_is_maes_head(world):
+    encoder = load_encoder(world["ckpt"])
+    x = torch.randn(3, 3, 32, 32)
+    final = build_classifier(encoder, 5, FinetuneSpec(drop_path=0.3)).eval()
+    with torch.no_grad():
+        pooled = final.forward_head(final.forward_features(x), pre_logits=True)
+        torch.testing.assert_close(pooled, encoder.forward_features(x, 1, "avg"))
+        assert final.head.weight.std() < 1e-4 and not final.head.bias.any()  # MAE: trunc_normal std 2e-5, zero bias
+        mae = build_classifier(encoder, 5, FinetuneSpec(head_norm="fc_norm")).eval()
+        tokens = mae.blocks(mae.norm_pre(mae._pos_embed(mae.patch_embed(x))))
+        want = torch.nn.functional.layer_norm(tokens.mean(1), (encoder.embed_dim,), eps=1e-6)  # fresh fc_norm
+        torch.testing.assert_close(mae.forward_head(mae.forward_features(x), pre_logits=True), want)
+    assert all(p.requires_grad for p in final.parameters()) and not any(p.requires_grad for p in encoder.parameters())
+
+
+# --------------------------------------------------------------------------------- selection and resume
+
+
+def test_reported_split_is_opened_only_after_the_last_epoch(world, tmp_path, monkeypatch):
+    events = []
+    real_get, real_save = run_module.get_dataset, train_module.save_checkpoint
+    monkeypatch.setattr(run_module, "get_dataset", lambda name, root, split, **kw: (
+        events.append(("open", split)), real_get(name, root, split, **kw))[1])
+    monkeypatch.setattr(train_module, "save_checkpoint", lambda work, model, opt, state, ident: (
+        events.append(("epoch", state.epoch)), real_save(work, model, opt, state, ident))[1])
+    path = finetune(world, tmp_path, "epochs=3", "finetune.keep=best", "selection.holdout_fraction=0.25")
+    assert events == [("open", "train"), ("open", "train"), ("epoch", 1), ("epoch", 2), ("epoch", 3), ("open", "val")]
+    r = load_result(path)
+    assert r.selection["split"] == "train_holdout" and r.adaptation == "finetune"
+    assert r.dataset["sizes"] == {"train": 32, "fit": 24, "holdout": 8, "val": 12}
+    kept = int(r.selection["head"].split()[1])
+    best = max(r.heads, key=lambda h: (h["scores"]["train_holdout"]["top1"], -h["epoch"]))
+    assert kept == best["epoch"] and r.heads[kept - 1]["scores"]["test"] == r.metrics
+    assert r.timings["gpu_hours"] is None and r.timings["wall_s"] > 0 and r.optimizer["effective_lr"] == 0.01 * 8 / 256
+    # the paper's / MAE's convention on request: every epoch scored on the reported split, all of train used
+    events.clear()
+    r = load_result(finetune(world, tmp_path / "t", "epochs=2", "finetune.keep=best", "selection.split=test"))
+    assert events == [("open", "train"), ("open", "val"), ("epoch", 1), ("epoch", 2), ("open", "val")]
+    assert r.selection["split"] == "test" and r.dataset["sizes"]["fit"] == 32
+    assert all("test" in h["scores"] for h in r.heads)  # scored each epoch: recorded as selected on test
+
+
+def test_resume_after_a_kill_continues_bit_exactly(world, tmp_path, monkeypatch):
+    straight = finetune(world, tmp_path / "a", "epochs=3", "finetune.keep=best", *ALL_RANDOM)
+    real_save = train_module.save_checkpoint
+
+    def killed_after_epoch_2(work, model, opt, state, ident):
+        real_save(work, model, opt, state, ident)
+        if state.epoch == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_checkpoint", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(world, tmp_path / "b", "epochs=3", "finetune.keep=best", *ALL_RANDOM)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    with pytest.raises(ConfigError, match="pass --resume to continue it or --restart"):
+        finetune(world, tmp_path / "b", "epochs=3", "finetune.keep=best", *ALL_RANDOM)
+    with pytest.raises(CheckpointError, match="written for another config"):
+        finetune(world, tmp_path / "b", "epochs=3", "finetune.keep=best", resume=True)
+    resumed = finetune(world, tmp_path / "b", "epochs=3", "finetune.keep=best", *ALL_RANDOM, resume=True)
+    a, b = load_result(straight), load_result(resumed)
+    assert [h["scores"] for h in a.heads] == [h["scores"] for h in b.heads]  # losses, holdout and test, exactly
+    assert a.metrics == b.metrics and a.selection == b.selection
+    (wa,), (wb,) = (list((tmp_path / d / "cache" / "finetune").rglob("latest.pth")) for d in ("a", "b"))
+    sa, sb = torch.load(wa, weights_only=True)["model"], torch.load(wb, weights_only=True)["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a.heads[0]["scores"]["train"]["loss"] != a.heads[-1]["scores"]["train"]["loss"]
+
+
+def test_accum_steps_split_memory_not_the_gradient(world, tmp_path):
+    one = load_result(finetune(world, tmp_path / "one", "epochs=2"))
+    two = load_result(finetune(world, tmp_path / "two", "epochs=2", "finetune.accum_steps=4"))
+    np.testing.assert_allclose([h["scores"]["train"]["loss"] for h in one.heads],
+                               [h["scores"]["train"]["loss"] for h in two.heads], rtol=1e-5)
+    with pytest.raises(ConfigError, match="does not split into 3 accum_steps"):
+        finetune(world, tmp_path / "three", "epochs=1", "finetune.accum_steps=3")
+
+
+def test_cli_runs_the_recipe_on_the_imagenet_1pct_layout(world, tmp_path, capsys):
+    args = ["finetune", "--ckpt", str(world["ckpt"]), "--root", str(world["folder"]), "--device", "cpu",
+            "--cache-dir", str(tmp_path), "--out", str(tmp_path), "--quiet", "--workers", "0", "--label", "tiny",
+            "epochs=1", "batch_size=8", "dataset.options={allow_custom_split: true}"]
+    assert main(args) == 0
+    (path,) = tmp_path.glob("*.json")
+    out = capsys.readouterr().out
+    assert f"result: {path}" in out and "kept epoch 1 (no selection: last epoch)" in out
+    assert path.name.startswith("tiny-") and path.name.endswith("__target__in1k_1pct_finetune.json")
+    r = load_result(path)
+    assert r.dataset["sizes"] == {"train": 24, "fit": 24, "val": 12} and r.dataset["split_info"]["official"] is False
+    assert r.protocol["deviations"] == load_recipe("in1k_1pct_finetune").deviations and r.selection["split"] == "none"
+    assert main(args) == 0 and "skip: " in capsys.readouterr().out  # same model, recipe and config: reused
+
+
+def test_cli_errors_are_one_line(world, tmp_path, capsys):
+    args = ["finetune", "--ckpt", str(world["ckpt"]), "--root", str(world["folder"]), "--device", "cpu",
+            "--cache-dir", str(tmp_path), "--out", str(tmp_path), "--quiet", "--workers", "0"]
+    assert main([*args, *FOLDER, "batch_size=64"]) == 2
+    assert "32 training images < one batch of 64; lower batch_size" in capsys.readouterr().err
+    assert main([*args, "--recipe", "cifar100"]) == 2
+    assert "frozen 'linear' probe; run it with `ijepa-eval run`" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------- CLEVR-mini, torchrun
+
+
+def test_finetuning_on_clevr_mini_beats_the_frozen_probe_or_learns(world, tmp_path):
+    root = render_clevr_mini(tmp_path / "clevr", n_train=64, n_val=24, size=32, progress=False, workers=1)
+    common = dict(root=root, out_dir=tmp_path / "out", cache_dir=tmp_path / "cache", device="cpu",
+                  num_workers=0, progress=False)
+    frozen = load_result(run_protocol("clevr_count", world["ckpt"], overrides=["epochs=10", "batch_size=16"], **common))
+    tuned = load_result(run_finetune(
+        "in1k_1pct_finetune", world["ckpt"], overrides=[
+            "dataset.name=clevr_count", "dataset.test_split=test", "epochs=8", "batch_size=16", "finetune.blr=0.05",
+            "finetune.warmup_epochs=1", "finetune.auto_augment=null", "finetune.crop_scale=[0.9, 1.0]",
+            "finetune.hflip=0.5"], **common))
+    assert tuned.dataset["sizes"]["test"] == frozen.dataset["sizes"]["test"] == 24  # the same reported split
+    losses = [h["scores"]["train"]["loss"] for h in tuned.heads]
+    print(f"CLEVR-mini count: fine-tuned {tuned.metrics['top1']:.1f} vs frozen {frozen.metrics['top1']:.1f}; "
+          f"loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    assert tuned.metrics["top1"] > frozen.metrics["top1"] or losses[-1] < losses[0] - 0.05
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(world, tmp_path):
+    """Two gloo ranks of batch 4 see the single process's batches of 8: same losses and weights."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    common = ["finetune", "--ckpt", str(world["ckpt"]), "--root", str(world["folder"]), "--device", "cpu",
+              "--quiet", "--workers", "0", *FOLDER, "epochs=2"]
+    one = finetune(world, tmp_path / "one", "epochs=2")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "ijepa_eval.cli", *common, "--cache-dir", str(tmp_path / "two" / "cache"), "--out", str(tmp_path / "two")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a, (b_path,) = load_result(one), list((tmp_path / "two").glob("*.json"))
+    b = load_result(b_path)
+    assert b.timings["world_size"] == 2 and a.dataset["sizes"] == b.dataset["sizes"]
+    la = np.array([h["scores"]["train"]["loss"] for h in a.heads])
+    lb = np.array([h["scores"]["train"]["loss"] for h in b.heads])
+    np.testing.assert_allclose(la, lb, rtol=1e-4)
+    assert abs(a.metrics["top1"] - b.metrics["top1"]) < 1e-6
+
+
+# ------------------------------------------------------------------------------------- tables, compare
+
+
+def paper_data_result(runs, label, protocol, top1, meta, adaptation):
+    """A result JSON on the paper's 1% data (12,811 train / 50,000 val, official split file)."""
+    from ijepa_eval.results import ResultRecord, write_result
+
+    head = ({"name": "epoch 50", "representation": "lastPOOL", "head": "finetune"} if adaptation == "finetune" else
+            {"name": "lastPOOL/linear/lr1x/wd0", "representation": "lastPOOL", "head": "linear"})
+    record = ResultRecord(
+        protocol={"name": protocol, "task": protocol, "version": 1, "config": {}},
+        model={"source": f"/ckpts/{label}.pth", "sha256": label.encode().hex().ljust(64, "0"), "format": "mae",
+               "branch": None, "arch": {}, "label": label, "meta": meta},
+        features={}, metrics={"top1": top1, "top5": top1 + 5}, adaptation=adaptation,
+        dataset={"name": "imagenet_1pct", "train_split": "train", "val_split": None, "test_split": "val",
+                 "num_classes": 1000, "sizes": {"train": 12811, "val": 50000}, "split_info": {"official": True}},
+        selection={"split": "none" if adaptation == "finetune" else "train_holdout", "head": head["name"]},
+        heads=[{**head, "scores": {"test": {"top1": top1}}}],
+    )
+    return write_result(record, runs)
+
+
+def test_table2_shows_finetuned_and_frozen_cells_and_compares_like_with_like(tmp_path, capsys):
+    import pandas as pd
+
+    runs = tmp_path / "runs"
+    mae = {"method": "MAE", "arch_name": "ViT-H/14", "epochs": 1600, "data": "IN-1k"}
+    ijepa = {"method": "I-JEPA", "arch_name": "ViT-H/14", "epochs": 300, "data": "IN-1k"}
+    paper_data_result(runs, "mae_h14", "in1k_1pct_finetune", 70.0, mae, "finetune")
+    paper_data_result(runs, "mae_h14", "in1k_1pct_linear", 60.0, mae, "frozen")
+    paper_data_result(runs, "ijepa_h14", "in1k_1pct_linear", 72.0, ijepa, "frozen")
+    paper_data_result(runs, "ijepa_h14", "in1k_1pct_finetune", 75.0, ijepa, "finetune")
+    assert main(["table", str(runs), "--out", str(tmp_path / "t")]) == 0
+    t2 = pd.read_csv(tmp_path / "t" / "table2.csv", dtype=str, keep_default_na=False).set_index(["Method", "Arch"])
+    cols = ["in1k_1pct paper", "in1k_1pct paper adaptation", "in1k_1pct ours finetune", "in1k_1pct ours frozen",
+            "in1k_1pct ours", "in1k_1pct Δ"]
+    assert t2.loc[("MAE", "ViT-H/14"), cols].tolist() == ["71.5", "finetune", "70.0", "60.0", "70.0", "-1.5"]
+    assert t2.loc[("I-JEPA", "ViT-H/14"), cols].tolist() == ["73.3", "frozen", "75.0", "72.0", "72.0", "-1.3"]
+    assert t2.loc[("data2vec", "ViT-L/16"), "in1k_1pct paper adaptation"] == "finetune"
+    assert t2.loc[("DINO", "ViT-B/8"), "in1k_1pct paper adaptation"] == "frozen"
+    assert "`ours finetune` and `ours frozen`" in (tmp_path / "t" / "table2.md").read_text()
+    t6 = pd.read_csv(tmp_path / "t" / "table6.csv", dtype=str)  # a frozen-only column keeps its plain cells
+    assert "in1k_1pct_linear paper adaptation" not in t6.columns
+    # compare: a fine-tuned and a frozen result of one model side by side
+    assert main(["compare", "--results", str(runs), "--protocols", "in1k_1pct_finetune,in1k_1pct_linear"]) == 0
+    flat = pd.read_csv(runs / "compare.csv", dtype=str).set_index("model")
+    assert flat.loc["mae_h14", ["in1k_1pct_finetune", "in1k_1pct_linear"]].tolist() == ["70.0", "60.0"]
+    assert flat.loc["mae_h14", "in1k_1pct_finetune head"] == "lastPOOL/finetune"
