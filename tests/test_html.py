@@ -20,7 +20,7 @@ import pytest
 from ijepa_eval.cli import main
 from ijepa_eval.leaderboard.html import PAGES, leading_number, write_html
 from ijepa_eval.leaderboard.records import load_results
-from ijepa_eval.results import ResultRecord, write_result
+from ijepa_eval.results import ResultRecord, iter_result_paths, write_result
 
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">" onclick="window.__pwned=3'
 ENCODERS = {"ijepa-target": 0.0, "ijepa-context": -3.0, "random-init": -7.0}  # offsets from a base accuracy
@@ -150,7 +150,7 @@ def test_index_cells_intervals_and_delta_colours(site):
 
 
 def test_run_page_and_json_copy(site):
-    runs = sorted((site / PAGES).glob("ijepa-target-*__clevr_count.html"))
+    runs = sorted((site / PAGES).glob("ijepa-target-*--clevr_count.html"))
     assert len(runs) == 1
     page = runs[0].read_text()
     for text in ("CLEVR-mini (procedural) instead of CLEVR v1.0", "VISSL configs/config/benchmark", "epochs: 50",
@@ -164,8 +164,10 @@ def test_run_page_and_json_copy(site):
     assert lowest and float(lowest.group(1)) == round(33.0 - 0.4 * 15 + 2, 1)  # first head = viridis' bottom
     json_copy = runs[0].with_suffix(".json")
     assert f'href="{json_copy.name}"' in page
-    assert json_copy.read_bytes() == (site.parent / "runs" / json_copy.name).read_bytes()
-    knn = next((site / PAGES).glob("ijepa-target-*__knn_clevr_count.html")).read_text()
+    source = next((site.parent / "runs").glob(json_copy.name.replace("--", "__")))
+    assert json_copy.read_bytes() == source.read_bytes()
+    assert iter_result_paths([site]) == []  # copies are not mistaken for results by `table results/...`
+    knn = next((site / PAGES).glob("ijepa-target-*--knn-clevr_count.html")).read_text()
     assert "no learning-rate × weight-decay grid" in knn and "k</button>" in knn
 
 
@@ -181,7 +183,8 @@ def test_cli_table_html_rebuilds_identically_and_drops_stale_pages(tmp_path, cap
     gone = next(runs.glob("random-init-*__clevr_dist.json"))
     gone.unlink()
     assert main(["table", str(runs), "--out", str(out), "--html", "--format", "md"]) == 0
-    assert not (out / PAGES / gone.name).exists() and not (out / PAGES / gone.with_suffix(".html").name).exists()
+    copy = out / PAGES / gone.name.replace("__", "--")
+    assert copy.name in pages and not copy.exists() and not copy.with_suffix(".html").exists()
     assert len(list((out / PAGES).iterdir())) == len(pages) - 2
     assert "table: 13 result(s)" in capsys.readouterr().out
 
@@ -313,8 +316,8 @@ def screenshot(png: Path) -> None:
         index = write_html(Path(tmp) / "site", load_results([runs]), sources=["results/demo/runs"])
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
-            pg = b.new_page(viewport={"width": 1280, "height": 860})
-            pg.goto(index.as_uri())
+            pg = b.new_page(viewport={"width": 1200, "height": 1180})
+            pg.goto(index.as_uri() + "#protocol=clevr_count")
             pg.click("#results th:has-text('top-1') button")
             pg.click("#results th:has-text('top-1') button")
             pg.screenshot(path=str(png))

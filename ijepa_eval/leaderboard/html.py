@@ -73,6 +73,7 @@ class Table:
     columns: list[Column]
     rows: list[Row] = field(default_factory=list)
     note: str = ""
+    count: bool = True  # show "n of m rows" (updated by the filters)
 
 
 def leading_number(text: str) -> float | None:
@@ -212,7 +213,7 @@ def results_table(results: list[Result], hrefs: dict[Path, str], metrics: Sequen
     """One row per result JSON, with intervals where recorded."""
     columns = [Column("Model"), Column("Protocol"), Column("Dataset"),
                *(Column(METRIC_TITLES.get(m, m), numeric=True) for m in metrics),
-               Column("Head"), Column("Selected on"), Column("Paper data"), Column("Date"), Column("Run")]
+               Column("Head"), Column("Selected on"), Column("Paper data"), Column("Date")]
     rows = []
     for r in sorted(results, key=lambda r: (r.protocol, -(r.metric(metrics[0]) or 0.0), r.display)):
         issues = r.data_issues
@@ -221,7 +222,7 @@ def results_table(results: list[Result], hrefs: dict[Path, str], metrics: Sequen
         rows.append(Row(
             [Cell(r.display, href=hrefs[r.path]), Cell(r.protocol), Cell(str(r.record.dataset.get("name") or MISSING)),
              *(metric_cell(r, m) for m in metrics), Cell(r.winning_head()), Cell(r.selected_on), paper_data,
-             Cell(str(r.record.date)), Cell(r.path.name, href=hrefs[r.path])],
+             Cell(str(r.record.date)[:16].replace("T", " "), cls="nowrap")],
             model=r.display, protocols=protocol_tokens(r.protocol),
         ))
     return Table("results", columns, rows)
@@ -261,9 +262,10 @@ def heads_table(r: Result) -> Table:
         numbers = [h.get(p) for p in params] + [(h.get("scores") or {}).get(s, {}).get(metric) for s in splits]
         cells = [Cell("✓" if h.get("name") == chosen else ""), Cell(_text(h.get("name"))),
                  Cell(_text(h.get("representation"))), Cell(_text(h.get("head")))]
-        for v in numbers:
+        for i, v in enumerate(numbers):
             number = v if isinstance(v, int | float) and not isinstance(v, bool) else None
-            cells.append(Cell(f"{v:g}" if number is not None else _text(v), number, "num"))
+            text = _text(v) if number is None else f"{v:g}" if i < len(params) else f"{v:.1f}"
+            cells.append(Cell(text, number, "num"))
         rows.append(Row(cells))
     return Table("heads", columns, rows, note=f"{metric} (%) of every head on each split")
 
@@ -315,12 +317,17 @@ def heat_panels(r: Result) -> list[HeatPanel]:
 def run_context(r: Result, json_href: str, predictions_href: str | None) -> dict[str, Any]:
     rec = r.record
     seeds = rec.seeds or {}
-    metrics = Table("metrics", [Column("metric"), Column("value", numeric=True), Column("95% interval"),
-                                Column(f"seeds (n={seeds.get('n')}) mean ± std")])
+    columns = [Column("metric"), Column("value", numeric=True)]
+    if seeds:
+        columns.append(Column(f"{seeds.get('n')} probe seeds: mean ± std"))
+    metrics = Table("metrics", columns, count=False,
+                    note="value on the reported split; [lo, hi] = 95% bootstrap interval over test examples")
     for m in rec.metrics:
-        s = seeds.get(m) if isinstance(seeds.get(m), dict) else None
-        metrics.rows.append(Row([Cell(m), metric_cell(r, m), Cell(_ci_text(_interval(r, m)) or MISSING),
-                                 Cell(f"{s['mean']:.1f} ± {s['std']:.1f}" if s else MISSING)]))
+        cells = [Cell(m), metric_cell(r, m)]
+        if seeds:
+            spread = seeds.get(m) if isinstance(seeds.get(m), dict) else None
+            cells.append(Cell(f"{spread['mean']:.1f} ± {spread['std']:.1f}" if spread else MISSING))
+        metrics.rows.append(Row(cells))
     protocol = {k: v for k, v in rec.protocol.items() if k not in ("config", "deviations")}
     return {
         "r": r, "json_href": json_href, "predictions_href": predictions_href, "metrics": metrics,
@@ -350,10 +357,12 @@ def environment() -> Environment:
 
 
 def _slugs(results: list[Result]) -> dict[Path, str]:
-    """A file-name-safe, unique page name per result (its JSON's stem)."""
+    """A file-name-safe, unique page name per result: its JSON's stem with ``__`` spelled ``--``, so the
+    JSON copies do not look like results (``RESULT_GLOB``) and a table over this folder does not count
+    them twice."""
     out: dict[Path, str] = {}
     for r in sorted(results, key=lambda r: str(r.path)):
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", r.path.stem).strip("._") or "run"
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", r.path.stem.replace("__", "--")).strip("._-") or "run"
         if slug in out.values():
             slug += "-" + hashlib.sha256(str(r.path).encode()).hexdigest()[:8]
         out[r.path] = slug
@@ -426,7 +435,7 @@ def write_html(
         protocols=protocols, models=sorted(models),
         grid=grid_table(results, hrefs, metric) if results else None,
         runs=results_table(results, hrefs, metrics) if results else None,
-        plots=plot_list, deviations=sorted(deviations.items()),
+        plots=plot_list, deviations=[(p, protocol_tokens(p), items) for p, items in sorted(deviations.items())],
         paper_tables=[paper_section(t, models, hrefs) for t in tables],
     )
     index = out / "index.html"
