@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ijepa_eval import demo
 from ijepa_eval.cli import main
 from ijepa_eval.leaderboard.html import PAGES, leading_number, write_html
 from ijepa_eval.leaderboard.records import load_results
@@ -187,6 +188,30 @@ def test_cli_table_html_rebuilds_identically_and_drops_stale_pages(tmp_path, cap
     assert copy.name in pages and not copy.exists() and not copy.with_suffix(".html").exists()
     assert len(list((out / PAGES).iterdir())) == len(pages) - 2
     assert "table: 13 result(s)" in capsys.readouterr().out
+
+
+def test_demo_leaderboard_writes_index_html(tmp_path, capsys):
+    runs = [p for p in sorted(demo_like(tmp_path / "runs").glob("*.json")) if "ijepa_h14" not in p.name]
+    margins = demo.leaderboard(tmp_path, runs)
+    assert margins["clevr_count"] == 7.0  # ijepa-target 33.0 − random-init 26.0
+    html = (tmp_path / "index.html").read_text()
+    assert "12 result(s)" in html and html.count('<tr data-protocols="clevr_dist') == 3
+    assert len(list((tmp_path / PAGES).glob("*.html"))) == 12
+
+
+def test_v1_result_without_intervals_or_deviations(tmp_path):
+    path = make_run(tmp_path / "runs", "old", "clevr_count", 40.0)
+    data = json.loads(path.read_text())
+    data["schema_version"] = 1
+    for key in ("metrics_ci", "adaptation", "optimizer", "predictions", "seeds"):
+        del data[key]
+    del data["protocol"]["deviations"], data["protocol"]["reference"]
+    path.write_text(json.dumps(data))
+    write_html(tmp_path / "site", load_results([path]))
+    html = (tmp_path / "site" / "index.html").read_text()
+    assert 'data-value="40.0">40.0</td>' in html and 'class="ci"' not in html and 'id="deviations"' not in html
+    page = next((tmp_path / "site" / PAGES).glob("*.html")).read_text()
+    assert "none declared" in page and 'class="ci"' not in page and 'data-value="40.0">40.0</td>' in page
 
 
 def test_html_without_results_still_shows_paper_tables(tmp_path):
