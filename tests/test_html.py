@@ -115,7 +115,8 @@ def test_leading_number_reads_cells_as_tables_write_them():
     assert leading_number("+0.4 (in CI)") == 0.4
     assert leading_number("−1.2*") == -1.2
     assert leading_number("33.4 (concatPOOL4/bn_linear)") == 33.4
-    assert leading_number("—") is None and leading_number("ViT-H/14") is None
+    assert leading_number("*33.4") == 33.4 and leading_number("(12)") == 12.0
+    assert leading_number("—") is None and leading_number("ViT-H/14") is None and leading_number("lastPOOL/knn") is None
 
 
 def test_markup_from_results_is_escaped_and_only_our_script_may_run(site):
@@ -212,6 +213,25 @@ def test_v1_result_without_intervals_or_deviations(tmp_path):
     assert 'data-value="40.0">40.0</td>' in html and 'class="ci"' not in html and 'id="deviations"' not in html
     page = next((tmp_path / "site" / PAGES).glob("*.html")).read_text()
     assert "none declared" in page and 'class="ci"' not in page and 'data-value="40.0">40.0</td>' in page
+
+
+def test_predictions_file_copied_only_from_the_results_folder(tmp_path):
+    runs = tmp_path / "runs"
+    (tmp_path / "secret.txt").write_text("not for publishing")
+    ok = make_run(runs, "a", "clevr_count", 40.0)
+    bad = make_run(runs, "b", "clevr_count", 41.0)
+    preds = runs / ok.name.replace(".json", ".predictions.npz")
+    preds.write_bytes(b"labels+top5")
+    for path, file in ((ok, preds.name), (bad, "../secret.txt")):
+        data = json.loads(path.read_text())
+        data["predictions"] = {"file": file, "sha256": "0" * 64, "format": "npz"}
+        path.write_text(json.dumps(data))
+    write_html(tmp_path / "site", load_results([runs]))
+    pages = tmp_path / "site" / PAGES
+    assert (pages / preds.name).read_bytes() == b"labels+top5"
+    assert f'href="{preds.name}">per-example predictions' in next(pages.glob("a-*.html")).read_text()
+    assert "per-example predictions" not in next(pages.glob("b-*.html")).read_text()
+    assert not any("secret" in p.name or p.read_bytes() == b"not for publishing" for p in pages.iterdir())
 
 
 def test_html_without_results_still_shows_paper_tables(tmp_path):

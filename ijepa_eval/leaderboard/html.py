@@ -39,7 +39,8 @@ from ijepa_eval.results import METRIC_DIRECTIONS
 TEMPLATES = Path(__file__).with_name("templates")
 PAGES = "pages"  # run pages and copies of their JSON (and predictions), beside index.html; regenerated
 METRIC_TITLES = {"top1": "top-1", "top5": "top-5", "mean_per_class_acc": "mean per-class acc"}
-_NUMBER = re.compile(r"\s*([+\-−]?\d+(?:\.\d+)?)")
+_NUMBER = re.compile(r"[^\w+\-−]*?([+\-−]?\d+(?:\.\d+)?)")  # after marks such as '*' or '('
+
 
 
 @dataclass
@@ -77,7 +78,8 @@ class Table:
 
 
 def leading_number(text: str) -> float | None:
-    """The number a cell starts with ('86.7 ± 0.4' -> 86.7, '−1.2*' -> -1.2); None for '—' or text."""
+    """The number a cell starts with ('86.7 ± 0.4' -> 86.7, '−1.2*' -> -1.2, '*33.4' -> 33.4); None for '—'
+    or text ('ViT-H/14')."""
     m = _NUMBER.match(text)
     return float(m.group(1).replace("−", "-")) if m else None
 
@@ -375,6 +377,16 @@ def _copy(src: Path, dst: Path) -> None:
             f.write(src.read_bytes())
 
 
+def _predictions_file(r: Result) -> Path | None:
+    """The per-example predictions file the result names, if it exists inside the result's folder (a result
+    must not make the site publish some other local file)."""
+    file = (r.record.predictions or {}).get("file")
+    if not file:
+        return None
+    src = (r.path.parent / str(file)).resolve()
+    return src if src.is_file() and src.is_relative_to(r.path.parent.resolve()) else None
+
+
 def write_run_pages(results: list[Result], pages: Path, env: Environment) -> dict[Path, str]:
     """``pages/<slug>.html`` + a copy of the JSON (and its predictions file) per result; stale files removed.
     Returns each result's page link relative to index.html."""
@@ -384,13 +396,13 @@ def write_run_pages(results: list[Result], pages: Path, env: Environment) -> dic
         slug = slugs[r.path]
         _copy(r.path, pages / f"{slug}.json")
         keep |= {f"{slug}.json", f"{slug}.html"}
-        predictions = None
-        file = (r.record.predictions or {}).get("file")
-        if file and (src := r.path.parent / str(file)).is_file():
-            predictions = src.name if src.name not in keep else f"{slug}.{src.name}"
-            _copy(src, pages / predictions)
-            keep.add(predictions)
-        page = env.get_template("run.html").render(**run_context(r, f"{slug}.json", predictions))
+        href = None
+        if (predictions := _predictions_file(r)) is not None:
+            href = re.sub(r"[^A-Za-z0-9._-]+", "-", predictions.name).lstrip(".")
+            href = href if href not in keep else f"{slug}.{href}"
+            _copy(predictions, pages / href)
+            keep.add(href)
+        page = env.get_template("run.html").render(**run_context(r, f"{slug}.json", href))
         atomic_write_text(pages / f"{slug}.html", page)
     for stale in pages.glob("*"):
         if stale.is_file() and stale.name not in keep:

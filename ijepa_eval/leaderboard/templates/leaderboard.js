@@ -56,11 +56,13 @@
       for (var i = 0; i < rows.length; i++) { if (!rows[i].hidden) { shown++; } }
       counter.textContent = shown + " of " + rows.length + " rows";
     });
-    if (protocol || model) {
-      var hash = [];
-      if (p) { hash.push("protocol=" + encodeURIComponent(p)); }
-      if (m) { hash.push("model=" + encodeURIComponent(m)); }
-      history.replaceState(null, "", hash.length ? "#" + hash.join("&") : location.pathname);
+    var hash = [];
+    if (p) { hash.push("protocol=" + encodeURIComponent(p)); }
+    if (m) { hash.push("model=" + encodeURIComponent(m)); }
+    var next = hash.length ? "#" + hash.join("&") : "";
+    var state = readHash();
+    if (next !== location.hash && (next || state.protocol || state.model)) { /* keep other anchors (#results) */
+      history.replaceState(null, "", next || location.pathname + location.search);
     }
   }
 
