@@ -15,11 +15,12 @@ import shutil
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ijepa_eval import demo
 from ijepa_eval.cli import main
-from ijepa_eval.leaderboard.html import PAGES, leading_number, write_html
+from ijepa_eval.leaderboard.html import PAGES, frame_table, leading_number, write_html
 from ijepa_eval.leaderboard.records import load_results
 from ijepa_eval.results import ResultRecord, iter_result_paths, write_result
 
@@ -117,6 +118,21 @@ def test_leading_number_reads_cells_as_tables_write_them():
     assert leading_number("33.4 (concatPOOL4/bn_linear)") == 33.4
     assert leading_number("*33.4") == 33.4 and leading_number("(12)") == 12.0
     assert leading_number("—") is None and leading_number("ViT-H/14") is None and leading_number("lastPOOL/knn") is None
+
+
+def test_table_text_is_shown_as_is_with_mark_classes_and_sort_values():
+    df = pd.DataFrame({"model": ["a", "b", "c"], "cifar100": ["86.7 ± 0.6 ↑ (concatPOOL4/bn_linear)", "—", "80.1 ≈"],
+                       "cifar100 Δ": ["-0.8 ↓", "—", "+0.2"], "Arch": ["ViT-H/14", "ViT-L/16", "—"]})
+    t = frame_table(df, "t", ["cifar100"], model_column="model")
+    assert [c.numeric for c in t.columns] == [False, True, True, False]
+    assert [c.protocols for c in t.columns] == ["", "cifar100", "cifar100", ""]
+    cells = [[(c.text, c.value, c.cls) for c in row.cells[1:3]] for row in t.rows]
+    assert cells == [
+        [("86.7 ± 0.6 ↑ (concatPOOL4/bn_linear)", 86.7, "num sig-win"), ("-0.8 ↓", -0.8, "num sig-loss")],
+        [("—", None, "missing"), ("—", None, "missing")],
+        [("80.1 ≈", 80.1, "num sig-tie"), ("+0.2", 0.2, "num")],
+    ]
+    assert [r.model for r in t.rows] == ["a", "b", "c"]
 
 
 def test_markup_from_results_is_escaped_and_only_our_script_may_run(site):

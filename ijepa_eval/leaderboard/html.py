@@ -39,6 +39,9 @@ from ijepa_eval.results import METRIC_DIRECTIONS
 TEMPLATES = Path(__file__).with_name("templates")
 PAGES = "pages"  # run pages and copies of their JSON (and predictions), beside index.html; regenerated
 METRIC_TITLES = {"top1": "top-1", "top5": "top-5", "mean_per_class_acc": "mean per-class acc"}
+# Significance marks the tables write after a value or Δ (significantly higher / lower / no significant
+# difference at 95%); the page colours the cell by them and shows the text unchanged.
+MARK_CLASSES = {"↑": "sig-win", "↓": "sig-loss", "≈": "sig-tie"}
 _NUMBER = re.compile(r"[^\w+\-−]*?([+\-−]?\d+(?:\.\d+)?)")  # after marks such as '*' or '('
 
 
@@ -100,7 +103,9 @@ def _protocol_of(column: str, protocols: Sequence[str]) -> str | None:
 
 
 def _base_class(text: str, numeric: bool) -> str:
-    return "missing" if text == MISSING else "num" if numeric else ""
+    """'missing', 'num' for numeric columns, plus the class of a significance mark in the text."""
+    marks = [cls for mark, cls in MARK_CLASSES.items() if mark in text]
+    return " ".join(["missing" if text == MISSING else "num" if numeric else "", *marks]).strip()
 
 
 def frame_table(
