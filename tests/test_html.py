@@ -165,6 +165,8 @@ def test_index_cells_intervals_and_delta_colours(site):
     assert re.search(r'class="num[^"]* delta-worse" data-value="-2.7" title="paper 86.7 is outside our 95% interval '
                      r'\[83.4, 84.5\]">-2.7[ ↓]*<', html)
     assert html.count("data:image/svg+xml;base64,") == 2  # bars + Figure-1 scatter, inline
+    ids = re.findall(r' id="([^"]+)"', html)
+    assert len(ids) == len(set(ids)) and {"grid", "results", "table1", "table4-ours-only"} <= set(ids)
     assert "CLEVR-mini (procedural) instead of CLEVR v1.0" in html  # declared deviations listed
 
 

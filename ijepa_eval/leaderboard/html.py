@@ -45,7 +45,6 @@ MARK_CLASSES = {"↑": "sig-win", "↓": "sig-loss", "≈": "sig-tie"}
 _NUMBER = re.compile(r"[^\w+\-−]*?([+\-−]?\d+(?:\.\d+)?)")  # after marks such as '*' or '('
 
 
-
 @dataclass
 class Cell:
     text: str

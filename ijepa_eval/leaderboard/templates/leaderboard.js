@@ -61,7 +61,7 @@
     if (m) { hash.push("model=" + encodeURIComponent(m)); }
     var next = hash.length ? "#" + hash.join("&") : "";
     var state = readHash();
-    if (next !== location.hash && (next || state.protocol || state.model)) { /* keep other anchors (#results) */
+    if (next !== location.hash && (next || state.protocol || state.model)) { /* keep other anchors (#every-result) */
       history.replaceState(null, "", next || location.pathname + location.search);
     }
   }
