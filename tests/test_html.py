@@ -367,6 +367,10 @@ def test_browser_shows_script_label_as_text_and_runs_nothing(site, page):
     assert page.evaluate("window.__pwned") is None
     assert f"dev {EVIL}" in page.inner_text("ul.deviations")
     assert page.errors == []  # also: no CSP violation, i.e. nothing tried to run
+    # and the policy is live: an inline script that is not the page's own is refused
+    ran = page.evaluate("""() => { const s = document.createElement('script'); s.textContent = 'window.__csp = 1';
+                                   document.body.appendChild(s); return window.__csp; }""")
+    assert ran is None and any("Content Security Policy" in e for e in page.errors)
 
 
 def screenshot(png: Path) -> None:
