@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install test lint demo tables bench bench-gpu bench-pretrain clean
+.PHONY: install chromium test lint demo tables bench bench-gpu bench-pretrain clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,10 +16,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Headless Chromium for the HTML leaderboard's browser tests: Debian's package, driven by Playwright (a test
+# extra), so no `playwright install` download. Does nothing when chromium is already on PATH.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  if ! command -v apt-get >/dev/null; then echo "note: no chromium and no apt-get; browser tests will skip"; \
+	  else SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; fi; }
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --durations=15
 
@@ -27,7 +36,7 @@ demo: $(STAMP)
 	$(BIN)/python -m ijepa_eval.demo --out results/demo
 
 tables: $(STAMP)
-	$(BIN)/ijepa-eval table results/runs --out results/tables
+	$(BIN)/ijepa-eval table results/runs --out results/tables --html
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py --out results/bench.json

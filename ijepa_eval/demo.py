@@ -5,7 +5,8 @@
 2. pretrain the `tiny_cpu` I-JEPA on the CLEVR-mini train images (official checkpoint format);
 3. evaluate its EMA target encoder, its context encoder and a random-init encoder of the same
    architecture on clevr_count, clevr_dist, folder_linear (shapes) and kNN (clevr_count);
-4. write the leaderboard (Markdown + CSV + bar plot) and the target-vs-random margins under ``--out``.
+4. write the leaderboard (Markdown + CSV + bar plot + ``index.html``) and the target-vs-random margins under
+   ``--out``.
 
 Every number printed here is produced by this run. Re-running reuses the data, the checkpoint and the
 results (delete ``--out`` to start over).
@@ -128,6 +129,7 @@ def evaluate(out: Path, ckpt: Path, clevr_root: Path, shapes_root: Path, epochs:
 def leaderboard(out: Path, result_paths: list[Path]) -> dict:
     from ijepa_eval.io import atomic_write_json
     from ijepa_eval.leaderboard.compare import compare_frames, rows_from_results, values, write_compare
+    from ijepa_eval.leaderboard.html import write_html
     from ijepa_eval.leaderboard.plots import bars
     from ijepa_eval.leaderboard.records import load_results
 
@@ -136,6 +138,7 @@ def leaderboard(out: Path, result_paths: list[Path]) -> dict:
     shown, flat = compare_frames(rows, PROTOCOLS)
     write_compare(shown, flat, out, "top1")
     bars(values(rows, PROTOCOLS), out / "leaderboard", metric="top1")
+    write_html(out, results, sources=[str(out / "runs")])
     top1 = {label: {} for label in ENCODERS}
     for r in results:
         top1[r.label][r.protocol] = r.metric("top1")
@@ -181,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"demo: error: {err}", file=sys.stderr)
         return err.exit_code
-    print(f"\nwrote {out}/compare.md, compare.csv, leaderboard.png/.svg, summary.json, runs/*.json "
+    print(f"\nwrote {out}/index.html (open it in a browser), compare.md, compare.csv, leaderboard.png/.svg, "
+          f"summary.json, runs/*.json "
           f"in {time.perf_counter() - started:.0f} s")
     losing = [p for p in ("clevr_count", "clevr_dist") if margins[p] <= 0]
     if losing:

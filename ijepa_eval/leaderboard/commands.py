@@ -9,6 +9,7 @@ import sys
 TABLE_EPILOG = """examples:
   ijepa-eval table results/runs --out results/tables
   ijepa-eval table results/runs results/demo --models models.yaml --format md,csv
+  ijepa-eval table results/runs --out results/tables --html     # also index.html + one page per run
 models.yaml places results in paper rows when their JSON has no model.meta:
   ijepa_h14:      {method: I-JEPA, arch: ViT-H/14, epochs: 300, data: IN-1k}
   3f2a9c01d4e5:   {method: MAE, arch: ViT-H/14, epochs: 1600}     # sha256 prefix"""
@@ -45,7 +46,13 @@ def cmd_table(args: argparse.Namespace) -> int:
     results = load_results(args.results, load_manifest(args.models), skip_missing=True)
     for note in data_notes(results):
         print(note, file=sys.stderr)
-    written = write_tables(build_tables(load_paper(args.paper), results), args.out, formats)
+    paper = load_paper(args.paper)
+    tables = build_tables(paper, results)
+    written = write_tables(tables, args.out, formats)
+    if args.html:
+        from ijepa_eval.leaderboard.html import write_html
+
+        written.append(write_html(args.out, results, paper, tables, sources=args.results))
     print(f"table: {len(results)} result(s) -> {len(written)} file(s) in {args.out}")
     return 0
 
@@ -124,7 +131,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from ijepa_eval.cli import HelpFormatter
 
     p = subparsers.add_parser(
-        "table", help="paper tables 1-6 with our results beside them (Markdown, CSV, LaTeX)",
+        "table", help="paper tables 1-6 with our results beside them (Markdown, CSV, LaTeX, HTML)",
         description="Regenerate the I-JEPA paper's Tables 1-6 showing paper value, ours and Δ = ours − paper. "
         "Reads result JSONs only; folders that do not exist are skipped. A result fills a paper cell only when "
         "its JSON shows it ran on the paper's evaluation data (dataset, split sizes, classes); others (CLEVR-mini, "
@@ -134,6 +141,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_results_inputs(p)
     p.add_argument("--out", default="results/tables", help="output folder")
     p.add_argument("--format", default="md,csv,tex", help="comma-separated subset of md,csv,tex")
+    p.add_argument("--html", action="store_true",
+                   help="also write OUT/index.html (sortable, filterable; works from file://) and OUT/pages/, "
+                   "one page per run with a copy of its JSON")
     p.set_defaults(func=cmd_table)
 
     p = subparsers.add_parser(
