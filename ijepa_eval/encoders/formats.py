@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ijepa_eval.encoders import dinov2, hf
 from ijepa_eval.errors import CheckpointError, unknown_choice
 
 
@@ -25,6 +26,8 @@ class Converted:
     branches: list[str] = field(default_factory=list)
     dropped_keys: list[str] = field(default_factory=list)  # keys of other networks (predictor, decoder, head)
     meta: dict[str, Any] = field(default_factory=dict)
+    arch: dict[str, Any] = field(default_factory=dict)  # facts weights cannot tell (config heads, eps, eval size)
+    resample: dict[str, Any] = field(default_factory=dict)  # the family's pos_embed interpolation (timm options)
 
 
 @dataclass(frozen=True)
@@ -161,13 +164,23 @@ def _convert_wrapped(obj: Mapping[str, Any], branch: str | None) -> Converted:
 
 # -- plain state dicts (timm names, bare I-JEPA encoder, DINO backbone releases, safetensors) ------------
 def _detect_state_dict(obj: Any) -> bool:
-    return _is_tensor_dict(obj) and any(k.endswith("patch_embed.proj.weight") for k in obj)
+    return _is_tensor_dict(obj) and any(k.endswith("patch_embed.proj.weight") for k in obj) and not dinov2.detect(obj)
 
 
 def _convert_state_dict(obj: Mapping[str, torch.Tensor], branch: str | None) -> Converted:
     _no_branch(branch, "plain state dict")
     state_dict, dropped = split_backbone(obj)
     return Converted(state_dict, dropped_keys=dropped)
+
+
+# -- transformers folders / hf-hub ids (encoders/hf.py), DINOv2 releases (encoders/dinov2.py) -------------
+def _hf_and_dinov2_formats() -> tuple[Format, ...]:
+    return (
+        Format("hf", "transformers save_pretrained folder or hf-hub:<org>/<name> (config.json + weights)",
+               hf.detect, hf.convert),
+        Format("dinov2", "DINOv2 release (facebookresearch/dinov2 *_pretrain.pth: mask_token, ls1.gamma, ...)",
+               dinov2.detect, dinov2.convert),
+    )
 
 
 FORMATS: dict[str, Format] = {
@@ -184,6 +197,7 @@ FORMATS: dict[str, Format] = {
                _detect_wrapped, _convert_wrapped),
         Format("state_dict", "plain timm-named state dict (bare encoder, DINO backbone, safetensors)",
                _detect_state_dict, _convert_state_dict),
+        *_hf_and_dinov2_formats(),
     )
 }
 

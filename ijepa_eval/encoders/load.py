@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import torch
 from ijepa_eval.encoders.arch import ArchSpec, arch_of, build_vit, infer_arch, is_encoder_key, resolve_arch
 from ijepa_eval.encoders.encoder import Encoder, state_dict_sha256
 from ijepa_eval.encoders.formats import detect_format
+from ijepa_eval.encoders.hf import is_hf_source, read_hf
 from ijepa_eval.encoders.loading import read_file
 from ijepa_eval.errors import ArchitectureError, CheckpointError
 from ijepa_eval.io import sha256_file
@@ -37,6 +38,7 @@ class EncoderCheckpoint:
     dropped_keys: list[str]
     meta: dict[str, Any]
     arch: ArchSpec
+    resample: dict[str, Any] = field(default_factory=dict)  # pos_embed interpolation options of the family
 
     def info(self, arch: dict[str, Any]) -> dict[str, Any]:
         return dict(
@@ -58,9 +60,14 @@ def _check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
 def read_encoder_checkpoint(
     path: str | Path, branch: str | None = None, *, trust_checkpoint: bool = False
 ) -> EncoderCheckpoint:
-    """Read a checkpoint file, pick the branch, split encoder keys from the rest, infer the architecture."""
+    """Read a checkpoint (file, transformers folder, hf-hub id), pick the branch, split encoder keys, infer the arch."""
     source = str(path)
-    obj, file_meta = read_file(path, trust_checkpoint=trust_checkpoint)
+    if is_hf_source(source):
+        obj, file_meta = read_hf(source), {}
+        sha256 = obj.sha256()
+    else:
+        obj, file_meta = read_file(path, trust_checkpoint=trust_checkpoint)
+        sha256 = sha256_file(path)
     fmt = detect_format(obj, source)
     converted = fmt.convert(obj, branch)
     encoder_sd = {k: v for k, v in converted.state_dict.items() if is_encoder_key(k)}
@@ -69,14 +76,16 @@ def read_encoder_checkpoint(
         raise CheckpointError(f"'{source}' ({fmt.name}) has no ViT encoder keys (patch_embed, blocks, ...)")
     _check_finite(encoder_sd, source)
     meta = {**file_meta, **converted.meta} if file_meta else converted.meta
+    inferred = infer_arch(encoder_sd)
+    arch = ArchSpec({**inferred.kwargs, **converted.arch}, [k for k in inferred.unknown if k not in converted.arch])
     return EncoderCheckpoint(
-        source=source, sha256=sha256_file(path), format=fmt.name, branch=converted.branch,
+        source=source, sha256=sha256, format=fmt.name, branch=converted.branch,
         branches=converted.branches, state_dict=encoder_sd, dropped_keys=dropped, meta=meta,
-        arch=infer_arch(encoder_sd),
+        arch=arch, resample=converted.resample,
     )
 
 
-def _resample_pos_embed(state_dict: dict[str, torch.Tensor], vit) -> None:
+def _resample_pos_embed(state_dict: dict[str, torch.Tensor], vit, options: Mapping[str, Any]) -> None:
     """Fit the checkpoint's pos_embed to the model's grid; prefix slots (cls/reg) are kept, never invented."""
     from timm.layers import resample_abs_pos_embed
 
@@ -86,7 +95,8 @@ def _resample_pos_embed(state_dict: dict[str, torch.Tensor], vit) -> None:
     num_prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
     old_side = int((pos.shape[1] - num_prefix) ** 0.5)
     state_dict["pos_embed"] = resample_abs_pos_embed(
-        pos, new_size=list(vit.patch_embed.grid_size), old_size=[old_side, old_side], num_prefix_tokens=num_prefix
+        pos, new_size=list(vit.patch_embed.grid_size), old_size=[old_side, old_side], num_prefix_tokens=num_prefix,
+        **options,
     )
 
 
@@ -112,6 +122,11 @@ def _strict_load(vit, state_dict: dict[str, torch.Tensor], source: str, meta_dev
     vit.load_state_dict(floats, strict=True, assign=meta_device)
 
 
+def is_checkpoint_source(source: str) -> bool:
+    """A file or transformers folder on disk, or an hf-hub id; anything else is a timm model name."""
+    return Path(source).exists() or is_hf_source(source)
+
+
 def load_encoder(
     source: str | Path,
     branch: str | None = None,
@@ -120,14 +135,15 @@ def load_encoder(
     img_size: int | None = None,
     trust_checkpoint: bool = False,
 ) -> Encoder:
-    """Frozen encoder from a checkpoint file or a timm model name (``random:NAME`` for a random init).
+    """Frozen encoder from a checkpoint file, a transformers folder or ``hf-hub:<org>/<name>`` (local HF
+    cache), or a timm model name (``random:NAME`` for a random init).
 
     ``branch``: None = the format's default (I-JEPA "target", DINO/iBOT "teacher"). ``arch``: None =
     inferred; a timm model name; or a dict of ViT kwargs overriding inferred ones (e.g. ``{"num_heads": 8}``).
     ``img_size``: another input resolution; the patch part of pos_embed is interpolated.
     """
     source = str(source)
-    if not Path(source).exists():
+    if not is_checkpoint_source(source):
         if arch is not None:
             raise ArchitectureError(f"arch is only for checkpoint files; the timm model '{source}' defines its own")
         return _load_timm(source, branch, img_size)
@@ -137,7 +153,7 @@ def load_encoder(
     meta_device = not isinstance(resolved, str)  # build on meta: no init cost for multi-GB models
     vit = build_vit(resolved, size, meta_device=meta_device)
     state_dict = dict(ckpt.state_dict)
-    _resample_pos_embed(state_dict, vit)
+    _resample_pos_embed(state_dict, vit, ckpt.resample)
     _strict_load(vit, state_dict, source, meta_device)
     arch_info = arch_of(vit) if isinstance(resolved, str) else {**resolved, "img_size": size}
     if isinstance(resolved, str):
@@ -156,8 +172,6 @@ def _load_timm(name: str, branch: str | None, img_size: int | None) -> Encoder:
             f"'{name}' is neither an existing checkpoint file nor a timm model name; check the path "
             f"(timm names: timm.list_models('vit*'); prefix '{RANDOM_PREFIX}' for a random init)"
         )
-    if branch is not None:
-        raise CheckpointError(f"a timm model holds one network; drop --branch/branch='{branch}'")
     if random_init:
         vit = build_vit(model_name, img_size)
     else:
@@ -169,11 +183,22 @@ def _load_timm(name: str, branch: str | None, img_size: int | None) -> Encoder:
                 f"cannot get pretrained weights for timm model '{model_name}' ({str(err).splitlines()[0][:120]}); "
                 "download them first (HF hub cache) or pass a checkpoint file"
             ) from err
+    tag = None if random_init else getattr(vit, "pretrained_cfg", {}).get("tag")
+    timm_branch = _timm_branch(tag)
+    if branch not in (None, timm_branch):
+        raise CheckpointError(f"the timm model '{name}' holds one network ({timm_branch or 'no branches'}); "
+                              f"drop --branch/branch='{branch}'")
     info = dict(
         # A random init is identified by its weights (seeds differ), pretrained weights by their name.
         source=name, sha256=state_dict_sha256(vit.state_dict()) if random_init else hashlib.sha256(name.encode()).hexdigest(),
-        format="timm", branch=None, branches=[],
+        format="timm", branch=timm_branch, branches=[timm_branch] if timm_branch else [],
         arch={**arch_of(vit), "timm_model": model_name}, dropped_keys=[],
-        meta={"pretrained": not random_init, "pretrained_tag": getattr(vit, "pretrained_cfg", {}).get("tag")},
+        meta={"pretrained": not random_init, "pretrained_tag": tag},
     )
     return Encoder(vit, info)
+
+
+def _timm_branch(tag: str | None) -> str | None:
+    """timm's I-JEPA weights (tags ``in1k_ijepa``, ``in22k_ijepa``) are the context encoder: its
+    ``checkpoint_filter_fn`` reads the official file's ``encoder`` entry, not ``target_encoder``."""
+    return "context" if tag and tag.endswith("_ijepa") else None

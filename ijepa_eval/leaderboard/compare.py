@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ijepa_eval.errors import ConfigError
-from ijepa_eval.leaderboard.records import Result, load_results
+from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result, load_results
 from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
 from ijepa_eval.leaderboard.tables import group_models
 
@@ -74,6 +74,8 @@ def compare_frames(rows: list[Row], protocols: Sequence[str] | None, metric: str
         protocols = list(dict.fromkeys(p for _, cells in rows for p in cells))
     shown, flat = [], []
     for name, cells in rows:
+        if CONTEXT_MARK not in name and any(r.record.model.get("branch") == "context" for r in cells.values()):
+            name += CONTEXT_MARK
         s, f = {"model": name}, {"model": name}
         for p in protocols:
             r = cells.get(p)
@@ -97,4 +99,6 @@ def write_compare(shown: pd.DataFrame, flat: pd.DataFrame, out_dir: str | os.Pat
     out = Path(out_dir)
     title = f"Comparison: {metric} (%), selected head in parentheses"
     md = f"## {title}\n\n" + markdown(shown)
+    if shown["model"].str.contains(CONTEXT_MARK).any():
+        md += f"\n{CONTEXT_NOTE}\n"
     return write_frame(shown, out / "compare", ("md",), title, md=md) + write_frame(flat, out / "compare", ("csv",), title)
