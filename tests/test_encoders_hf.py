@@ -252,3 +252,8 @@ def test_compare_ijepa_mae_hub_dinov2_and_hf_ijepa_side_by_side(tmp_path, monkey
     assert models == {"IN1K-vit.t.16.pth.tar": ("ijepa", "target", 48), "vit-mae-tiny": ("hf", None, 32),
                       "dinov2_reg4.pth": ("dinov2", None, 224), "ijepa_hf": ("hf", "context", 32)}
     assert "ijepa_hf†" in capsys.readouterr().out
+    # paper tables: the context row is marked and explained (results on synthetic data land in "ours only")
+    assert main(["table", str(out), "--out", str(tmp_path / "tables"), "--format", "md"]) == 0
+    table3 = (tmp_path / "tables" / "table3.md").read_text()
+    assert "ijepa_hf (context)†" in table3 and "IN1K-vit.t.16.pth.tar (target) " in table3
+    assert "† context (online) encoder, not the EMA target encoder" in table3
