@@ -212,6 +212,8 @@ def detect_format(obj: Any, source: str) -> Format:
     if isinstance(obj, Mapping):
         keys = ", ".join(sorted(map(str, obj))[:8])
         what = f"a dict with keys {keys}{', ...' if len(obj) > 8 else ''}"
+    elif isinstance(obj, hf.HFFolder):
+        what = f"a transformers folder of model_type '{obj.config.get('model_type')}'"
     else:
         what = f"a {type(obj).__name__}"
     raise CheckpointError(

@@ -51,22 +51,23 @@ ACTIVATIONS = {"gelu": None}  # transformers' "gelu" is exact erf GELU, timm's d
 
 
 @dataclass
-class HFCheckpoint:
-    """A ``transformers`` model folder read into memory."""
+class HFFolder:
+    """What ``save_pretrained`` wrote: the parsed config.json and every tensor of the model."""
 
-    folder: Path
+    path: Path
     config: dict[str, Any]
     state_dict: dict[str, torch.Tensor]
     files: list[Path]
 
-    def sha256(self) -> str:
-        """Content hash over config.json and the weight files (a folder has no single file hash)."""
-        from ijepa_eval.io import sha256_file
 
-        h = hashlib.sha256()
-        for path in [self.folder / CONFIG, *self.files]:
-            h.update(f"{path.name}:{sha256_file(path)};".encode())
-        return h.hexdigest()
+def folder_sha256(folder: HFFolder) -> str:
+    """One hash over config.json and the weight files: a folder's content identity for caches and results."""
+    from ijepa_eval.io import sha256_file
+
+    h = hashlib.sha256()
+    for path in [folder.path / CONFIG, *folder.files]:
+        h.update(f"{path.name}:{sha256_file(path)};".encode())
+    return h.hexdigest()
 
 
 def is_hf_source(source: str | os.PathLike) -> bool:
@@ -112,14 +113,15 @@ def _read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], list[Path]]:
     return state_dict, files
 
 
-def read_hf(source: str | os.PathLike) -> HFCheckpoint:
+def read_hf_folder(source: str | os.PathLike) -> tuple[HFFolder, dict[str, str]]:
+    """A save_pretrained folder or cached hub id, read safely (safetensors, or torch.load with weights_only)."""
     folder = resolve(str(source))
     try:
         config = json.loads((folder / CONFIG).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"cannot read '{folder / CONFIG}' ({type(err).__name__}); re-download or re-save it") from err
     state_dict, files = _read_weights(folder)
-    return HFCheckpoint(folder, config, state_dict, files)
+    return HFFolder(folder, config, state_dict, files), {}
 
 
 def _base_prefix(state_dict: Mapping[str, torch.Tensor], source: Path) -> str:
@@ -176,22 +178,17 @@ def _config_arch(config: Mapping[str, Any], model_type: str) -> dict[str, Any]:
 
 
 def detect(obj: Any) -> bool:
-    return isinstance(obj, HFCheckpoint)
+    return isinstance(obj, HFFolder) and obj.config.get("model_type") in MODEL_TYPES
 
 
-def convert(obj: HFCheckpoint, branch: str | None):
+def convert(obj: HFFolder, branch: str | None):
     """One HF model folder -> Converted (timm names, config facts, branch told honestly)."""
     from ijepa_eval.encoders.formats import Converted, _no_branch
 
-    model_type = obj.config.get("model_type")
-    if model_type not in MODEL_TYPES:
-        raise CheckpointError(
-            f"'{obj.folder}': transformers model_type '{model_type}' is not supported "
-            f"(supported: {', '.join(MODEL_TYPES)})"
-        )
-    state_dict, dropped = to_timm(obj.state_dict, _base_prefix(obj.state_dict, obj.folder))
+    model_type = obj.config["model_type"]
+    state_dict, dropped = to_timm(obj.state_dict, _base_prefix(obj.state_dict, obj.path))
     meta = {"model_type": model_type, "architectures": obj.config.get("architectures"),
-            "transformers_version": obj.config.get("transformers_version"), "folder": str(obj.folder)}
+            "transformers_version": obj.config.get("transformers_version"), "folder": str(obj.path)}
     resample = dinov2.resample("reg_token" in state_dict) if model_type.startswith("dinov2") else {}
     if model_type in CONTEXT_ONLY:
         if branch not in (None, "context"):

@@ -17,7 +17,7 @@ import torch
 from ijepa_eval.encoders.arch import ArchSpec, arch_of, build_vit, infer_arch, is_encoder_key, resolve_arch
 from ijepa_eval.encoders.encoder import Encoder, state_dict_sha256
 from ijepa_eval.encoders.formats import detect_format
-from ijepa_eval.encoders.hf import is_hf_source, read_hf
+from ijepa_eval.encoders.hf import HFFolder, folder_sha256, is_hf_source
 from ijepa_eval.encoders.loading import read_file
 from ijepa_eval.errors import ArchitectureError, CheckpointError
 from ijepa_eval.io import sha256_file
@@ -62,12 +62,7 @@ def read_encoder_checkpoint(
 ) -> EncoderCheckpoint:
     """Read a checkpoint (file, transformers folder, hf-hub id), pick the branch, split encoder keys, infer the arch."""
     source = str(path)
-    if is_hf_source(source):
-        obj, file_meta = read_hf(source), {}
-        sha256 = obj.sha256()
-    else:
-        obj, file_meta = read_file(path, trust_checkpoint=trust_checkpoint)
-        sha256 = sha256_file(path)
+    obj, file_meta = read_file(path, trust_checkpoint=trust_checkpoint)
     fmt = detect_format(obj, source)
     converted = fmt.convert(obj, branch)
     encoder_sd = {k: v for k, v in converted.state_dict.items() if is_encoder_key(k)}
@@ -79,10 +74,14 @@ def read_encoder_checkpoint(
     inferred = infer_arch(encoder_sd)
     arch = ArchSpec({**inferred.kwargs, **converted.arch}, [k for k in inferred.unknown if k not in converted.arch])
     return EncoderCheckpoint(
-        source=source, sha256=sha256, format=fmt.name, branch=converted.branch,
+        source=source, sha256=_content_sha256(path, obj), format=fmt.name, branch=converted.branch,
         branches=converted.branches, state_dict=encoder_sd, dropped_keys=dropped, meta=meta,
         arch=arch, resample=converted.resample,
     )
+
+
+def _content_sha256(path: str | Path, obj: Any) -> str:
+    return folder_sha256(obj) if isinstance(obj, HFFolder) else sha256_file(path)
 
 
 def _resample_pos_embed(state_dict: dict[str, torch.Tensor], vit, options: Mapping[str, Any]) -> None:

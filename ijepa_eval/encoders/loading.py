@@ -32,6 +32,10 @@ def _first_line(err: BaseException) -> str:
 
 def read_file(path: str | os.PathLike, *, trust_checkpoint: bool = False) -> tuple[Any, dict[str, str]]:
     """Return (object stored in the file, file-level metadata). Raises CheckpointError on any bad file."""
+    from ijepa_eval.encoders.hf import is_hf_source, read_hf_folder
+
+    if is_hf_source(path):  # a transformers save_pretrained folder, or hf-hub:<org>/<name> in the HF cache
+        return read_hf_folder(path)
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist or is not a file; check the path")
