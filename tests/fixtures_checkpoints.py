@@ -244,7 +244,7 @@ def _perturb_(module: torch.nn.Module, seed: int) -> None:
 
 
 def write_hf_model(folder: str | Path, model_type: str, *, task: str | None = None, seed: int = 0,
-                   safetensors: bool = True, **config):
+                   safetensors: bool = True, max_shard_size: str | None = None, **config):
     """A tiny random transformers model saved with ``save_pretrained``; returns the model (eval mode)."""
     import transformers
 
@@ -257,7 +257,14 @@ def write_hf_model(folder: str | Path, model_type: str, *, task: str | None = No
     torch.manual_seed(seed)
     model = getattr(transformers, task or base_cls)(cfg).eval()
     _perturb_(model, seed)
-    model.save_pretrained(str(folder), safe_serialization=safetensors)
+    shards = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(str(folder), **shards)
+    if not safetensors:  # transformers < 4.35 wrote torch.save(state_dict) as pytorch_model.bin (5.x cannot)
+        from safetensors.torch import load_file
+
+        weights = Path(folder) / "model.safetensors"
+        torch.save(load_file(str(weights)), Path(folder) / "pytorch_model.bin")
+        weights.unlink()
     return model
 
 

@@ -54,7 +54,9 @@ def images():
 @pytest.mark.parametrize("model_type", list(HF_CLASSES))
 def test_base_models_match_transformers(tmp_path, images, model_type):
     extra = {"num_register_tokens": 2} if model_type == "dinov2_with_registers" else {}
-    model = write_hf_model(tmp_path / "m", model_type, seed=1, **extra)
+    shards = {"max_shard_size": "20KB"} if model_type == "vit_mae" else {}  # sharded: model.safetensors.index.json
+    model = write_hf_model(tmp_path / "m", model_type, seed=1, **shards, **extra)
+    assert (tmp_path / "m" / "model.safetensors.index.json").is_file() == bool(shards)
     img_size = {"img_size": 32} if model_type.startswith("dinov2") else {}  # DINOv2 defaults to 224
     enc = load_encoder(tmp_path / "m", **img_size)
     prefix = (model_type in CLS_TYPES) + extra.get("num_register_tokens", 0)
@@ -74,6 +76,7 @@ def test_task_classes_drop_heads_and_decoders(tmp_path, images, model_type):
     task = HF_CLASSES[model_type][2][0]
     extra = {"num_register_tokens": 1} if model_type == "dinov2_with_registers" else {}
     model = write_hf_model(tmp_path / "m", model_type, task=task, seed=2, safetensors=model_type != "vit", **extra)
+    assert (tmp_path / "m" / "pytorch_model.bin").is_file() == (model_type == "vit")  # read with weights_only
     enc = load_encoder(tmp_path / "m", img_size=32)
     prefix = (model_type in CLS_TYPES) + extra.get("num_register_tokens", 0)
     torch.testing.assert_close(enc.forward_features(images, 3, "avg"), hf_reference(model, images, 3, prefix)["avg"],
