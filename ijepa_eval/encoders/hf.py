@@ -102,8 +102,12 @@ def _read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], list[Path]]:
     if name is None:
         raise CheckpointError(f"'{folder}' has config.json but no weights ({', '.join(WEIGHT_FILES)}); download them too")
     if name.endswith(".index.json"):
-        weight_map = json.loads((folder / name).read_text())["weight_map"]
-        files = [folder / f for f in sorted(set(weight_map.values()))]
+        try:
+            weight_map = json.loads((folder / name).read_text())["weight_map"]
+            files = [folder / f for f in sorted(set(weight_map.values()))]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise CheckpointError(f"cannot read the shard index '{folder / name}' ({type(err).__name__}); "
+                                  "re-download or re-save the model") from err
     else:
         files = [folder / name]
     state_dict: dict[str, torch.Tensor] = {}
