@@ -263,3 +263,28 @@ def test_compare_ijepa_mae_hub_dinov2_and_hf_ijepa_side_by_side(tmp_path, monkey
     table3 = (tmp_path / "tables" / "table3.md").read_text()
     assert "ijepa_hf (context)†" in table3 and "IN1K-vit.t.16.pth.tar (target) " in table3
     assert "† context (online) encoder, not the EMA target encoder" in table3
+
+
+def official_pos_embed(pos: torch.Tensor, new: int, registers: bool, exact: bool = False) -> torch.Tensor:
+    """DinoVisionTransformer.interpolate_pos_encoding as dinov2/hub/backbones.py builds each model: register
+    models antialias to the exact grid; the originals scale by (new + 0.1) / old without antialias."""
+    old, dim = math.isqrt(pos.shape[1] - 1), pos.shape[-1]
+    grid = pos[:, 1:].reshape(1, old, old, dim).permute(0, 3, 1, 2)
+    if registers or exact:
+        grid = F.interpolate(grid, size=(new, new), mode="bicubic", antialias=registers)
+    else:
+        grid = F.interpolate(grid, scale_factor=((new + 0.1) / old,) * 2, mode="bicubic", antialias=False)
+    return torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, new * new, dim)], 1)
+
+
+@pytest.mark.parametrize("registers", [0, 4])
+def test_dinov2_release_other_resolution_interpolates_like_dinov2(tmp_path, images, registers):
+    """Trained at 64 px (8x8 grid), evaluated at 32 (4x4): positions resampled exactly as DINOv2's own code."""
+    sd = write_dinov2_release(tmp_path / "d.pth", registers=registers, grid=8, seed=7)
+    enc = load_encoder(tmp_path / "d.pth", arch={"num_heads": 4}, img_size=32)
+    got = enc.forward_features(images, 2, "avg")
+    want = dinov2_reference({**sd, "pos_embed": official_pos_embed(sd["pos_embed"], 4, bool(registers))}, images, 4, 2)
+    torch.testing.assert_close(got, want["avg"], atol=1e-5, rtol=1e-5)
+    # the detail matters: without the offset (originals) or without antialiasing (registers) features differ
+    other = official_pos_embed(sd["pos_embed"], 4, False, exact=True)
+    assert not torch.allclose(got, dinov2_reference({**sd, "pos_embed": other}, images, 4, 2)["avg"], atol=1e-4)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from ijepa_eval.encoders.arch import ArchSpec, arch_of, build_vit, infer_arch, is_encoder_key, resolve_arch
+from ijepa_eval.encoders.dinov2 import resample_with_offset
 from ijepa_eval.encoders.encoder import Encoder, state_dict_sha256
 from ijepa_eval.encoders.formats import detect_format
 from ijepa_eval.encoders.hf import HFFolder, folder_sha256, is_hf_source
@@ -93,6 +94,10 @@ def _resample_pos_embed(state_dict: dict[str, torch.Tensor], vit, options: Mappi
         return
     num_prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
     old_side = int((pos.shape[1] - num_prefix) ** 0.5)
+    options = dict(options)
+    if offset := options.pop("offset", None):  # DINOv2 originals: scale factor shifted by an offset
+        state_dict["pos_embed"] = resample_with_offset(pos, vit.patch_embed.grid_size, num_prefix, offset, **options)
+        return
     state_dict["pos_embed"] = resample_abs_pos_embed(
         pos, new_size=list(vit.patch_embed.grid_size), old_size=[old_side, old_side], num_prefix_tokens=num_prefix,
         **options,
