@@ -117,6 +117,26 @@ def test_hub_id_resolves_in_local_cache_offline(tmp_path, images, monkeypatch):
         load_encoder("hf-hub:just-a-name")
 
 
+def test_config_defaults_and_missing_heads(tmp_path):
+    """Older save_pretrained configs may omit defaults: layer_norm_eps falls back to the config class's."""
+    import json
+
+    images = torch.randn(2, 3, 32, 32)
+    for model_type, eps in (("vit", 1e-12), ("dinov2", 1e-6)):
+        model = write_hf_model(tmp_path / model_type, model_type, layer_norm_eps=0.01)  # an eps that shows
+        enc = load_encoder(tmp_path / model_type, img_size=32)
+        torch.testing.assert_close(enc.forward_features(images, 2), hf_reference(model, images, 2, 1)["avg"],
+                                   atol=1e-5, rtol=1e-5)
+        config = json.loads((tmp_path / model_type / "config.json").read_text())
+        del config["layer_norm_eps"]
+        (tmp_path / model_type / "config.json").write_text(json.dumps(config))
+        assert read_encoder_checkpoint(tmp_path / model_type).arch.kwargs["norm_eps"] == eps
+    del config["num_attention_heads"]
+    (tmp_path / "dinov2" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="config.json has no num_attention_heads"):
+        load_encoder(tmp_path / "dinov2")
+
+
 def test_bad_folders_fail_with_one_line(tmp_path):
     write_hf_model(tmp_path / "m", "vit")
     config = (tmp_path / "m" / "config.json").read_text()

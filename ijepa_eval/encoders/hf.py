@@ -172,7 +172,10 @@ def to_timm(state_dict: Mapping[str, torch.Tensor], prefix: str) -> tuple[dict[s
 
 def _config_arch(config: Mapping[str, Any], model_type: str) -> dict[str, Any]:
     """ViT kwargs only the config knows: heads, LayerNorm eps, activation (and DINOv2's family facts)."""
-    arch: dict[str, Any] = {"num_heads": int(config["num_attention_heads"]), "norm_eps": float(config["layer_norm_eps"])}
+    if "num_attention_heads" not in config:
+        raise CheckpointError("config.json has no num_attention_heads; re-save the model with save_pretrained")
+    eps = config.get("layer_norm_eps", 1e-6 if model_type.startswith("dinov2") else 1e-12)  # the config classes' defaults
+    arch: dict[str, Any] = {"num_heads": int(config["num_attention_heads"]), "norm_eps": float(eps)}
     if model_type.startswith("dinov2"):
         return {**arch, **dinov2.family_arch(bool(config.get("use_swiglu_ffn")))}
     act = config.get("hidden_act", "gelu")
