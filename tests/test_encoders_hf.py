@@ -308,3 +308,27 @@ def test_dinov2_release_other_resolution_interpolates_like_dinov2(tmp_path, imag
     # the detail matters: without the offset (originals) or without antialiasing (registers) features differ
     other = official_pos_embed(sd["pos_embed"], 4, False, exact=True)
     assert not torch.allclose(got, dinov2_reference({**sd, "pos_embed": other}, images, 4, 2)["avg"], atol=1e-4)
+
+
+def test_timm_hub_layout_from_the_cache(tmp_path, images, monkeypatch):
+    """timm's own save_for_hf folder (config.json: architecture, pretrained_cfg) read from the HF cache."""
+    import json
+
+    import timm
+    from timm.models import save_for_hf
+
+    for tag, repo in (("in1k_ijepa", "timm/vit_tiny_ijepa"), ("augreg_in21k", "timm/vit_tiny_augreg")):
+        vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=0).eval()
+        vit.pretrained_cfg = {**vit.pretrained_cfg, "tag": tag}  # the tag timm's hub weights carry
+        save_for_hf(vit, str(tmp_path / tag), safe_serialization=True)
+        assert json.loads((tmp_path / tag / "config.json").read_text())["pretrained_cfg"]["tag"] == tag
+        write_hf_cache(tmp_path / "hub", repo, tmp_path / tag)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+        enc = load_encoder(f"hf-hub:{repo}")
+        assert enc.info["format"] == "timm-hub" and enc.info["meta"]["architecture"] == "vit_tiny_patch16_224"
+        assert enc.info["branch"] == ("context" if tag == "in1k_ijepa" else None)
+        with torch.no_grad():
+            want = vit.forward_features(images)[:, 1:].mean(1)  # timm's own forward: normed tokens, patches only
+        torch.testing.assert_close(enc.forward_features(images), want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(CheckpointError, match=r"holds one network \(context\)"):
+        load_encoder("hf-hub:timm/vit_tiny_ijepa", branch="target")

@@ -178,6 +178,8 @@ def _hf_and_dinov2_formats() -> tuple[Format, ...]:
     return (
         Format("hf", "transformers save_pretrained folder or hf-hub:<org>/<name> (config.json + weights)",
                hf.detect, hf.convert),
+        Format("timm-hub", "timm hub folder or hf-hub:timm/<model> (config.json with architecture, timm names)",
+               hf.detect_timm, hf.convert_timm),
         Format("dinov2", "DINOv2 release (facebookresearch/dinov2 *_pretrain.pth: mask_token, ls1.gamma, ...)",
                dinov2.detect, dinov2.convert),
     )

@@ -6,9 +6,12 @@ dinov2_with_registers, from the base model or a task class (``ViTMAEForPreTraini
 ``*ForImageClassification``): the base model's prefix (``vit.``, ``dinov2.`` ...) is found from the patch
 embedding key; decoders, classifiers and poolers are dropped and listed.
 
-Branches: ``transformers``' I-JEPA conversion (``convert_ijepa_to_hf.py``) reads the checkpoint's
-``encoder``, the context encoder, not the EMA ``target_encoder`` the paper evaluates; such models load as
-``branch: context``.
+timm's own hub layout (``hf-hub:timm/<model>.<tag>``: ``config.json`` with ``architecture`` and
+``pretrained_cfg``, timm-named weights) is read here too, without timm's download path.
+
+Branches: ``transformers``' I-JEPA conversion (``convert_ijepa_to_hf.py``) and timm's I-JEPA weights
+(``checkpoint_filter_fn``) both read the official checkpoint's ``encoder``, the context encoder, not the
+EMA ``target_encoder`` the paper evaluates; such models load as ``branch: context``.
 """
 
 from __future__ import annotations
@@ -182,6 +185,29 @@ def _config_arch(config: Mapping[str, Any], model_type: str) -> dict[str, Any]:
     if act not in ACTIVATIONS:
         raise CheckpointError(f"hidden_act '{act}' is not supported (only {', '.join(ACTIVATIONS)})")
     return arch
+
+
+def timm_context_branch(tag: str | None) -> str | None:
+    """"context" for timm's I-JEPA weights (tags ``in1k_ijepa``, ``in22k_ijepa``), else None."""
+    return "context" if tag and tag.endswith("_ijepa") else None
+
+
+def detect_timm(obj: Any) -> bool:
+    return isinstance(obj, HFFolder) and "architecture" in obj.config and "model_type" not in obj.config
+
+
+def convert_timm(obj: HFFolder, branch: str | None):
+    """timm's hub layout: weights already in timm names; the tag tells timm's I-JEPA (context) weights."""
+    from ijepa_eval.encoders.formats import Converted, split_backbone
+
+    tag = (obj.config.get("pretrained_cfg") or {}).get("tag")
+    context = timm_context_branch(tag)
+    if branch not in (None, context):
+        raise CheckpointError(f"'{obj.path}' (timm {obj.config['architecture']}.{tag}) holds one network "
+                              f"({context or 'no branches'}); drop --branch/branch='{branch}'")
+    state_dict, dropped = split_backbone(obj.state_dict)
+    meta = {"architecture": obj.config["architecture"], "pretrained_tag": tag, "folder": str(obj.path)}
+    return Converted(state_dict, context, [context] if context else [], dropped, meta)
 
 
 def detect(obj: Any) -> bool:

@@ -18,7 +18,7 @@ from ijepa_eval.encoders.arch import ArchSpec, arch_of, build_vit, infer_arch, i
 from ijepa_eval.encoders.dinov2 import resample_with_offset
 from ijepa_eval.encoders.encoder import Encoder, state_dict_sha256
 from ijepa_eval.encoders.formats import detect_format
-from ijepa_eval.encoders.hf import HFFolder, folder_sha256, is_hf_source
+from ijepa_eval.encoders.hf import HFFolder, folder_sha256, is_hf_source, timm_context_branch
 from ijepa_eval.encoders.loading import read_file
 from ijepa_eval.errors import ArchitectureError, CheckpointError
 from ijepa_eval.io import sha256_file
@@ -188,7 +188,7 @@ def _load_timm(name: str, branch: str | None, img_size: int | None) -> Encoder:
                 "download them first (HF hub cache) or pass a checkpoint file"
             ) from err
     tag = None if random_init else getattr(vit, "pretrained_cfg", {}).get("tag")
-    timm_branch = _timm_branch(tag)
+    timm_branch = timm_context_branch(tag)
     if branch not in (None, timm_branch):
         raise CheckpointError(f"the timm model '{name}' holds one network ({timm_branch or 'no branches'}); "
                               f"drop --branch/branch='{branch}'")
@@ -201,8 +201,3 @@ def _load_timm(name: str, branch: str | None, img_size: int | None) -> Encoder:
     )
     return Encoder(vit, info)
 
-
-def _timm_branch(tag: str | None) -> str | None:
-    """timm's I-JEPA weights (tags ``in1k_ijepa``, ``in22k_ijepa``) are the context encoder: its
-    ``checkpoint_filter_fn`` reads the official file's ``encoder`` entry, not ``target_encoder``."""
-    return "context" if tag and tag.endswith("_ijepa") else None
