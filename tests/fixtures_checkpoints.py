@@ -321,3 +321,155 @@ def write_dinov2_release(path: str | Path, *, registers: int = 0, swiglu: bool =
     sd.update({"norm.weight": rand(dim, scale=0.1, base=1.0), "norm.bias": rand(dim, scale=0.1)})
     torch.save(sd, path)
     return sd
+
+
+# -- the paper's other baselines, in their release layouts ------------------------------------------------
+# facebookresearch/msn src/msn_train.py, lxtGH/CAE furnace/utils.py + models/modeling_cae*.py,
+# facebookresearch/data2vec_vision beit/run_cyclical.py + modeling_cyclical.py, facebookresearch/mae
+# main_finetune.py (global_pool). Weights are random and perturbed so that no norm or scale is an identity.
+
+def _perturbed(shape, scale: float = 0.1, center: float = 0.0) -> torch.Tensor:
+    return center + scale * torch.randn(shape)
+
+
+def _msn_projection_head(dim: int, hidden: int = 32, out: int = 16) -> dict[str, torch.Tensor]:
+    """MSN init_model's ``fc`` Sequential with use_bn: fc1, bn1, fc2, bn2, fc3 (BatchNorm buffers included)."""
+    head = {}
+    for name, (o, i) in {"fc1": (hidden, dim), "fc2": (hidden, hidden), "fc3": (out, hidden)}.items():
+        head[f"fc.{name}.weight"], head[f"fc.{name}.bias"] = _perturbed((o, i), 0.02), torch.zeros(o)
+    for bn in ("bn1", "bn2"):
+        head.update({f"fc.{bn}.weight": torch.ones(hidden), f"fc.{bn}.bias": torch.zeros(hidden),
+                     f"fc.{bn}.running_mean": _perturbed(hidden), f"fc.{bn}.running_var": torch.ones(hidden),
+                     f"fc.{bn}.num_batches_tracked": torch.tensor(100)})
+    return head
+
+
+def write_msn_checkpoint(path: str | Path, *, ddp: bool = True, seed: int = 0, **overrides) -> dict[str, dict]:
+    """MSN training checkpoint. Returns {"target": sd, "anchor": sd} (encoders without the head, timm names)."""
+    kwargs = {**TINY, **overrides}
+    nets = {"anchor": tiny_vit_state_dict(seed, class_token=True, **kwargs),
+            "target": tiny_vit_state_dict(seed + 1, class_token=True, **kwargs)}
+    prefix = "module." if ddp else ""
+    saved = {b: {prefix + k: v for k, v in {**sd, **_msn_projection_head(kwargs["embed_dim"])}.items()}
+             for b, sd in nets.items()}
+    torch.save({"encoder": saved["anchor"], "opt": _adamw_state(nets["anchor"]), "prototypes": torch.randn(64, 16),
+                "target_encoder": saved["target"], "epoch": 300, "loss": 2.5, "batch_size": 32,
+                "world_size": 8 if ddp else 1, "lr": 0.001, "temperature": 0.1}, path)
+    return nets
+
+
+def write_mae_finetuned_checkpoint(path: str | Path, *, seed: int = 0, num_classes: int = 10, **overrides) -> dict:
+    """MAE fine-tuning checkpoint with global_pool=True: no ``norm``, ``fc_norm`` after pooling, ``head``."""
+    kwargs = {**TINY, **overrides}
+    model = tiny_vit_state_dict(seed, class_token=True, **kwargs)
+    model["fc_norm.weight"], model["fc_norm.bias"] = model.pop("norm.weight"), model.pop("norm.bias")
+    head = {"head.weight": _perturbed((num_classes, kwargs["embed_dim"]), 0.02), "head.bias": torch.zeros(num_classes)}
+    args = argparse.Namespace(model="vit_tiny_patch16", global_pool=True, nb_classes=num_classes, epochs=100,
+                              layer_decay=0.75, drop_path=0.1, smoothing=0.1, finetune="mae_pretrain.pth")
+    torch.save({"model": {**model, **head}, "optimizer": _adamw_state(model), "epoch": 99,
+                "scaler": dict(GRAD_SCALER_STATE), "args": args}, path)
+    return model
+
+
+def beit_relative_position_index(side: int) -> torch.Tensor:
+    """BEiT's index into a relative position table (cls row/column use the last three entries)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (side - 1)
+    n = (2 * side - 1) ** 2 + 3
+    index = torch.zeros(side * side + 1, side * side + 1, dtype=torch.long)
+    index[1:, 1:] = rel[..., 0] * (2 * side - 1) + rel[..., 1]
+    index[0, :], index[:, 0], index[0, 0] = n - 3, n - 2, n - 1
+    return index
+
+
+def _rel_pos(prefix: str, side: int, heads: int) -> dict[str, torch.Tensor]:
+    return {f"{prefix}relative_position_bias_table": _perturbed(((2 * side - 1) ** 2 + 3, heads), 0.5),
+            f"{prefix}relative_position_index": beit_relative_position_index(side)}
+
+
+def beit_style_state_dict(seed: int = 0, *, heads: int = 3, rel_pos: str | None = "shared", abs_pos: bool = False,
+                          **overrides) -> dict[str, torch.Tensor]:
+    """BEiT-style encoder (modeling_finetune/modeling_cyclical names): q/v biases, gamma_1/2, norm."""
+    kwargs = {**TINY, **overrides}
+    torch.manual_seed(seed)
+    dim, patch, side = kwargs["embed_dim"], kwargs["patch_size"], kwargs["img_size"] // kwargs["patch_size"]
+    sd = {"cls_token": _perturbed((1, 1, dim), 0.5), "patch_embed.proj.weight": _perturbed((dim, 3, patch, patch), 0.05),
+          "patch_embed.proj.bias": _perturbed(dim), "norm.weight": _perturbed(dim, 0.1, 1.0),
+          "norm.bias": _perturbed(dim)}
+    if abs_pos:
+        sd["pos_embed"] = _perturbed((1, side * side + 1, dim), 0.5)
+    if rel_pos == "shared":
+        sd.update(_rel_pos("rel_pos_bias.", side, heads))
+    for i in range(kwargs["depth"]):
+        b = f"blocks.{i}."
+        sd.update({b + "norm1.weight": _perturbed(dim, 0.1, 1.0), b + "norm1.bias": _perturbed(dim),
+                   b + "attn.qkv.weight": _perturbed((3 * dim, dim), 0.1), b + "attn.q_bias": _perturbed(dim),
+                   b + "attn.v_bias": _perturbed(dim), b + "attn.proj.weight": _perturbed((dim, dim), 0.1),
+                   b + "attn.proj.bias": _perturbed(dim), b + "norm2.weight": _perturbed(dim, 0.1, 1.0),
+                   b + "norm2.bias": _perturbed(dim), b + "mlp.fc1.weight": _perturbed((4 * dim, dim), 0.1),
+                   b + "mlp.fc1.bias": _perturbed(4 * dim), b + "mlp.fc2.weight": _perturbed((dim, 4 * dim), 0.05),
+                   b + "mlp.fc2.bias": _perturbed(dim), b + "gamma_1": _perturbed(dim, 0.1, 0.5),
+                   b + "gamma_2": _perturbed(dim, 0.1, 0.5)})
+        if rel_pos == "block":
+            sd.update(_rel_pos(b + "attn.", side, heads))
+    return sd
+
+
+def write_data2vec_checkpoint(path: str | Path, *, seed: int = 0, with_ema: bool = True, **overrides) -> dict[str, dict]:
+    """data2vec_vision pretraining checkpoint (run_cyclical.py: shared relative position bias, no abs pos).
+
+    Returns {"student": sd, "teacher": sd} in the official names (``norm`` included, ``relative_position_index``
+    buffers kept) for reference forwards."""
+    nets = {"student": beit_style_state_dict(seed, **overrides), "teacher": beit_style_state_dict(seed + 1, **overrides)}
+    dim = nets["student"]["cls_token"].shape[-1]
+    extra = {"mask_token": _perturbed((1, 1, dim), 0.02), "lm_head.weight": _perturbed((dim, dim), 0.02),
+             "lm_head.bias": torch.zeros(dim)}
+    args = argparse.Namespace(model="beit_base_patch16_224", target_layers=[6, 7, 8, 9, 10, 11], ema_decay=0.9998,
+                              ema_start_at=0, layer_scale_init_value=1e-4, layer_results="end", rel_pos_bias=True,
+                              abs_pos_emb=False, post_target_layer_norm=True, l1_beta=2.0, epochs=800)
+    save = {"model": {**nets["student"], **extra}, "optimizer": _adamw_state(nets["student"]), "epoch": 799,
+            "scaler": dict(GRAD_SCALER_STATE), "args": args}
+    if with_ema:
+        save["model_ema"] = {**nets["teacher"], **extra}
+    torch.save(save, path)
+    return nets
+
+
+def _cae_neck(dim: int) -> dict[str, torch.Tensor]:
+    """A one-block regressor + one-block decoder ``pretext_neck`` (modeling_cae_helper.VisionTransformerNeck)."""
+    neck = {}
+    r = "pretext_neck.regressor_blocks.0."
+    for n in ("norm1_q", "norm1_k", "norm1_v", "norm2_cross"):
+        neck[r + n + ".weight"], neck[r + n + ".bias"] = torch.ones(dim), torch.zeros(dim)
+    for n in ("q", "k", "v"):
+        neck[r + f"cross_attn.{n}.weight"] = _perturbed((dim, dim), 0.02)
+    neck.update({r + "cross_attn.q_bias": torch.zeros(dim), r + "cross_attn.v_bias": torch.zeros(dim),
+                 r + "cross_attn.proj.weight": _perturbed((dim, dim), 0.02), r + "cross_attn.proj.bias": torch.zeros(dim),
+                 r + "gamma_1_cross": torch.ones(dim), r + "gamma_2_cross": torch.ones(dim)})
+    neck.update({k.replace("blocks.0.", "pretext_neck.decoder_blocks.0."): v
+                 for k, v in beit_style_state_dict(7, rel_pos=None, embed_dim=dim, depth=1).items() if "blocks.0." in k})
+    neck.update({"pretext_neck.norm.weight": torch.ones(dim), "pretext_neck.norm.bias": torch.zeros(dim),
+                 "pretext_neck.norm2.weight": torch.ones(dim), "pretext_neck.norm2.bias": torch.zeros(dim),
+                 "pretext_neck.head.weight": _perturbed((64, dim), 0.02), "pretext_neck.head.bias": torch.zeros(64)})
+    return neck
+
+
+def write_cae_checkpoint(path: str | Path, *, seed: int = 0, model_name: str = "cae_small_patch16_224_8k_vocab",
+                         **overrides) -> dict:
+    """CAE pretraining checkpoint (teacher removed on save). Returns the encoder in official names.
+
+    The default ``cae_small`` name means 12 heads (head width 16 at the tiny width 192), not the width table's."""
+    kwargs = {**TINY, **overrides}
+    encoder = beit_style_state_dict(seed, rel_pos=None, **kwargs)
+    side = kwargs["img_size"] // kwargs["patch_size"]
+    encoder["pos_embed"] = torch.cat([torch.zeros(1, kwargs["embed_dim"]),
+                                      sincos_pos_embed_2d(kwargs["embed_dim"], side)]).unsqueeze(0)
+    model = {f"encoder.{k}": v for k, v in encoder.items()}
+    model.update(_cae_neck(kwargs["embed_dim"]))
+    model["mask_token"] = _perturbed((1, 1, kwargs["embed_dim"]), 0.02)
+    args = argparse.Namespace(model=model_name, decoder_embed_dim=kwargs["embed_dim"], regressor_depth=1,
+                              decoder_depth=1, layer_scale_init_value=0.1, sincos_pos_emb=True, mask_generator="block",
+                              num_mask_patches=98, align_loss_weight=2.0)
+    torch.save({"model": model, "optimizer": _adamw_state(encoder), "epoch": 1599,
+                "scaler": dict(GRAD_SCALER_STATE), "args": args}, path)
+    return encoder

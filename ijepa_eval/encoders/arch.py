@@ -25,8 +25,10 @@ ARCH_HINT = "pass arch= (--arch) as a timm model name (e.g. vit_base_patch16_224
 EXTRA_KWARGS = frozenset({"norm_eps"})
 MLP_LAYERS = ("swiglu_packed",)  # timm SwiGLUPacked: fc1 = [x1; x2] -> silu(x1) * x2 (DINOv2 giant)
 
-# Top-level key names that belong to a timm VisionTransformer encoder (classifier head and fc_norm excluded).
-ENCODER_ROOTS = frozenset({"cls_token", "reg_token", "pos_embed", "patch_embed", "norm_pre", "blocks", "norm"})
+# Top-level key names that belong to a timm VisionTransformer encoder (classifier head excluded). fc_norm is
+# the final norm of models that pool first (MAE fine-tuned with global_pool): no ``norm`` then.
+ENCODER_ROOTS = frozenset({"cls_token", "reg_token", "pos_embed", "patch_embed", "norm_pre", "blocks", "norm",
+                           "fc_norm"})
 
 
 @dataclass
@@ -108,7 +110,29 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec:
     kwargs["qk_norm"] = "blocks.0.attn.q_norm.weight" in state_dict
     # Any value enables LayerScale; the loaded gammas replace it.
     kwargs["init_values"] = 1.0 if "blocks.0.ls1.gamma" in state_dict else None
+    if "fc_norm.weight" in state_dict and "norm.weight" not in state_dict:
+        kwargs["fc_norm"] = True  # pool, then normalise (timm: norm = Identity)
     return ArchSpec(kwargs, unknown)
+
+
+def with_hints(spec: ArchSpec, hints: Mapping[str, Any]) -> ArchSpec:
+    """Complete what weights cannot tell with what the format itself records (heads in its args, ...)."""
+    return ArchSpec({**spec.kwargs, **hints}, [k for k in spec.unknown if hints.get(k) is None])
+
+
+def final_norm_of_arch(kwargs: Mapping[str, Any]) -> str:
+    """"tokens" | "pooled" | "none" (see encoder.py) from ViT or Beit kwargs, without building the model."""
+    if kwargs.get("final_norm") is False:
+        return "none"
+    return "pooled" if kwargs.get("fc_norm") or kwargs.get("use_fc_norm") else "tokens"
+
+
+def unused_keys(state_dict: Mapping[str, Any], arch: Mapping[str, Any] | str) -> list[str]:
+    """Checkpoint keys the chosen architecture leaves out on purpose: the final norm when ``final_norm`` is
+    False (MSN's evaluation path), so strict loading still catches every other mismatch."""
+    if isinstance(arch, str) or arch.get("final_norm") is not False:
+        return []
+    return sorted(k for k in state_dict if k.split(".", 1)[0] in ("norm", "fc_norm"))
 
 
 def _vit_parameters() -> set[str]:
@@ -135,6 +159,14 @@ def vit_kwargs(arch: Mapping[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
+def _arch_parameters(spec: ArchSpec) -> tuple[set[str], str]:
+    if spec.kwargs.get("family") == "beit":
+        from ijepa_eval.encoders.beit import beit_parameters
+
+        return beit_parameters(), "Beit"
+    return _vit_parameters(), "ViT"
+
+
 def resolve_arch(spec: ArchSpec, arch: str | Mapping[str, Any] | None) -> dict[str, Any] | str:
     """Inferred kwargs completed by ``arch``: a dict overrides single kwargs, a string names a timm model."""
     if arch is None:
@@ -143,17 +175,24 @@ def resolve_arch(spec: ArchSpec, arch: str | Mapping[str, Any] | None) -> dict[s
         return arch
     if not isinstance(arch, Mapping):
         raise ArchitectureError(f"arch must be a timm model name or a dict of ViT kwargs, not {type(arch).__name__}")
-    bad = sorted(set(arch) - _vit_parameters())
+    allowed, where = _arch_parameters(spec)
+    bad = sorted(set(arch) - allowed)
     if bad:
-        raise ArchitectureError(f"unknown ViT kwargs in arch: {', '.join(bad)}; see timm VisionTransformer")
+        timm_class = "Beit" if where == "Beit" else "VisionTransformer"
+        raise ArchitectureError(f"unknown {where} kwargs in arch: {', '.join(bad)}; see timm {timm_class}")
     return {**spec.kwargs, **arch}
 
 
 def build_vit(arch: dict[str, Any] | str, img_size: int | None = None, *, meta_device: bool = False):
-    """An empty timm VisionTransformer with no classifier head, final norm on tokens (not after pooling)."""
+    """An empty timm model with no classifier head: a VisionTransformer (final norm on tokens unless the
+    arch says ``fc_norm``/``final_norm``), or a Beit for BEiT-style weights (arch ``family: beit``)."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
+    if isinstance(arch, Mapping) and arch.get("family") == "beit":
+        from ijepa_eval.encoders.beit import build_beit
+
+        return build_beit(arch, img_size)
     common = dict(num_classes=0, global_pool="", fc_norm=False)
     if isinstance(arch, str):
         if not timm.is_model(arch):
@@ -168,7 +207,7 @@ def build_vit(arch: dict[str, Any] | str, img_size: int | None = None, *, meta_d
         if not isinstance(vit, VisionTransformer):
             raise ArchitectureError(f"timm model '{arch}' is a {type(vit).__name__}, not a VisionTransformer")
         return vit
-    kwargs = {**vit_kwargs(arch), **common}
+    kwargs = {**common, **vit_kwargs(arch), "num_classes": 0, "global_pool": ""}
     if img_size:
         kwargs["img_size"] = img_size
     try:
@@ -178,7 +217,12 @@ def build_vit(arch: dict[str, Any] | str, img_size: int | None = None, *, meta_d
 
 
 def arch_of(vit) -> dict[str, Any]:
-    """The ViT kwargs of a built timm VisionTransformer (what results record as the model's arch)."""
+    """The ViT kwargs of a built timm VisionTransformer (what results record as the model's arch); Beit's
+    kwargs for a timm Beit."""
+    if not hasattr(vit, "has_class_token"):  # timm Beit
+        from ijepa_eval.encoders.beit import beit_arch_of
+
+        return beit_arch_of(vit)
     block = vit.blocks[0]
     return dict(
         embed_dim=int(vit.embed_dim), depth=len(vit.blocks), num_heads=int(block.attn.num_heads),
@@ -188,4 +232,11 @@ def arch_of(vit) -> dict[str, Any]:
         mlp_ratio=block.mlp.fc1.out_features / vit.embed_dim, qkv_bias=block.attn.qkv.bias is not None,
         qk_norm=not isinstance(block.attn.q_norm, torch.nn.Identity),
         init_values=1.0 if not isinstance(block.ls1, torch.nn.Identity) else None,
-    )
+    ) | _final_norm_kwargs(vit)
+
+
+def _final_norm_kwargs(vit) -> dict[str, bool]:
+    """Recorded only when not the default (norm on tokens), so existing arch records and cache keys hold."""
+    from ijepa_eval.encoders.encoder import final_norm_of
+
+    return {"tokens": {}, "pooled": {"fc_norm": True}, "none": {"final_norm": False}}[final_norm_of(vit)]

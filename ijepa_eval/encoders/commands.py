@@ -17,8 +17,9 @@ INSPECT_EPILOG = """examples:
   ijepa-eval inspect IN1K-vit.h.14-300e.pth.tar --branch context  # the context encoder
   ijepa-eval inspect dino_checkpoint.pth --branch student --json
   ijepa-eval inspect mae_custom.pth --arch '{"num_heads": 8}'     # width not in the standard table
+  ijepa-eval inspect vitb4_300ep.pth.tar                           # MSN: target encoder, no final norm
+  ijepa-eval inspect data2vec-vision-base-ft1k/                    # transformers save_pretrained folder
   ijepa-eval inspect hf-hub:facebook/dinov2-base                  # transformers layout, from the local HF cache
-  ijepa-eval inspect ./my_vit_mae/                                 # a save_pretrained folder
   ijepa-eval inspect old_run.pth --trust-checkpoint                # pickles other objects: trusted files only"""
 
 
@@ -39,12 +40,13 @@ def _add_loading_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--branch", default=None,
         help="network inside a training checkpoint: target|context (I-JEPA, default target), "
-        "teacher|student (DINO/iBOT, default teacher)",
+        "teacher|student (DINO/iBOT, default teacher), target|anchor (MSN, default target), "
+        "student|teacher (data2vec, default student)",
     )
     parser.add_argument(
         "--arch", default=None,
         help="architecture when it cannot be inferred: a timm model name or JSON of ViT kwargs, "
-        "e.g. '{\"num_heads\": 8}'",
+        "e.g. '{\"num_heads\": 8}' (Beit kwargs for data2vec/CAE; '{\"final_norm\": true}' for MSN's norm)",
     )
     parser.add_argument(
         "--trust-checkpoint", action="store_true",
@@ -87,14 +89,15 @@ def summarize_keys(keys: list[str]) -> dict[str, int]:
 
 def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint: bool) -> dict[str, Any]:
     """What `inspect` shows; works when the architecture is only partly known (no model is built then)."""
-    from ijepa_eval.encoders.arch import resolve_arch
+    from ijepa_eval.encoders.arch import final_norm_of_arch, resolve_arch
+    from ijepa_eval.encoders.encoder import FEATURE_PATHS
     from ijepa_eval.encoders.formats import FORMATS
     from ijepa_eval.encoders.load import is_checkpoint_source, load_encoder, read_encoder_checkpoint
 
     if not is_checkpoint_source(source):  # timm model name: build it, nothing to read
         enc = load_encoder(source, branch, arch)
         report = dict(enc.info, unknown=[], params=sum(p.numel() for p in enc.parameters()))
-        report["format_description"] = "timm model"
+        report.update(format_description="timm model", final_norm=enc.final_norm, features=FEATURE_PATHS[enc.final_norm])
         return report
     ckpt = read_encoder_checkpoint(source, branch, trust_checkpoint=trust_checkpoint)
     arch_kwargs, unknown = dict(ckpt.arch.kwargs), list(ckpt.arch.unknown)
@@ -105,9 +108,11 @@ def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint:
             unknown = []
         else:
             arch_kwargs, unknown = resolved, [k for k in unknown if resolved.get(k) is None]
+    final_norm = final_norm_of_arch(arch_kwargs)
     return dict(
         ckpt.info(arch_kwargs), unknown=unknown, params=sum(v.numel() for v in ckpt.state_dict.values()),
-        format_description=FORMATS[ckpt.format].description,
+        format_description=FORMATS[ckpt.format].description, final_norm=final_norm,
+        features=FEATURE_PATHS[final_norm],
     )
 
 
@@ -131,6 +136,8 @@ def _print_report(report: dict[str, Any]) -> None:
         f"branches: {branches}",
         f"arch:     {_fmt(arch)}",
         f"params:   {report['params']:,} ({report['params'] / 1e6:.1f} M, encoder only)",
+        f"features: {report['features']}",
+        *(f"  note: {note}" for note in report.get("notes", [])),
         "dropped:  " + (", ".join(f"{k} ({n} keys)" for k, n in dropped.items()) or "-"),
         "meta:" + ("" if report["meta"] else "     -"),
     ]

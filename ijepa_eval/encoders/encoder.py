@@ -1,7 +1,12 @@
-"""The one feature contract every checkpoint is served through (DESIGN §3), on timm's VisionTransformer.
+"""The one feature contract every checkpoint is served through (DESIGN §3), on timm's ViT families.
 
-Block outputs come from timm's ``forward_intermediates`` with the final norm applied to each; pooling is
-done here so that "avg" never includes cls/register tokens and concatenations run oldest block first.
+Block outputs come from timm's ``forward_intermediates`` (VisionTransformer, Beit); pooling is done here so
+that "avg" never includes cls/register tokens and concatenations run oldest block first. Where the final
+norm sits is the model's own pooled path (``FINAL_NORMS``):
+
+- "tokens": a final ``norm`` on every token, then pooling (I-JEPA, MAE pretraining, DINO, iBOT, CAE);
+- "pooled": pooling, then ``fc_norm`` (data2vec vision, MAE fine-tuned with global_pool);
+- "none": no final norm at all (MSN's own evaluation reads its blocks without one).
 """
 
 from __future__ import annotations
@@ -15,37 +20,56 @@ from ijepa_eval.errors import ArchitectureError, ConfigError, unknown_choice
 
 Pool = Literal["avg", "cls", "avg+cls"]
 POOLS: tuple[str, ...] = get_args(Pool)
+FinalNorm = Literal["tokens", "pooled", "none"]
+FINAL_NORMS: tuple[str, ...] = get_args(FinalNorm)
+FEATURE_PATHS = {  # what forward_features computes, as `inspect` says it
+    "tokens": "final norm on every token, then pooled (avg = mean of patch tokens; cls = class token)",
+    "pooled": "pooled (avg = mean of patch tokens; cls = class token), then fc_norm: the model's own pooled path",
+    "none": "no final norm: block outputs pooled as they are (avg = mean of patch tokens; cls = class token)",
+}
+
+
+def _is_norm(module: nn.Module | None) -> bool:
+    return module is not None and not isinstance(module, nn.Identity)
+
+
+def final_norm_of(vit: nn.Module) -> FinalNorm:
+    """Where this timm model normalises: on tokens (``norm``), after pooling (``fc_norm``) or nowhere."""
+    if _is_norm(getattr(vit, "norm", None)):
+        if _is_norm(getattr(vit, "fc_norm", None)):
+            raise ArchitectureError("this model has both a token norm and an fc_norm; build it with only one")
+        return "tokens"
+    return "pooled" if _is_norm(getattr(vit, "fc_norm", None)) else "none"
 
 
 class Encoder(nn.Module):
-    """A frozen timm ViT plus where it came from (``info``); see DESIGN §3 for the feature contract."""
+    """A frozen timm ViT (VisionTransformer or Beit) plus where it came from (``info``); see DESIGN §3."""
 
     def __init__(self, vit: nn.Module, info: dict[str, Any] | None = None) -> None:
         super().__init__()
-        if isinstance(vit.norm, nn.Identity) and not isinstance(getattr(vit, "fc_norm", nn.Identity()), nn.Identity):
-            raise ArchitectureError(
-                "this ViT normalises after pooling (fc_norm, global_pool='avg'); build it with fc_norm=False "
-                "so the final norm applies to the tokens"
-            )
+        self.final_norm: FinalNorm = final_norm_of(vit)
         self.vit = vit.eval().requires_grad_(False)
         self.embed_dim = int(vit.embed_dim)
         self.depth = len(vit.blocks)
         self.patch_size = int(vit.patch_embed.patch_size[0])
         self.img_size = int(vit.patch_embed.img_size[0])
         self.num_prefix_tokens = int(vit.num_prefix_tokens)
-        self.has_class_token = bool(vit.has_class_token)
+        # Beit always has a class token and no ``has_class_token`` attribute
+        self.has_class_token = bool(getattr(vit, "has_class_token", getattr(vit, "cls_token", None) is not None))
         self.info: dict[str, Any] = dict(info or {})
         self.eval()
 
     def extra_repr(self) -> str:
-        return f"source={self.info.get('source')!r}, branch={self.info.get('branch')!r}"
+        return (f"source={self.info.get('source')!r}, branch={self.info.get('branch')!r}, "
+                f"final_norm={self.final_norm!r}")
 
     def _check_blocks(self, n_last_blocks: int) -> None:
         if not 1 <= n_last_blocks <= self.depth:
             raise ConfigError(f"n_last_blocks must be in 1..{self.depth} for this encoder, got {n_last_blocks}")
 
     def forward_pooled(self, x: torch.Tensor, n_last_blocks: int = 4) -> dict[str, torch.Tensor]:
-        """{"avg": [B, n, D], "cls": [B, n, D] (cls models only)}: last n blocks, final norm, oldest first."""
+        """{"avg": [B, n, D], "cls": [B, n, D] (cls models only)}: last n blocks, oldest first, each through
+        the model's final norm where it sits (on tokens before pooling, or fc_norm after)."""
         self._check_blocks(n_last_blocks)
         outputs = self.vit.forward_intermediates(
             x, indices=n_last_blocks, norm=True, output_fmt="NLC", intermediates_only=True,
@@ -59,6 +83,9 @@ class Encoder(nn.Module):
         pooled = {"avg": torch.stack([p.float().mean(dim=1) for p in patches], dim=1)}
         if self.has_class_token:  # timm puts the class token first among prefix tokens
             pooled["cls"] = torch.stack([p[:, 0].float() for p in prefixes], dim=1)
+        if self.final_norm == "pooled":  # timm's forward_head order: pool, then fc_norm
+            fc_norm = self.vit.fc_norm
+            pooled = {k: fc_norm(v).float() for k, v in pooled.items()}
         return pooled
 
     def forward_features(self, x: torch.Tensor, n_last_blocks: int = 1, pool: Pool = "avg") -> torch.Tensor:

@@ -26,7 +26,9 @@ class Converted:
     branches: list[str] = field(default_factory=list)
     dropped_keys: list[str] = field(default_factory=list)  # keys of other networks (predictor, decoder, head)
     meta: dict[str, Any] = field(default_factory=dict)
-    arch: dict[str, Any] = field(default_factory=dict)  # facts weights cannot tell (config heads, eps, eval size)
+    family: str = "vit"  # "vit" (timm VisionTransformer) | "beit" (timm Beit: data2vec, CAE)
+    arch: dict[str, Any] = field(default_factory=dict)  # kwargs the format records (heads, norms, eval size)
+    notes: list[str] = field(default_factory=list)  # what the features mean for this format, for `inspect`
     resample: dict[str, Any] = field(default_factory=dict)  # the family's pos_embed interpolation (timm options)
 
 
@@ -97,8 +99,8 @@ def _no_branch(branch: str | None, fmt: str) -> None:
 IJEPA_BRANCHES = {"target": "target_encoder", "context": "encoder"}
 
 
-def _detect_ijepa(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and "target_encoder" in obj and "encoder" in obj
+def _detect_ijepa(obj: Any) -> bool:  # MSN saves the same two keys, plus its prototypes
+    return isinstance(obj, Mapping) and "target_encoder" in obj and "encoder" in obj and "prototypes" not in obj
 
 
 def _convert_ijepa(obj: Mapping[str, Any], branch: str | None) -> Converted:
@@ -133,6 +135,8 @@ def _convert_teacher_student(obj: Mapping[str, Any], branch: str | None) -> Conv
 
 # -- MAE training checkpoint (facebookresearch/mae util/misc.py save_model) -----------------------------
 WRAPPER_KEYS = ("model", "state_dict")
+FC_NORM_NOTE = ("fc_norm and no norm (MAE fine-tuned with global_pool, timm *_gap models): features are the mean "
+                "of the patch tokens, then fc_norm, as the model's own head reads them")
 
 
 def _wrapped_key(obj: Any) -> str | None:
@@ -151,15 +155,19 @@ def _detect_mae(obj: Any) -> bool:
 
 
 def _detect_wrapped(obj: Any) -> bool:
+    from ijepa_eval.encoders.beit import is_beit_style
+
     key = _wrapped_key(obj)
-    return key is not None and not _has_mae_decoder(obj[key])
+    return key is not None and not _has_mae_decoder(obj[key]) and not is_beit_style(obj[key])
 
 
 def _convert_wrapped(obj: Mapping[str, Any], branch: str | None) -> Converted:
     key = _wrapped_key(obj)
     _no_branch(branch, f"{{'{key}': ...}}")
     state_dict, dropped = split_backbone(obj[key])
-    return Converted(state_dict, dropped_keys=dropped, meta=scalar_meta(obj, {key, "optimizer", "model_ema"}))
+    notes = [FC_NORM_NOTE] if "fc_norm.weight" in state_dict and "norm.weight" not in state_dict else []
+    return Converted(state_dict, dropped_keys=dropped, meta=scalar_meta(obj, {key, "optimizer", "model_ema"}),
+                     notes=notes)
 
 
 # -- plain state dicts (timm names, bare I-JEPA encoder, DINO backbone releases, safetensors) ------------
@@ -168,9 +176,29 @@ def _detect_state_dict(obj: Any) -> bool:
 
 
 def _convert_state_dict(obj: Mapping[str, torch.Tensor], branch: str | None) -> Converted:
+    from ijepa_eval.encoders.beit import drop_position_indices, is_beit_style
+
     _no_branch(branch, "plain state dict")
     state_dict, dropped = split_backbone(obj)
+    if is_beit_style(state_dict):  # a timm Beit state dict (data2vec/CAE/BEiT encoders re-saved)
+        return Converted(drop_position_indices(state_dict), dropped_keys=dropped, family="beit")
     return Converted(state_dict, dropped_keys=dropped)
+
+
+def _official_formats() -> tuple[Format, ...]:
+    """The paper's other baselines in their release layouts (their modules build on the helpers above)."""
+    from ijepa_eval.encoders import cae, data2vec, msn
+
+    return (
+        Format("msn", "MSN training checkpoint (encoder, target_encoder, prototypes, ...)",
+               msn.detect_msn, msn.convert_msn),
+        Format("data2vec", "data2vec vision checkpoint (BEiT-style {'model', 'model_ema'} with a D x D lm_head)",
+               data2vec.detect_data2vec, data2vec.convert_data2vec),
+        Format("hf-data2vec-vision", "transformers Data2VecVision* folder (config.json + safetensors/bin)",
+               data2vec.detect_hf_data2vec, data2vec.convert_hf_data2vec),
+        Format("cae", "CAE training checkpoint ({'model'} with encoder.* and pretext_neck.*)",
+               cae.detect_cae, cae.convert_cae),
+    )
 
 
 # -- transformers folders / hf-hub ids (encoders/hf.py), DINOv2 releases (encoders/dinov2.py) -------------
@@ -199,6 +227,7 @@ FORMATS: dict[str, Format] = {
                _detect_wrapped, _convert_wrapped),
         Format("state_dict", "plain timm-named state dict (bare encoder, DINO backbone, safetensors)",
                _detect_state_dict, _convert_state_dict),
+        *_official_formats(),
         *_hf_and_dinov2_formats(),
     )
 }

@@ -14,7 +14,17 @@ from typing import Any
 
 import torch
 
-from ijepa_eval.encoders.arch import ArchSpec, arch_of, build_vit, infer_arch, is_encoder_key, resolve_arch
+from ijepa_eval.encoders.arch import (
+    ArchSpec,
+    arch_of,
+    build_vit,
+    infer_arch,
+    is_encoder_key,
+    resolve_arch,
+    unused_keys,
+    with_hints,
+)
+from ijepa_eval.encoders.beit import fit_beit_state_dict, infer_beit_arch, is_beit_key
 from ijepa_eval.encoders.dinov2 import resample_with_offset
 from ijepa_eval.encoders.encoder import Encoder, state_dict_sha256
 from ijepa_eval.encoders.formats import detect_format
@@ -39,13 +49,22 @@ class EncoderCheckpoint:
     dropped_keys: list[str]
     meta: dict[str, Any]
     arch: ArchSpec
+    family: str = "vit"
+    notes: list[str] | None = None
     resample: dict[str, Any] = field(default_factory=dict)  # pos_embed interpolation options of the family
 
-    def info(self, arch: dict[str, Any]) -> dict[str, Any]:
+    def info(self, arch: dict[str, Any] | str) -> dict[str, Any]:
+        """What Encoder.info and `inspect` report; keys the arch leaves out (MSN's norm) count as dropped."""
+        dropped = self.dropped_keys + unused_keys(self.state_dict, arch)
         return dict(
             source=self.source, sha256=self.sha256, format=self.format, branch=self.branch,
-            branches=list(self.branches), arch=arch, dropped_keys=list(self.dropped_keys), meta=dict(self.meta),
+            branches=list(self.branches), arch=arch, dropped_keys=dropped, meta=dict(self.meta),
+            notes=list(self.notes or []),
         )
+
+
+# Per model family: which keys are encoder keys, and the architecture they imply.
+FAMILIES = {"vit": (is_encoder_key, infer_arch), "beit": (is_beit_key, infer_beit_arch)}
 
 
 def _check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
@@ -66,18 +85,18 @@ def read_encoder_checkpoint(
     obj, file_meta = read_file(path, trust_checkpoint=trust_checkpoint)
     fmt = detect_format(obj, source)
     converted = fmt.convert(obj, branch)
-    encoder_sd = {k: v for k, v in converted.state_dict.items() if is_encoder_key(k)}
-    dropped = converted.dropped_keys + sorted(k for k in converted.state_dict if not is_encoder_key(k))
+    is_key, infer = FAMILIES[converted.family]
+    encoder_sd = {k: v for k, v in converted.state_dict.items() if is_key(k)}
+    dropped = converted.dropped_keys + sorted(k for k in converted.state_dict if not is_key(k))
     if not encoder_sd:
         raise CheckpointError(f"'{source}' ({fmt.name}) has no ViT encoder keys (patch_embed, blocks, ...)")
     _check_finite(encoder_sd, source)
     meta = {**file_meta, **converted.meta} if file_meta else converted.meta
-    inferred = infer_arch(encoder_sd)
-    arch = ArchSpec({**inferred.kwargs, **converted.arch}, [k for k in inferred.unknown if k not in converted.arch])
     return EncoderCheckpoint(
         source=source, sha256=_content_sha256(path, obj), format=fmt.name, branch=converted.branch,
         branches=converted.branches, state_dict=encoder_sd, dropped_keys=dropped, meta=meta,
-        arch=arch, resample=converted.resample,
+        arch=with_hints(infer(encoder_sd), converted.arch), family=converted.family, notes=converted.notes,
+        resample=converted.resample,
     )
 
 
@@ -142,8 +161,9 @@ def load_encoder(
     """Frozen encoder from a checkpoint file, a transformers folder or ``hf-hub:<org>/<name>`` (local HF
     cache), or a timm model name (``random:NAME`` for a random init).
 
-    ``branch``: None = the format's default (I-JEPA "target", DINO/iBOT "teacher"). ``arch``: None =
-    inferred; a timm model name; or a dict of ViT kwargs overriding inferred ones (e.g. ``{"num_heads": 8}``).
+    ``branch``: None = the format's default (I-JEPA and MSN "target", DINO/iBOT "teacher", data2vec
+    "student"). ``arch``: None = inferred; a timm model name; or a dict of ViT (Beit for BEiT-style weights)
+    kwargs overriding inferred ones (e.g. ``{"num_heads": 8}``, ``{"final_norm": True}``).
     ``img_size``: another input resolution; the patch part of pos_embed is interpolated.
     """
     source = str(source)
@@ -153,11 +173,19 @@ def load_encoder(
         return _load_timm(source, branch, img_size)
     ckpt = read_encoder_checkpoint(source, branch, trust_checkpoint=trust_checkpoint)
     resolved = resolve_arch(ckpt.arch, arch)
+    if ckpt.family == "beit" and isinstance(resolved, str):
+        raise ArchitectureError(f"'{source}' holds BEiT-style weights; pass arch as a dict of Beit kwargs "
+                                "(e.g. {\"num_heads\": 12}), not a timm model name")
     size = img_size or ckpt.arch.kwargs["img_size"]
-    meta_device = not isinstance(resolved, str)  # build on meta: no init cost for multi-GB models
+    # build on meta: no init cost for multi-GB models (Beit's non-persistent buffers need a real device)
+    meta_device = not isinstance(resolved, str) and ckpt.family == "vit"
     vit = build_vit(resolved, size, meta_device=meta_device)
-    state_dict = dict(ckpt.state_dict)
-    _resample_pos_embed(state_dict, vit, ckpt.resample)
+    unused = set(unused_keys(ckpt.state_dict, resolved))
+    state_dict = {k: v for k, v in ckpt.state_dict.items() if k not in unused}
+    if ckpt.family == "beit":
+        state_dict = fit_beit_state_dict(state_dict, vit)
+    else:
+        _resample_pos_embed(state_dict, vit, ckpt.resample)
     _strict_load(vit, state_dict, source, meta_device)
     arch_info = arch_of(vit) if isinstance(resolved, str) else {**resolved, "img_size": size}
     if isinstance(resolved, str):
