@@ -144,13 +144,16 @@ def test_bad_folders_fail_with_one_line(tmp_path):
     with pytest.raises(CheckpointError, match="transformers folder of model_type 'swin', which matches no known"):
         load_encoder(tmp_path / "m")
     (tmp_path / "m" / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="has config.json but no weights"):
+    with pytest.raises(CheckpointError, match="has config.json but none of model.safetensors"):
         load_encoder(tmp_path / "m")
     (tmp_path / "m" / "model.safetensors.index.json").write_text('{"metadata": {}}')
     with pytest.raises(CheckpointError, match="cannot read the shard index .*KeyError"):
         load_encoder(tmp_path / "m")
     (tmp_path / "m" / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="cannot read .*config.json"):
+        load_encoder(tmp_path / "m")
+    (tmp_path / "m" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="is a folder without config.json"):
         load_encoder(tmp_path / "m")
 
 

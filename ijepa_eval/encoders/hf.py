@@ -103,7 +103,8 @@ def _read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], list[Path]]:
 
     name = next((n for n in WEIGHT_FILES if (folder / n).is_file()), None)
     if name is None:
-        raise CheckpointError(f"'{folder}' has config.json but no weights ({', '.join(WEIGHT_FILES)}); download them too")
+        raise CheckpointError(f"'{folder}' has config.json but none of {', '.join(WEIGHT_FILES)}; "
+                              "download them too (hf download) or save the model with save_pretrained")
     if name.endswith(".index.json"):
         try:
             weight_map = json.loads((folder / name).read_text())["weight_map"]
@@ -123,6 +124,9 @@ def _read_weights(folder: Path) -> tuple[dict[str, torch.Tensor], list[Path]]:
 def read_hf_folder(source: str | os.PathLike) -> tuple[HFFolder, dict[str, str]]:
     """A save_pretrained folder or cached hub id, read safely (safetensors, or torch.load with weights_only)."""
     folder = resolve(str(source))
+    if not (folder / CONFIG).is_file():
+        raise CheckpointError(f"'{folder}' is a folder without config.json; point --ckpt at a checkpoint file "
+                              "or a transformers save_pretrained folder")
     try:
         config = json.loads((folder / CONFIG).read_text())
     except (OSError, json.JSONDecodeError) as err:
@@ -230,6 +234,8 @@ def convert(obj: HFFolder, branch: str | None):
                 "checkpoint's 'encoder'); for the target encoder load the official .pth.tar"
             )
         meta["branch_note"] = "context encoder: transformers' convert_ijepa_to_hf.py read 'encoder', not 'target_encoder'"
-        return Converted(state_dict, "context", ["context"], dropped, meta, _config_arch(obj.config, model_type), resample)
+        return Converted(state_dict, "context", ["context"], dropped, meta,
+                         arch=_config_arch(obj.config, model_type), resample=resample)
     _no_branch(branch, f"transformers {model_type}")
-    return Converted(state_dict, None, [], dropped, meta, _config_arch(obj.config, model_type), resample)
+    return Converted(state_dict, dropped_keys=dropped, meta=meta, arch=_config_arch(obj.config, model_type),
+                     resample=resample)

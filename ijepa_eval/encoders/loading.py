@@ -34,7 +34,7 @@ def read_file(path: str | os.PathLike, *, trust_checkpoint: bool = False) -> tup
     """Return (object stored in the file, file-level metadata). Raises CheckpointError on any bad file."""
     from ijepa_eval.encoders.hf import is_hf_source, read_hf_folder
 
-    if is_hf_source(path):  # a transformers save_pretrained folder, or hf-hub:<org>/<name> in the HF cache
+    if is_hf_source(path) or Path(path).is_dir():  # a save_pretrained folder, or hf-hub:<org>/<name> (HF cache)
         return read_hf_folder(path)
     path = Path(path)
     if not path.is_file():
