@@ -222,6 +222,107 @@ def write_malicious_checkpoint(path: str | Path, marker: str | Path) -> None:
     torch.save({"model": tiny_vit_state_dict(), "payload": _OpensFile(str(marker))}, path)
 
 
+# -- transformers layouts (save_pretrained; transformers is a test dependency only) ----------------------
+HF_TINY = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64, image_size=32,
+               patch_size=8, qkv_bias=True)
+HF_CLASSES = {  # model_type -> (config class, base model class, task classes)
+    "ijepa": ("IJepaConfig", "IJepaModel", ("IJepaForImageClassification",)),
+    "vit": ("ViTConfig", "ViTModel", ("ViTForImageClassification",)),
+    "vit_mae": ("ViTMAEConfig", "ViTMAEModel", ("ViTMAEForPreTraining",)),
+    "dinov2": ("Dinov2Config", "Dinov2Model", ("Dinov2ForImageClassification",)),
+    "dinov2_with_registers": ("Dinov2WithRegistersConfig", "Dinov2WithRegistersModel",
+                              ("Dinov2WithRegistersForImageClassification",)),
+}
+
+
+def _perturb_(module: torch.nn.Module, seed: int) -> None:
+    """Random LayerNorm/LayerScale/bias values so no layer is an identity (HF inits them to 1 and 0)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+
+
+def write_hf_model(folder: str | Path, model_type: str, *, task: str | None = None, seed: int = 0,
+                   safetensors: bool = True, max_shard_size: str | None = None, **config):
+    """A tiny random transformers model saved with ``save_pretrained``; returns the model (eval mode)."""
+    import transformers
+
+    config_cls, base_cls, _ = HF_CLASSES[model_type]
+    extra = {"mask_ratio": 0.0, "decoder_hidden_size": 32, "decoder_num_hidden_layers": 1,
+             "decoder_num_attention_heads": 2, "decoder_intermediate_size": 64} if model_type == "vit_mae" else {}
+    if model_type == "ijepa":
+        extra["layer_norm_eps"] = 1e-6  # as transformers' convert_ijepa_to_hf.py sets it
+    cfg = getattr(transformers, config_cls)(**{**HF_TINY, **extra, **config}, **({"num_labels": 5} if task else {}))
+    torch.manual_seed(seed)
+    model = getattr(transformers, task or base_cls)(cfg).eval()
+    _perturb_(model, seed)
+    shards = {"max_shard_size": max_shard_size} if max_shard_size else {}
+    model.save_pretrained(str(folder), **shards)
+    if not safetensors:  # transformers < 4.35 wrote torch.save(state_dict) as pytorch_model.bin (5.x cannot)
+        from safetensors.torch import load_file
+
+        weights = Path(folder) / "model.safetensors"
+        torch.save(load_file(str(weights)), Path(folder) / "pytorch_model.bin")
+        weights.unlink()
+    return model
+
+
+def write_hf_cache(cache: str | Path, repo_id: str, folder: str | Path, revision: str = "0123456789abcdef" * 2 + "01234567") -> Path:
+    """Lay ``folder``'s files out as huggingface_hub does: blobs/<sha256>, snapshots/<rev>/<name> -> blob, refs/main."""
+    import hashlib
+    import os
+
+    repo = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for path in sorted(Path(folder).iterdir()):
+        data = path.read_bytes()
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / path.name)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return snapshot
+
+
+# -- DINOv2 official release (facebookresearch/dinov2 hub *_pretrain.pth) ---------------------------------
+def write_dinov2_release(path: str | Path, *, registers: int = 0, swiglu: bool = False, seed: int = 0,
+                         dim: int = 64, depth: int = 3, patch: int = 8, grid: int = 4) -> dict:
+    """DinoVisionTransformer.state_dict() with block_chunks=0: cls_token, pos_embed (cls slot + grid),
+    register_tokens, mask_token [1, D], blocks.i.{norm1, attn.qkv, attn.proj, ls1.gamma, norm2,
+    mlp.fc1/fc2 or mlp.w12/w3 (SwiGLU, hidden rounded to 8), ls2.gamma}, norm. Returns what was saved."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, scale=0.02, base=0.0):
+        return base + scale * torch.randn(*shape, generator=gen)
+
+    hidden = 4 * dim
+    sd = {"cls_token": rand(1, 1, dim, scale=0.5), "pos_embed": rand(1, 1 + grid * grid, dim, scale=0.5),
+          "mask_token": torch.zeros(1, dim), "patch_embed.proj.weight": rand(dim, 3, patch, patch, scale=0.1),
+          "patch_embed.proj.bias": rand(dim)}
+    if registers:
+        sd["register_tokens"] = rand(1, registers, dim, scale=0.5)
+    for i in range(depth):
+        b = f"blocks.{i}."
+        sd.update({b + "norm1.weight": rand(dim, scale=0.1, base=1.0), b + "norm1.bias": rand(dim, scale=0.1),
+                   b + "attn.qkv.weight": rand(3 * dim, dim, scale=0.1), b + "attn.qkv.bias": rand(3 * dim),
+                   b + "attn.proj.weight": rand(dim, dim, scale=0.1), b + "attn.proj.bias": rand(dim),
+                   b + "ls1.gamma": rand(dim, scale=0.3, base=0.5), b + "ls2.gamma": rand(dim, scale=0.3, base=0.5),
+                   b + "norm2.weight": rand(dim, scale=0.1, base=1.0), b + "norm2.bias": rand(dim, scale=0.1)})
+        if swiglu:
+            h = (int(hidden * 2 / 3) + 7) // 8 * 8
+            sd.update({b + "mlp.w12.weight": rand(2 * h, dim, scale=0.1), b + "mlp.w12.bias": rand(2 * h),
+                       b + "mlp.w3.weight": rand(dim, h, scale=0.1), b + "mlp.w3.bias": rand(dim)})
+        else:
+            sd.update({b + "mlp.fc1.weight": rand(hidden, dim, scale=0.1), b + "mlp.fc1.bias": rand(hidden),
+                       b + "mlp.fc2.weight": rand(dim, hidden, scale=0.1), b + "mlp.fc2.bias": rand(dim)})
+    sd.update({"norm.weight": rand(dim, scale=0.1, base=1.0), "norm.bias": rand(dim, scale=0.1)})
+    torch.save(sd, path)
+    return sd
+
+
 # -- the paper's other baselines, in their release layouts ------------------------------------------------
 # facebookresearch/msn src/msn_train.py, lxtGH/CAE furnace/utils.py + models/modeling_cae*.py,
 # facebookresearch/data2vec_vision beit/run_cyclical.py + modeling_cyclical.py, facebookresearch/mae

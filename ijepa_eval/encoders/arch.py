@@ -21,6 +21,10 @@ from ijepa_eval.errors import ArchitectureError
 HEADS_BY_WIDTH = {192: 3, 384: 6, 512: 8, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1536: 24}
 ARCH_HINT = "pass arch= (--arch) as a timm model name (e.g. vit_base_patch16_224) or a dict/JSON of ViT kwargs"
 
+# JSON-friendly arch entries beyond VisionTransformer's own kwargs, translated by ``vit_kwargs``.
+EXTRA_KWARGS = frozenset({"norm_eps"})
+MLP_LAYERS = ("swiglu_packed",)  # timm SwiGLUPacked: fc1 = [x1; x2] -> silu(x1) * x2 (DINOv2 giant)
+
 # Top-level key names that belong to a timm VisionTransformer encoder (classifier head excluded). fc_norm is
 # the final norm of models that pool first (MAE fine-tuned with global_pool): no ``norm`` then.
 ENCODER_ROOTS = frozenset({"cls_token", "reg_token", "pos_embed", "patch_embed", "norm_pre", "blocks", "norm",
@@ -99,6 +103,9 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> ArchSpec:
     if hidden is None:
         raise ArchitectureError("no 'blocks.0.mlp.fc1.weight': unsupported block type; " + ARCH_HINT)
     kwargs["mlp_ratio"] = int(hidden.shape[0]) / int(embed_dim)
+    fc2 = state_dict.get("blocks.0.mlp.fc2.weight")
+    if fc2 is not None and 2 * int(fc2.shape[1]) == int(hidden.shape[0]):  # packed gated MLP: fc1 holds both halves
+        kwargs.update(mlp_layer="swiglu_packed", act_layer="silu")
     kwargs["qkv_bias"] = "blocks.0.attn.qkv.bias" in state_dict
     kwargs["qk_norm"] = "blocks.0.attn.q_norm.weight" in state_dict
     # Any value enables LayerScale; the loaded gammas replace it.
@@ -131,7 +138,25 @@ def unused_keys(state_dict: Mapping[str, Any], arch: Mapping[str, Any] | str) ->
 def _vit_parameters() -> set[str]:
     from timm.models.vision_transformer import VisionTransformer
 
-    return set(inspect.signature(VisionTransformer.__init__).parameters) - {"self"}
+    return (set(inspect.signature(VisionTransformer.__init__).parameters) - {"self"}) | EXTRA_KWARGS
+
+
+def vit_kwargs(arch: Mapping[str, Any]) -> dict[str, Any]:
+    """timm VisionTransformer kwargs from an arch dict whose values are names and numbers (JSON in results)."""
+    from functools import partial
+
+    from timm.layers import LayerNorm, SwiGLUPacked
+
+    kwargs = dict(arch)
+    eps = kwargs.pop("norm_eps", None)
+    if eps is not None:
+        kwargs["norm_layer"] = partial(LayerNorm, eps=eps)
+    mlp = kwargs.get("mlp_layer")
+    if isinstance(mlp, str):
+        if mlp not in MLP_LAYERS:
+            raise ArchitectureError(f"unknown mlp_layer '{mlp}' in arch; known: {', '.join(MLP_LAYERS)}")
+        kwargs["mlp_layer"] = SwiGLUPacked
+    return kwargs
 
 
 def _arch_parameters(spec: ArchSpec) -> tuple[set[str], str]:
@@ -182,7 +207,7 @@ def build_vit(arch: dict[str, Any] | str, img_size: int | None = None, *, meta_d
         if not isinstance(vit, VisionTransformer):
             raise ArchitectureError(f"timm model '{arch}' is a {type(vit).__name__}, not a VisionTransformer")
         return vit
-    kwargs = {**common, **arch, "num_classes": 0, "global_pool": ""}
+    kwargs = {**common, **vit_kwargs(arch), "num_classes": 0, "global_pool": ""}
     if img_size:
         kwargs["img_size"] = img_size
     try:

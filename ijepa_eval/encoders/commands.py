@@ -19,6 +19,7 @@ INSPECT_EPILOG = """examples:
   ijepa-eval inspect mae_custom.pth --arch '{"num_heads": 8}'     # width not in the standard table
   ijepa-eval inspect vitb4_300ep.pth.tar                           # MSN: target encoder, no final norm
   ijepa-eval inspect data2vec-vision-base-ft1k/                    # transformers save_pretrained folder
+  ijepa-eval inspect hf-hub:facebook/dinov2-base                  # transformers layout, from the local HF cache
   ijepa-eval inspect old_run.pth --trust-checkpoint                # pickles other objects: trusted files only"""
 
 
@@ -57,7 +58,8 @@ def add_checkpoint_args(parser: argparse.ArgumentParser, *, required: bool = Tru
     """Add --ckpt, --branch, --arch, --trust-checkpoint the same way in every command."""
     parser.add_argument(
         "--ckpt", required=required,
-        help="checkpoint file (.pth/.pth.tar/.pt/.safetensors) or timm model name (random:NAME = random init)",
+        help="checkpoint file (.pth/.pth.tar/.pt/.safetensors), transformers folder, hf-hub:ORG/NAME (local HF "
+        "cache) or timm model name (random:NAME = random init)",
     )
     _add_loading_args(parser)
 
@@ -87,14 +89,12 @@ def summarize_keys(keys: list[str]) -> dict[str, int]:
 
 def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint: bool) -> dict[str, Any]:
     """What `inspect` shows; works when the architecture is only partly known (no model is built then)."""
-    from pathlib import Path
-
     from ijepa_eval.encoders.arch import final_norm_of_arch, resolve_arch
     from ijepa_eval.encoders.encoder import FEATURE_PATHS
     from ijepa_eval.encoders.formats import FORMATS
-    from ijepa_eval.encoders.load import load_encoder, read_encoder_checkpoint
+    from ijepa_eval.encoders.load import is_checkpoint_source, load_encoder, read_encoder_checkpoint
 
-    if not Path(source).exists():  # timm model name: build it, nothing to read
+    if not is_checkpoint_source(source):  # timm model name: build it, nothing to read
         enc = load_encoder(source, branch, arch)
         report = dict(enc.info, unknown=[], params=sum(p.numel() for p in enc.parameters()))
         report.update(format_description="timm model", final_norm=enc.final_norm, features=FEATURE_PATHS[enc.final_norm])
@@ -141,6 +141,8 @@ def _print_report(report: dict[str, Any]) -> None:
         "dropped:  " + (", ".join(f"{k} ({n} keys)" for k, n in dropped.items()) or "-"),
         "meta:" + ("" if report["meta"] else "     -"),
     ]
+    if report["branch"] == "context":
+        lines.insert(4, "note:     context (online) encoder, not the EMA target encoder the I-JEPA paper evaluates")
     lines += [f"  {k}: {_fmt(v)}" for k, v in report["meta"].items()]
     print("\n".join(lines))
 
@@ -163,7 +165,7 @@ def register(subparsers) -> None:
         "Works even when the number of heads cannot be inferred.",
         epilog=INSPECT_EPILOG, formatter_class=HelpFormatter,
     )
-    parser.add_argument("ckpt", metavar="CKPT", help="checkpoint file or timm model name")
+    parser.add_argument("ckpt", metavar="CKPT", help="checkpoint file, transformers folder, hf-hub:ORG/NAME or timm model name")
     _add_loading_args(parser)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=cmd_inspect)

@@ -19,17 +19,14 @@ pooling layer, as in the classification models), or none (a bare model with ``us
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ijepa_eval.encoders.beit import is_beit_style
+from ijepa_eval.encoders.hf import HFFolder
 from ijepa_eval.errors import CheckpointError
 
 OFFICIAL_BRANCHES = {"student": "model", "teacher": "model_ema"}
@@ -42,7 +39,6 @@ HF_NOTES = {
     "none": "features: the saved model has no final norm (use_mean_pooling: true, no pooling layer): raw block "
             "outputs, pooled",
 }
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
 
 # -- official data2vec_vision checkpoints ----------------------------------------------------------------
@@ -78,58 +74,6 @@ def convert_data2vec(obj: Mapping[str, Any], branch: str | None):
 
 
 # -- transformers folders ----------------------------------------------------------------------------------
-@dataclass
-class HFFolder:
-    """What ``save_pretrained`` wrote: the parsed config.json and every tensor of the model."""
-
-    path: Path
-    config: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
-    files: list[Path]
-
-
-def _weight_files(path: Path) -> list[Path]:
-    for name in WEIGHT_FILES:
-        if (path / name).is_file():
-            if name.endswith(".index.json"):
-                weight_map = json.loads((path / name).read_text())["weight_map"]
-                return [path / f for f in sorted(set(weight_map.values()))]
-            return [path / name]
-    raise CheckpointError(f"folder '{path}' has config.json but none of {', '.join(WEIGHT_FILES)}; "
-                          "save the model with save_pretrained")
-
-
-def read_hf_folder(path: str | Path) -> tuple[HFFolder, dict[str, str]]:
-    """A save_pretrained folder, read safely (safetensors, or torch.load with weights_only)."""
-    from ijepa_eval.encoders.loading import read_file
-
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"'{path}' is a folder without config.json; point --ckpt at a checkpoint file "
-                              "or a transformers save_pretrained folder")
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"cannot read '{path / 'config.json'}' ({err}); re-save the model") from err
-    files = _weight_files(path)
-    state_dict: dict[str, torch.Tensor] = {}
-    for file in files:
-        tensors, _ = read_file(file)
-        state_dict.update(tensors)
-    return HFFolder(path, config, state_dict, files), {}
-
-
-def folder_sha256(folder: HFFolder) -> str:
-    """One hash over config.json and the weight files: a folder's content identity for caches and results."""
-    h = hashlib.sha256()
-    for file in [folder.path / "config.json", *folder.files]:
-        h.update(file.name.encode() + b"\0")
-        with open(file, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def detect_hf_data2vec(obj: Any) -> bool:
     return isinstance(obj, HFFolder) and obj.config.get("model_type") == "data2vec-vision"
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ijepa_eval.encoders import dinov2, hf
 from ijepa_eval.errors import CheckpointError, unknown_choice
 
 
@@ -26,8 +27,9 @@ class Converted:
     dropped_keys: list[str] = field(default_factory=list)  # keys of other networks (predictor, decoder, head)
     meta: dict[str, Any] = field(default_factory=dict)
     family: str = "vit"  # "vit" (timm VisionTransformer) | "beit" (timm Beit: data2vec, CAE)
-    arch: dict[str, Any] = field(default_factory=dict)  # kwargs the format records (heads in its args, norms)
+    arch: dict[str, Any] = field(default_factory=dict)  # kwargs the format records (heads, norms, eval size)
     notes: list[str] = field(default_factory=list)  # what the features mean for this format, for `inspect`
+    resample: dict[str, Any] = field(default_factory=dict)  # the family's pos_embed interpolation (timm options)
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ def _convert_wrapped(obj: Mapping[str, Any], branch: str | None) -> Converted:
 
 # -- plain state dicts (timm names, bare I-JEPA encoder, DINO backbone releases, safetensors) ------------
 def _detect_state_dict(obj: Any) -> bool:
-    return _is_tensor_dict(obj) and any(k.endswith("patch_embed.proj.weight") for k in obj)
+    return _is_tensor_dict(obj) and any(k.endswith("patch_embed.proj.weight") for k in obj) and not dinov2.detect(obj)
 
 
 def _convert_state_dict(obj: Mapping[str, torch.Tensor], branch: str | None) -> Converted:
@@ -199,6 +201,18 @@ def _official_formats() -> tuple[Format, ...]:
     )
 
 
+# -- transformers folders / hf-hub ids (encoders/hf.py), DINOv2 releases (encoders/dinov2.py) -------------
+def _hf_and_dinov2_formats() -> tuple[Format, ...]:
+    return (
+        Format("hf", "transformers save_pretrained folder or hf-hub:<org>/<name> (config.json + weights)",
+               hf.detect, hf.convert),
+        Format("timm-hub", "timm hub folder or hf-hub:timm/<model> (config.json with architecture, timm names)",
+               hf.detect_timm, hf.convert_timm),
+        Format("dinov2", "DINOv2 release (facebookresearch/dinov2 *_pretrain.pth: mask_token, ls1.gamma, ...)",
+               dinov2.detect, dinov2.convert),
+    )
+
+
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
@@ -214,6 +228,7 @@ FORMATS: dict[str, Format] = {
         Format("state_dict", "plain timm-named state dict (bare encoder, DINO backbone, safetensors)",
                _detect_state_dict, _convert_state_dict),
         *_official_formats(),
+        *_hf_and_dinov2_formats(),
     )
 }
 
@@ -228,6 +243,8 @@ def detect_format(obj: Any, source: str) -> Format:
     if isinstance(obj, Mapping):
         keys = ", ".join(sorted(map(str, obj))[:8])
         what = f"a dict with keys {keys}{', ...' if len(obj) > 8 else ''}"
+    elif isinstance(obj, hf.HFFolder):
+        what = f"a transformers folder of model_type '{obj.config.get('model_type')}'"
     else:
         what = f"a {type(obj).__name__}"
     raise CheckpointError(

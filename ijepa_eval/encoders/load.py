@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,10 @@ from ijepa_eval.encoders.arch import (
     with_hints,
 )
 from ijepa_eval.encoders.beit import fit_beit_state_dict, infer_beit_arch, is_beit_key
+from ijepa_eval.encoders.dinov2 import resample_with_offset
 from ijepa_eval.encoders.encoder import Encoder, state_dict_sha256
 from ijepa_eval.encoders.formats import detect_format
+from ijepa_eval.encoders.hf import HFFolder, folder_sha256, is_hf_source, timm_context_branch
 from ijepa_eval.encoders.loading import read_file
 from ijepa_eval.errors import ArchitectureError, CheckpointError
 from ijepa_eval.io import sha256_file
@@ -49,6 +51,7 @@ class EncoderCheckpoint:
     arch: ArchSpec
     family: str = "vit"
     notes: list[str] | None = None
+    resample: dict[str, Any] = field(default_factory=dict)  # pos_embed interpolation options of the family
 
     def info(self, arch: dict[str, Any] | str) -> dict[str, Any]:
         """What Encoder.info and `inspect` report; keys the arch leaves out (MSN's norm) count as dropped."""
@@ -77,7 +80,7 @@ def _check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
 def read_encoder_checkpoint(
     path: str | Path, branch: str | None = None, *, trust_checkpoint: bool = False
 ) -> EncoderCheckpoint:
-    """Read a checkpoint file, pick the branch, split encoder keys from the rest, infer the architecture."""
+    """Read a checkpoint (file, transformers folder, hf-hub id), pick the branch, split encoder keys, infer the arch."""
     source = str(path)
     obj, file_meta = read_file(path, trust_checkpoint=trust_checkpoint)
     fmt = detect_format(obj, source)
@@ -93,16 +96,15 @@ def read_encoder_checkpoint(
         source=source, sha256=_content_sha256(path, obj), format=fmt.name, branch=converted.branch,
         branches=converted.branches, state_dict=encoder_sd, dropped_keys=dropped, meta=meta,
         arch=with_hints(infer(encoder_sd), converted.arch), family=converted.family, notes=converted.notes,
+        resample=converted.resample,
     )
 
 
 def _content_sha256(path: str | Path, obj: Any) -> str:
-    from ijepa_eval.encoders.data2vec import HFFolder, folder_sha256
-
     return folder_sha256(obj) if isinstance(obj, HFFolder) else sha256_file(path)
 
 
-def _resample_pos_embed(state_dict: dict[str, torch.Tensor], vit) -> None:
+def _resample_pos_embed(state_dict: dict[str, torch.Tensor], vit, options: Mapping[str, Any]) -> None:
     """Fit the checkpoint's pos_embed to the model's grid; prefix slots (cls/reg) are kept, never invented."""
     from timm.layers import resample_abs_pos_embed
 
@@ -111,8 +113,13 @@ def _resample_pos_embed(state_dict: dict[str, torch.Tensor], vit) -> None:
         return
     num_prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
     old_side = int((pos.shape[1] - num_prefix) ** 0.5)
+    options = dict(options)
+    if offset := options.pop("offset", None):  # DINOv2 originals: scale factor shifted by an offset
+        state_dict["pos_embed"] = resample_with_offset(pos, vit.patch_embed.grid_size, num_prefix, offset, **options)
+        return
     state_dict["pos_embed"] = resample_abs_pos_embed(
-        pos, new_size=list(vit.patch_embed.grid_size), old_size=[old_side, old_side], num_prefix_tokens=num_prefix
+        pos, new_size=list(vit.patch_embed.grid_size), old_size=[old_side, old_side], num_prefix_tokens=num_prefix,
+        **options,
     )
 
 
@@ -138,6 +145,11 @@ def _strict_load(vit, state_dict: dict[str, torch.Tensor], source: str, meta_dev
     vit.load_state_dict(floats, strict=True, assign=meta_device)
 
 
+def is_checkpoint_source(source: str) -> bool:
+    """A file or transformers folder on disk, or an hf-hub id; anything else is a timm model name."""
+    return Path(source).exists() or is_hf_source(source)
+
+
 def load_encoder(
     source: str | Path,
     branch: str | None = None,
@@ -146,7 +158,8 @@ def load_encoder(
     img_size: int | None = None,
     trust_checkpoint: bool = False,
 ) -> Encoder:
-    """Frozen encoder from a checkpoint file or a timm model name (``random:NAME`` for a random init).
+    """Frozen encoder from a checkpoint file, a transformers folder or ``hf-hub:<org>/<name>`` (local HF
+    cache), or a timm model name (``random:NAME`` for a random init).
 
     ``branch``: None = the format's default (I-JEPA and MSN "target", DINO/iBOT "teacher", data2vec
     "student"). ``arch``: None = inferred; a timm model name; or a dict of ViT (Beit for BEiT-style weights)
@@ -154,7 +167,7 @@ def load_encoder(
     ``img_size``: another input resolution; the patch part of pos_embed is interpolated.
     """
     source = str(source)
-    if not Path(source).exists():
+    if not is_checkpoint_source(source):
         if arch is not None:
             raise ArchitectureError(f"arch is only for checkpoint files; the timm model '{source}' defines its own")
         return _load_timm(source, branch, img_size)
@@ -172,7 +185,7 @@ def load_encoder(
     if ckpt.family == "beit":
         state_dict = fit_beit_state_dict(state_dict, vit)
     else:
-        _resample_pos_embed(state_dict, vit)
+        _resample_pos_embed(state_dict, vit, ckpt.resample)
     _strict_load(vit, state_dict, source, meta_device)
     arch_info = arch_of(vit) if isinstance(resolved, str) else {**resolved, "img_size": size}
     if isinstance(resolved, str):
@@ -191,8 +204,6 @@ def _load_timm(name: str, branch: str | None, img_size: int | None) -> Encoder:
             f"'{name}' is neither an existing checkpoint file nor a timm model name; check the path "
             f"(timm names: timm.list_models('vit*'); prefix '{RANDOM_PREFIX}' for a random init)"
         )
-    if branch is not None:
-        raise CheckpointError(f"a timm model holds one network; drop --branch/branch='{branch}'")
     if random_init:
         vit = build_vit(model_name, img_size)
     else:
@@ -204,11 +215,17 @@ def _load_timm(name: str, branch: str | None, img_size: int | None) -> Encoder:
                 f"cannot get pretrained weights for timm model '{model_name}' ({str(err).splitlines()[0][:120]}); "
                 "download them first (HF hub cache) or pass a checkpoint file"
             ) from err
+    tag = None if random_init else getattr(vit, "pretrained_cfg", {}).get("tag")
+    timm_branch = timm_context_branch(tag)
+    if branch not in (None, timm_branch):
+        raise CheckpointError(f"the timm model '{name}' holds one network ({timm_branch or 'no branches'}); "
+                              f"drop --branch/branch='{branch}'")
     info = dict(
         # A random init is identified by its weights (seeds differ), pretrained weights by their name.
         source=name, sha256=state_dict_sha256(vit.state_dict()) if random_init else hashlib.sha256(name.encode()).hexdigest(),
-        format="timm", branch=None, branches=[],
+        format="timm", branch=timm_branch, branches=[timm_branch] if timm_branch else [],
         arch={**arch_of(vit), "timm_model": model_name}, dropped_keys=[],
-        meta={"pretrained": not random_init, "pretrained_tag": getattr(vit, "pretrained_cfg", {}).get("tag")},
+        meta={"pretrained": not random_init, "pretrained_tag": tag},
     )
     return Encoder(vit, info)
+

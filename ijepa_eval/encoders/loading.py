@@ -32,11 +32,11 @@ def _first_line(err: BaseException) -> str:
 
 def read_file(path: str | os.PathLike, *, trust_checkpoint: bool = False) -> tuple[Any, dict[str, str]]:
     """Return (object stored in the file, file-level metadata). Raises CheckpointError on any bad file."""
-    path = Path(path)
-    if path.is_dir():  # a transformers save_pretrained folder
-        from ijepa_eval.encoders.data2vec import read_hf_folder
+    from ijepa_eval.encoders.hf import is_hf_source, read_hf_folder
 
+    if is_hf_source(path) or Path(path).is_dir():  # a save_pretrained folder, or hf-hub:<org>/<name> (HF cache)
         return read_hf_folder(path)
+    path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist or is not a file; check the path")
     if path.stat().st_size == 0:

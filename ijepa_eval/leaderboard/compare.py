@@ -17,7 +17,7 @@ import pandas as pd
 
 from ijepa_eval.errors import ConfigError
 from ijepa_eval.leaderboard.footnotes import deviation_footnotes
-from ijepa_eval.leaderboard.records import Result, load_results
+from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result, load_results
 from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
 from ijepa_eval.leaderboard.tables import group_models
 
@@ -75,6 +75,8 @@ def compare_frames(rows: list[Row], protocols: Sequence[str] | None, metric: str
         protocols = list(dict.fromkeys(p for _, cells in rows for p in cells))
     shown, flat = [], []
     for name, cells in rows:
+        if CONTEXT_MARK not in name and any(r.record.model.get("branch") == "context" for r in cells.values()):
+            name += CONTEXT_MARK
         s, f = {"model": name}, {"model": name}
         for p in protocols:
             r = cells.get(p)
@@ -103,5 +105,9 @@ def write_compare(shown: pd.DataFrame, flat: pd.DataFrame, out_dir: str | os.Pat
                   notes: Sequence[str] = ()) -> list[Path]:
     out = Path(out_dir)
     title = f"Comparison: {metric} (%), selected head in parentheses"
-    md = f"## {title}\n\n" + markdown(shown) + ("\n" + "\n".join(notes) + "\n" if notes else "")
+    md = f"## {title}\n\n" + markdown(shown)
+    if shown["model"].str.contains(CONTEXT_MARK).any():
+        md += f"\n{CONTEXT_NOTE}\n"
+    if notes:
+        md += "\n" + "\n".join(notes) + "\n"
     return write_frame(shown, out / "compare", ("md",), title, md=md) + write_frame(flat, out / "compare", ("csv",), title)

@@ -18,6 +18,9 @@ from ijepa_eval.errors import ConfigError, IjepaEvalError
 from ijepa_eval.leaderboard.splits import data_issues
 from ijepa_eval.results import ResultRecord, iter_result_paths, load_result
 
+# Rows from a context (online) encoder, e.g. transformers' and timm's I-JEPA conversions, are marked.
+CONTEXT_MARK = "†"
+CONTEXT_NOTE = f"{CONTEXT_MARK} context (online) encoder, not the EMA target encoder the I-JEPA paper evaluates."
 META_KEYS = ("method", "arch_name", "epochs", "data", "masking", "gpu_hours")
 
 
@@ -49,7 +52,8 @@ class Result:
     @property
     def display(self) -> str:
         branch = self.record.model.get("branch")
-        return f"{self.label} ({branch})" if branch else self.label
+        mark = CONTEXT_MARK if branch == "context" else ""
+        return f"{self.label} ({branch}){mark}" if branch else self.label
 
     @property
     def selected_on(self) -> str:

@@ -27,7 +27,7 @@ from ijepa_eval.leaderboard.paper import (
     paper_tables,
     row_matches,
 )
-from ijepa_eval.leaderboard.records import Result, latest_by_model_protocol
+from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result, latest_by_model_protocol
 from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
 
 KEY_TITLES = {"method": "Method", "arch": "Arch", "epochs": "Epochs", "data": "Data", "masking": "Masking"}
@@ -176,6 +176,8 @@ def table_markdown(t: BuiltTable) -> str:
     ]
     if len(t.ours_only):
         parts += ["\n### Ours only (no matching paper row, or not the paper's evaluation data)\n", markdown(t.ours_only)]
+    if CONTEXT_MARK in t.main.to_csv() + t.ours_only.to_csv():
+        parts.append(f"\n{CONTEXT_NOTE}\n")
     if t.sources:
         parts += ["\nSources:\n", "".join(f"- {s}\n" for s in t.sources)]
     if notes := deviation_footnotes(t.results):
