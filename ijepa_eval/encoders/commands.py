@@ -86,9 +86,9 @@ def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint:
     """What `inspect` shows; works when the architecture is only partly known (no model is built then)."""
     from pathlib import Path
 
-    from ijepa_eval.encoders.arch import resolve_arch
+    from ijepa_eval.encoders.arch import build_vit, resolve_arch
     from ijepa_eval.encoders.formats import FORMATS
-    from ijepa_eval.encoders.load import load_encoder, read_encoder_checkpoint
+    from ijepa_eval.encoders.load import check_fit, load_encoder, read_encoder_checkpoint
 
     if not Path(source).exists():  # timm model name: build it, nothing to read
         enc = load_encoder(source, branch, arch)
@@ -104,6 +104,8 @@ def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint:
             unknown = []
         else:
             arch_kwargs, unknown = resolved, [k for k in unknown if resolved.get(k) is None]
+    if not unknown and "timm_model" not in arch_kwargs:  # report inconsistent records now, as loading would
+        check_fit(build_vit(arch_kwargs, meta_device=True), ckpt.state_dict, source)
     return dict(
         ckpt.info(arch_kwargs), unknown=unknown, params=sum(v.numel() for v in ckpt.state_dict.values()),
         format_description=FORMATS[ckpt.format].description,

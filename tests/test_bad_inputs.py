@@ -1,0 +1,232 @@
+"""Bad inputs and environment faults through the real CLI: one line on stderr, non-zero exit, no traceback,
+nothing half-written and nothing outside the folder the command was given.
+
+Most cases run in-process through ``ijepa_eval.cli.main(argv)`` (an uncaught exception there is a
+traceback for a user); only a closed stdout and the two-process lock need real processes. Every case
+snapshots the whole pytest temp tree before and after, so a write anywhere else is caught.
+
+Read-only folders: the tests run as root, where chmod does not stop writes, so EROFS is simulated by
+making ``os.open``/``mkstemp`` raise ``OSError(EROFS)`` under the chosen folder; disk full likewise raises
+``OSError(ENOSPC)`` from the write path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import traceback
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ijepa_eval.cli import main
+from ijepa_eval.data.synthetic import write_cifar100, write_imagenet, write_parquet
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fixtures_checkpoints import write_ijepa_checkpoint, write_malicious_checkpoint  # noqa: E402
+
+FAST = ["epochs=1", "batch_size=16"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------------------------ the world
+
+
+def write_clevr(root: Path, scenes_train: list[Any] | None = None, n: int = 12) -> Path:
+    """A CLEVR v1.0 tree with tiny PNGs; ``scenes_train`` replaces the train scenes list when given."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        scenes = []
+        for i in range(n):
+            name = f"CLEVR_{split}_{i:06d}.png"
+            Image.fromarray(rng.integers(0, 255, (16, 16, 4), dtype=np.uint8)).save(root / "images" / split / name)
+            objects = [{"pixel_coords": [1, 2, 8.0 + 0.3 * j]} for j in range(3 + i % 4)]
+            scenes.append({"image_index": i, "image_filename": name, "objects": objects})
+        if split == "train" and scenes_train is not None:
+            scenes = scenes_train
+        (root / "scenes").mkdir(exist_ok=True)
+        (root / "scenes" / f"CLEVR_{split}_scenes.json").write_text(json.dumps({"scenes": scenes}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    d = tmp_path_factory.mktemp("world")
+    write_ijepa_checkpoint(d / "tiny.pth.tar", depth=2, img_size=32)
+    return {
+        "dir": d,
+        "ckpt": d / "tiny.pth.tar",
+        "cifar": write_cifar100(d / "cifar", n_train=40, n_test=16),
+        "folder": write_imagenet(d / "folder", n_classes=3, n_train_per_class=6, n_val_per_class=2),
+        "clevr": write_clevr(d / "clevr"),
+    }
+
+
+@pytest.fixture
+def sandbox(tmp_path, monkeypatch):
+    """A fresh working folder: cwd, HOME and the default cache all point inside it."""
+    sb = tmp_path / "sandbox"
+    sb.mkdir()
+    monkeypatch.chdir(sb)
+    monkeypatch.setenv("HOME", str(sb / "home"))
+    monkeypatch.setenv("IJEPA_EVAL_CACHE", str(sb / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return sb
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(p)
+                out[p] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@dataclass
+class Outcome:
+    rc: int | None
+    stdout: str
+    stderr: str
+    tb: str | None
+    created: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+
+def run_cli(argv: list[str], watch: Path) -> Outcome:
+    """``main(argv)`` in-process with captured streams and a before/after snapshot of ``watch``."""
+    before = snapshot(watch)
+    out, err = io.StringIO(), io.StringIO()
+    rc, tb = None, None
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in argv])
+        except SystemExit as exit_:
+            rc = exit_.code if isinstance(exit_.code, int) else 1
+        except BaseException:  # noqa: BLE001 - an escaping exception is exactly what a case must catch
+            tb = traceback.format_exc()
+    after = snapshot(watch)
+    created = sorted(set(after) - set(before))
+    changed = sorted(p for p in set(after) & set(before) if after[p] != before[p])
+    return Outcome(rc, out.getvalue(), err.getvalue(), tb, created, changed)
+
+
+def assert_one_line_error(o: Outcome, match: str | None = None) -> str:
+    assert o.tb is None, f"traceback:\n{o.tb}"
+    assert o.rc not in (0, None), f"accepted (rc={o.rc}); stdout: {o.stdout[-500:]}"
+    lines = [ln for ln in o.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ijepa-eval"), f"stderr is not one ijepa-eval line: {lines}"
+    assert "Traceback" not in o.stderr
+    if match:
+        assert match.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+def assert_no_leftovers(o: Outcome, allowed: tuple[Path, ...] = ()) -> None:
+    """No temp files anywhere; new or changed files only under ``allowed`` folders."""
+    touched = o.created + o.changed
+    temps = [p for p in touched if p.endswith(".tmp") or "/." in p.replace(os.sep, "/")]
+    assert not temps, f"temp files left behind: {temps}"
+    outside = [p for p in touched if not any(Path(p).is_relative_to(a) for a in allowed)]
+    assert not outside, f"written outside {[str(a) for a in allowed]}: {outside}"
+
+
+# ------------------------------------------------------------------------------------------------ the corpus
+
+
+def ckpt_args(world, ckpt=None):
+    return ["--ckpt", ckpt or world["ckpt"], "--device", "cpu", "--workers", "0"]
+
+
+def features_argv(world, sb, *extra, ckpt=None, dataset="cifar100", root=None, split="test"):
+    return ["features", *ckpt_args(world, ckpt), "--dataset", dataset, "--root", root or world["cifar"],
+            "--split", split, "--cache-dir", sb / "cache", "--batch-size", "8", *extra]
+
+
+def protocol_argv(world, sb, verb, *extra, root=None, ckpt=None):
+    return [*verb, *ckpt_args(world, ckpt), "--root", root or world["cifar"], "--cache-dir", sb / "cache",
+            "--out", sb / "out", "--quiet", *extra, *FAST]
+
+
+def write_truncated(world, sb):
+    data = Path(world["ckpt"]).read_bytes()
+    (sb / "trunc.pth").write_bytes(data[: len(data) // 2])
+    return sb / "trunc.pth"
+
+
+def write_short_record(world, sb):
+    """A zip checkpoint whose tensor record is shorter than its storage says (an inconsistent archive)."""
+    src, dst = zipfile.ZipFile(world["ckpt"]), sb / "short.pth"
+    with zipfile.ZipFile(dst, "w") as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if "/data/" in info.filename and len(data) > 64:
+                data = data[: len(data) // 2]
+            out.writestr(info, data)
+    return dst
+
+
+def write_state(sb, name, obj):
+    torch.save(obj, sb / name)
+    return sb / name
+
+
+def encoder_sd(world):
+    return {k.removeprefix("module."): v for k, v in torch.load(world["ckpt"], weights_only=True)["target_encoder"].items()}
+
+
+def missing_block(world, sb):
+    sd = {k: v for k, v in encoder_sd(world).items() if not k.startswith("blocks.0.")}
+    return write_state(sb, "gap.pth", sd)
+
+
+def wrong_shape(world, sb):
+    sd = encoder_sd(world)
+    sd["blocks.1.attn.qkv.weight"] = sd["blocks.1.attn.qkv.weight"][:10]
+    return write_state(sb, "shape.pth", sd)
+
+
+CHECKPOINT_CASES: dict[str, tuple[Callable, str | None]] = {
+    "missing": (lambda w, sb: sb / "nope.pth", "nope.pth"),
+    "empty": (lambda w, sb: (sb / "empty.pth").write_bytes(b"") and None or sb / "empty.pth", "empty"),
+    "random-bytes": (lambda w, sb: (sb / "rand.pth").write_bytes(os.urandom(999)) and None or sb / "rand.pth", None),
+    "truncated-zip": (write_truncated, None),
+    "short-record": (write_short_record, None),
+    "malicious-pickle": (lambda w, sb: write_malicious_checkpoint(sb / "evil.pth", sb / "pwned") or sb / "evil.pth",
+                         "trust-checkpoint"),
+    "top-level-list": (lambda w, sb: write_state(sb, "list.pth", [torch.zeros(3)]), None),
+    "top-level-int": (lambda w, sb: write_state(sb, "int.pth", 7), None),
+    "branch-is-string": (lambda w, sb: write_state(sb, "str.pth", {"target_encoder": "oops", "encoder": "x"}), None),
+    "missing-block": (missing_block, None),
+    "wrong-shape": (wrong_shape, None),
+    "truncated-safetensors": (lambda w, sb: (sb / "t.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{") and None
+                              or sb / "t.safetensors", None),
+}
+
+
+@pytest.mark.parametrize("command", ["inspect", "features"])
+@pytest.mark.parametrize("case", list(CHECKPOINT_CASES))
+def test_bad_checkpoint(world, sandbox, case, command):
+    make, match = CHECKPOINT_CASES[case]
+    path = make(world, sandbox)
+    argv = ["inspect", path] if command == "inspect" else features_argv(world, sandbox, ckpt=path)
+    o = run_cli(argv, sandbox.parent.parent)
+    assert_one_line_error(o, match)
+    assert_no_leftovers(o)
+    assert not (sandbox / "pwned").exists()
