@@ -13,19 +13,18 @@ making ``os.open``/``mkstemp`` raise ``OSError(EROFS)`` under the chosen folder;
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import json
 import os
 import pickle
-import subprocess
+import shutil
 import sys
-import tempfile
 import traceback
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,7 +32,7 @@ import torch
 from PIL import Image
 
 from ijepa_eval.cli import main
-from ijepa_eval.data.synthetic import write_cifar100, write_imagenet, write_parquet
+from ijepa_eval.data.synthetic import write_cifar100, write_imagenet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint, write_malicious_checkpoint  # noqa: E402
@@ -66,7 +65,7 @@ def write_clevr(root: Path, scenes_train: list[Any] | None = None, n: int = 12) 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     d = tmp_path_factory.mktemp("world")
-    write_ijepa_checkpoint(d / "tiny.pth.tar", depth=2, img_size=32)
+    write_ijepa_checkpoint(d / "tiny.pth.tar", depth=4, img_size=32)
     return {
         "dir": d,
         "ckpt": d / "tiny.pth.tar",
@@ -156,12 +155,12 @@ def ckpt_args(world, ckpt=None):
 
 def features_argv(world, sb, *extra, ckpt=None, dataset="cifar100", root=None, split="test"):
     return ["features", *ckpt_args(world, ckpt), "--dataset", dataset, "--root", root or world["cifar"],
-            "--split", split, "--cache-dir", sb / "cache", "--batch-size", "8", *extra]
+            "--split", split, "--cache-dir", sb / "cache", "--batch-size", "8", "--quiet", *extra]
 
 
 def protocol_argv(world, sb, verb, *extra, root=None, ckpt=None):
     return [*verb, *ckpt_args(world, ckpt), "--root", root or world["cifar"], "--cache-dir", sb / "cache",
-            "--out", sb / "out", "--quiet", *extra, *FAST]
+            "--out", sb / "out", "--quiet", *FAST, *extra]
 
 
 def write_truncated(world, sb):
@@ -230,3 +229,134 @@ def test_bad_checkpoint(world, sandbox, case, command):
     assert_one_line_error(o, match)
     assert_no_leftovers(o)
     assert not (sandbox / "pwned").exists()
+
+
+# datasets -----------------------------------------------------------------------------------------------
+
+
+def clevr_with(objects_of):
+    def make(world, sb):
+        scenes = [{"image_index": i, "image_filename": f"CLEVR_train_{i:06d}.png", "objects": objects_of(i)}
+                  for i in range(12)]
+        root = write_clevr(sb / "data" / "clevr")
+        (root / "scenes" / "CLEVR_train_scenes.json").write_text(json.dumps({"scenes": scenes}))
+        return ["clevr_count", root, "train"]
+    return make
+
+
+def clevr_scenes(value):
+    def make(world, sb):
+        root = write_clevr(sb / "data" / "clevr")
+        (root / "scenes" / "CLEVR_train_scenes.json").write_text(json.dumps(value))
+        return ["clevr_count", root, "train"]
+    return make
+
+
+def cifar_with(**changes):
+    def make(world, sb):
+        root = write_cifar100(sb / "data" / "cifar", n_train=0, n_test=8)
+        path = root / "cifar-100-python" / "test"
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="latin1")
+        obj.update(changes)
+        with open(path, "wb") as f:
+            pickle.dump(obj, f)
+        return ["cifar100", root, "test"]
+    return make
+
+
+def folder_without_val(world, sb):
+    root = write_imagenet(sb / "data" / "folder", n_classes=2, n_train_per_class=2, n_val_per_class=1)
+    shutil.rmtree(root / "val")
+    return ["folder", root, "val"]
+
+
+def corrupt_image(world, sb):
+    root = write_imagenet(sb / "data" / "folder", n_classes=2, n_train_per_class=2, n_val_per_class=2)
+    victim = sorted((root / "val").rglob("*.JPEG"))[0]
+    victim.write_bytes(victim.read_bytes()[:40])
+    return ["folder", root, "val"]
+
+
+DATASET_CASES: dict[str, tuple[Callable, str | None]] = {
+    "clevr-objects-string": (clevr_with(lambda i: "abcdef"), "objects"),
+    "clevr-objects-dict": (clevr_with(lambda i: {"a": 1, "b": 2, "c": 3}), "objects"),
+    "clevr-objects-too-many": (clevr_with(lambda i: [{"pixel_coords": [0, 0, 9.0]}] * 30), None),
+    "clevr-scene-not-dict": (clevr_with(lambda i: None), None),
+    "clevr-scenes-list-of-ints": (clevr_scenes({"scenes": [1, 2, 3]}), None),
+    "clevr-scenes-not-list": (clevr_scenes({"scenes": {"a": 1}}), None),
+    "clevr-top-level-list": (clevr_scenes([1, 2]), None),
+    "clevr-no-scenes": (lambda w, sb: ["clevr_count", sb, "train"], None),
+    "cifar-label-count": (cifar_with(fine_labels=[1, 2, 3]), None),
+    "cifar-labels-not-ints": (cifar_with(fine_labels=["a"] * 8), None),
+    "cifar-label-range": (cifar_with(fine_labels=[150] * 8), None),
+    "cifar-data-shape": (cifar_with(data=np.zeros((8, 100), dtype=np.uint8)), None),
+    "cifar-data-string": (cifar_with(data="pixels"), None),
+    "cifar-no-labels": (cifar_with(coarse_labels=None, fine_labels=None), None),
+    "folder-missing-split": (folder_without_val, "val"),
+    "folder-corrupt-image": (corrupt_image, None),
+    "unknown-dataset": (lambda w, sb: ["imagenett", sb, "train"], "imagenet"),
+    "unknown-split": (lambda w, sb: ["cifar100", w["cifar"], "validation"], None),
+    "hf-missing-path": (lambda w, sb: [f"hf:{sb / 'nope'}", sb, "train"], None),
+}
+
+
+@pytest.mark.parametrize("case", list(DATASET_CASES))
+def test_bad_dataset(world, sandbox, case):
+    make, match = DATASET_CASES[case]
+    dataset, root, split = make(world, sandbox)
+    o = run_cli(features_argv(world, sandbox, dataset=dataset, root=root, split=split), sandbox.parent.parent)
+    assert_one_line_error(o, match)
+    assert_no_leftovers(o)
+    assert not (sandbox / "cache").exists() or not any((sandbox / "cache").iterdir()), "a cache entry was started"
+
+
+# recipe and CLI values: refused before anything is extracted or written ------------------------------------
+
+VALUE_CASES: dict[str, list[str]] = {
+    "epochs-negative": ["epochs=-1"],
+    "epochs-zero": ["epochs=0"],
+    "batch-size-zero": ["batch_size=0"],
+    "lr-negative": ["optimizer.lr=-0.1"],
+    "holdout-above-one": ["selection.holdout_fraction=1.5"],
+    "holdout-zero": ["selection.holdout_fraction=0"],
+    "empty-grid": ["grid.lr_mults=[]"],
+    "negative-wd": ["grid.wds=[-1]"],
+    "n-last-blocks-zero": ["n_last_blocks=0"],
+    "extraction-batch-zero": ["extraction_batch_size=0"],
+    "knn-k-zero": ["knn.ks=[0]"],
+    "unknown-key": ["epoch=3"],
+    "wrong-type": ["epochs=three"],
+    "python-tag": ["epochs=!!python/object/apply:os.system ['true']"],
+    "seed-flag-negative": ["--seed", "-1"],
+    "workers-negative": ["--workers", "-2"],
+    "device-cuda": ["--device", "cuda:3"],
+    "arch-bad-json": ["--arch", "{num_heads: 3"],
+}
+
+
+@pytest.mark.parametrize("case", list(VALUE_CASES))
+def test_bad_recipe_value(world, sandbox, case):
+    o = run_cli(protocol_argv(world, sandbox, ["transfer", "--dataset", "cifar100"], *VALUE_CASES[case]),
+                sandbox.parent.parent)
+    assert_one_line_error(o)
+    assert_no_leftovers(o)
+
+
+PRETRAIN_CASES: dict[str, list[str]] = {
+    "steps-negative": ["--steps", "-3"],
+    "steps-zero": ["--steps", "0"],
+    "save-every-negative": ["--save-every", "-1"],
+    "lr-negative": ["lr=-1"],
+    "batch-zero": ["batch_size=0"],
+    "unknown-config": ["--config", "tiny_gpu"],
+    "resume-nothing": ["--resume"],
+    "root-missing": ["--root", "/nonexistent/data"],
+}
+
+
+@pytest.mark.parametrize("case", list(PRETRAIN_CASES))
+def test_bad_pretrain_value(sandbox, case):
+    o = run_cli(["pretrain", "--out", sandbox / "run", "--no-progress", *PRETRAIN_CASES[case]], sandbox.parent.parent)
+    assert_one_line_error(o)
+    assert_no_leftovers(o)
