@@ -13,12 +13,15 @@ making ``os.open``/``mkstemp`` raise ``OSError(EROFS)`` under the chosen folder;
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
 import pickle
 import shutil
+import subprocess
 import sys
+import tempfile
 import traceback
 import zipfile
 from collections.abc import Callable
@@ -32,7 +35,8 @@ import torch
 from PIL import Image
 
 from ijepa_eval.cli import main
-from ijepa_eval.data.synthetic import write_cifar100, write_imagenet
+from ijepa_eval.data.clevr_mini import render_clevr_mini
+from ijepa_eval.data.synthetic import write_cifar100, write_imagenet, write_parquet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint, write_malicious_checkpoint  # noqa: E402
@@ -140,7 +144,7 @@ def assert_one_line_error(o: Outcome, match: str | None = None) -> str:
 def assert_no_leftovers(o: Outcome, allowed: tuple[Path, ...] = ()) -> None:
     """No temp files anywhere; new or changed files only under ``allowed`` folders."""
     touched = o.created + o.changed
-    temps = [p for p in touched if p.endswith(".tmp") or "/." in p.replace(os.sep, "/")]
+    temps = [p for p in touched if Path(p).name.endswith(".tmp") or Path(p).name.startswith(".")]
     assert not temps, f"temp files left behind: {temps}"
     outside = [p for p in touched if not any(Path(p).is_relative_to(a) for a in allowed)]
     assert not outside, f"written outside {[str(a) for a in allowed]}: {outside}"
@@ -360,3 +364,239 @@ def test_bad_pretrain_value(sandbox, case):
     o = run_cli(["pretrain", "--out", sandbox / "run", "--no-progress", *PRETRAIN_CASES[case]], sandbox.parent.parent)
     assert_one_line_error(o)
     assert_no_leftovers(o)
+
+
+# paths: no name from a recipe, label or dataset leaves --out ----------------------------------------------
+
+EVIL_NAMES = {
+    "parent": "../../escaped",
+    "absolute": "/tmp/ijepa-eval-escaped",
+    "nul": "bad\x00name",
+    "newline": "line\nbreak",
+    "long": "x" * 5000,
+    "dots": "..",
+}
+
+
+@pytest.mark.parametrize("kind", list(EVIL_NAMES))
+def test_recipe_name_stays_inside_out(world, sandbox, kind):
+    raw = (REPO / "protocols" / "cifar100.yaml").read_text()
+    recipe = sandbox / "evil.yaml"
+    recipe.write_text(raw.replace("name: cifar100", f"name: {json.dumps(EVIL_NAMES[kind])}", 1))
+    o = run_cli(protocol_argv(world, sandbox, ["run", recipe], "--label", EVIL_NAMES[kind]), sandbox.parent.parent)
+    assert o.tb is None and o.rc == 0, o.tb or o.stderr
+    assert_no_leftovers(o, allowed=(sandbox / "out", sandbox / "cache"))
+    results = list((sandbox / "out").iterdir())
+    assert len(results) == 1 and results[0].suffix == ".json" and len(results[0].name) < 255
+    assert not Path("/tmp/ijepa-eval-escaped").exists()
+
+
+def test_hf_dataset_path_in_task_name_stays_inside_out(world, sandbox):
+    """`knn --dataset hf:/abs/path` puts the dataset into the task name, and so into the result file name."""
+    data = write_parquet(sandbox / "hf" / "set", n_per_split=(("train", 12), ("test", 6)))
+    o = run_cli(protocol_argv(world, sandbox, ["knn", "--dataset", f"hf:{data}"], "knn.ks=[1]",
+                              "dataset.test_split=test"), sandbox.parent.parent)
+    assert o.tb is None and o.rc == 0, o.tb or o.stderr
+    # the HF `datasets` library keeps its own cache (and lock files) under HOME
+    assert_no_leftovers(o, allowed=(sandbox / "out", sandbox / "cache", sandbox / "home" / ".cache" / "huggingface"))
+    assert len(list((sandbox / "out").glob("*.json"))) == 1
+
+
+# cache integrity: every file of an entry is checked on open ---------------------------------------------
+
+
+def export(world, sb, name):
+    o = run_cli(features_argv(world, sb, "--export", sb / name), sb.parent.parent)
+    assert o.tb is None and o.rc == 0, o.tb or o.stderr
+    return o, np.load(sb / name)
+
+
+def only_entry(sb) -> Path:
+    (entry,) = [p for p in (sb / "cache").iterdir() if p.is_dir()]
+    return entry
+
+
+def tamper_labels(entry):
+    labels = np.load(entry / "labels.npy")
+    np.save(entry / "labels.npy", (labels + 1) % 100)
+
+
+def tamper_meta(field_, value):
+    def tamper(entry):
+        meta = json.loads((entry / "meta.json").read_text())
+        meta[field_] = value
+        (entry / "meta.json").write_text(json.dumps(meta))
+    return tamper
+
+
+def truncate_shard(entry):
+    shard = sorted(entry.glob("avg-*.npy"))[0]
+    shard.write_bytes(shard.read_bytes()[:-16])
+
+
+def flip_shard_byte(entry):
+    shard = sorted(entry.glob("avg-*.npy"))[0]
+    data = bytearray(shard.read_bytes())
+    data[-3] ^= 0xFF
+    shard.write_bytes(bytes(data))
+
+
+TAMPER = {
+    "labels-edited": tamper_labels,
+    "labels-deleted": lambda e: (e / "labels.npy").unlink(),
+    "meta-bad-indices": tamper_meta("bad_indices", [0, 1]),
+    "meta-n": tamper_meta("n", 3),
+    "meta-shards": tamper_meta("shards", []),
+    "meta-garbage": lambda e: (e / "meta.json").write_text("{not json"),
+    "shard-truncated": truncate_shard,
+    "shard-bit-flip": flip_shard_byte,
+    "record-deleted": lambda e: next(e.glob("shard-*.json")).unlink(),
+}
+
+
+@pytest.mark.parametrize("case", list(TAMPER))
+def test_damaged_cache_is_rebuilt_never_served(world, sandbox, case):
+    _, clean = export(world, sandbox, "clean.npz")
+    TAMPER[case](only_entry(sandbox))
+    o, again = export(world, sandbox, "again.npz")
+    assert "cache hit" not in o.stdout  # re-committed or re-extracted, not served as it was
+    for key in ("features", "labels", "indices"):
+        np.testing.assert_array_equal(again[key], clean[key])
+    assert_no_leftovers(o, allowed=(sandbox / "cache", sandbox / "again.npz"))
+
+
+# environment faults -------------------------------------------------------------------------------------
+
+
+def fail_writes_under(monkeypatch, folder: Path, code: int, after: int = 0, name: str = ""):
+    """Writes under ``folder`` (to files whose name contains ``name``; after the first ``after``) fail.
+
+    EROFS: creating the temp file fails, as on a read-only mount. ENOSPC: the data is written, then the
+    flush to disk fails (``fsync``), as when the disk fills up half-way through a file.
+    """
+    seen = {"n": 0}
+
+    def hit(path: str) -> bool:
+        if not (Path(path).resolve().is_relative_to(folder.resolve()) and name in Path(path).name):
+            return False
+        seen["n"] += 1
+        return seen["n"] > after
+
+    if code == errno.EROFS:
+        real_mkstemp = tempfile.mkstemp
+
+        def mkstemp(*args, dir=None, prefix=None, **kwargs):
+            if dir is not None and hit(str(Path(dir) / (prefix or ""))):
+                raise OSError(code, os.strerror(code), str(dir))
+            return real_mkstemp(*args, dir=dir, prefix=prefix, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    else:
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            if hit(path):
+                raise OSError(code, os.strerror(code), path)
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+@pytest.mark.parametrize("after", [0, 1])
+def test_cache_folder_fault_then_same_numbers(world, sandbox, monkeypatch, code, after):
+    """A fault while writing shard files is one line; after it is fixed the run gives the clean numbers."""
+    argv = features_argv(world, sandbox, "--export", sandbox / "out" / "f.npz")
+    fail_writes_under(monkeypatch, sandbox / "cache", code, after=after)
+    o = run_cli(argv, sandbox.parent.parent)
+    assert_one_line_error(o, os.strerror(code))
+    assert_no_leftovers(o, allowed=(sandbox / "cache",))
+    monkeypatch.undo()
+    monkeypatch.chdir(sandbox)
+    o = run_cli(argv, sandbox.parent.parent)
+    assert o.rc == 0 and o.tb is None, o.tb or o.stderr
+    clean = run_cli(features_argv(world, sandbox, "--export", sandbox / "clean.npz", "--cache-dir",
+                                  sandbox / "cache2"), sandbox.parent.parent)
+    assert clean.rc == 0
+    np.testing.assert_array_equal(np.load(sandbox / "out" / "f.npz")["features"],
+                                  np.load(sandbox / "clean.npz")["features"])
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_results_folder_fault(world, sandbox, monkeypatch, code):
+    run_cli(features_argv(world, sandbox), sandbox.parent.parent)  # warm cache: the fault hits the result
+    fail_writes_under(monkeypatch, sandbox / "out", code)
+    o = run_cli(protocol_argv(world, sandbox, ["transfer", "--dataset", "cifar100"]), sandbox.parent.parent)
+    assert_one_line_error(o, os.strerror(code))
+    assert_no_leftovers(o, allowed=(sandbox / "cache",))
+    assert not (sandbox / "out").exists() or not any((sandbox / "out").iterdir())
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_pretrain_checkpoint_fault(sandbox, monkeypatch, code):
+    render_clevr_mini(sandbox / "run" / "clevr_mini", 8, 32, size=32, progress=False, workers=1)
+    fail_writes_under(monkeypatch, sandbox / "run", code, name="latest.pth.tar")
+    argv = ["pretrain", "--out", sandbox / "run", "--no-progress", "--steps", "1", "clevr_mini_images=8",
+            "clevr_mini_size=32", "batch_size=4", "crop_size=32", "patch_size=8", "depth=2",
+            "pred_depth=1", "num_workers=0"]
+    o = run_cli(argv, sandbox.parent.parent)
+    assert_one_line_error(o, os.strerror(code))
+    assert_no_leftovers(o, allowed=(sandbox / "run",))
+    assert not (sandbox / "run" / "latest.pth.tar").exists()
+
+
+def test_export_to_a_folder_is_one_line(world, sandbox):
+    (sandbox / "dir.npz").mkdir()
+    o = run_cli(features_argv(world, sandbox, "--export", sandbox / "dir.npz"), sandbox.parent.parent)
+    assert_one_line_error(o)
+    assert_no_leftovers(o, allowed=(sandbox / "cache",))
+
+
+def test_out_is_a_file(world, sandbox):
+    (sandbox / "out").write_text("not a folder")
+    run_cli(features_argv(world, sandbox), sandbox.parent.parent)
+    o = run_cli(protocol_argv(world, sandbox, ["transfer", "--dataset", "cifar100"]), sandbox.parent.parent)
+    assert_one_line_error(o)
+    assert_no_leftovers(o, allowed=(sandbox / "cache",))
+
+
+def test_cache_dir_is_a_file(world, sandbox):
+    (sandbox / "cache").write_text("not a folder")
+    o = run_cli(features_argv(world, sandbox), sandbox.parent.parent)
+    assert_one_line_error(o)
+    assert_no_leftovers(o)
+
+
+# real processes: a closed stdout, two extractions of one entry ------------------------------------------
+
+
+def cli_process(args: list[Any], **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "ijepa_eval.cli", *map(str, args)], env=env, **kwargs)
+
+
+def test_closed_stdout_is_one_line(world, tmp_path):
+    proc = cli_process(["inspect", world["ckpt"]], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # `| head -0`: the reader is gone before the first line
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith("ijepa-eval inspect"), err
+    assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_two_processes_extract_one_entry_once(world, tmp_path):
+    cache = tmp_path / "cache"
+    argv = ["features", *ckpt_args(world), "--dataset", "cifar100", "--root", world["cifar"], "--split", "train",
+            "--cache-dir", cache, "--quiet", "--batch-size", "8"]
+    procs = [cli_process([*argv, "--export", tmp_path / f"{i}.npz"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    stdout = [o[0].decode() for o in outs]
+    assert sum("extracted in" in s for s in stdout) == 1 and sum("cache hit" in s for s in stdout) == 1, stdout
+    a, b = np.load(tmp_path / "0.npz"), np.load(tmp_path / "1.npz")
+    np.testing.assert_array_equal(a["features"], b["features"])
+    (entry,) = list(cache.iterdir())
+    assert not [p for p in entry.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
