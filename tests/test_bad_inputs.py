@@ -395,10 +395,11 @@ def test_hf_dataset_path_in_task_name_stays_inside_out(world, sandbox):
     """`knn --dataset hf:/abs/path` puts the dataset into the task name, and so into the result file name."""
     data = write_parquet(sandbox / "hf" / "set", n_per_split=(("train", 12), ("test", 6)))
     o = run_cli(protocol_argv(world, sandbox, ["knn", "--dataset", f"hf:{data}"], "knn.ks=[1]",
-                              "dataset.test_split=test"), sandbox.parent.parent)
+                              "dataset.test_split=test", f"dataset.options.cache_dir={sandbox / 'hf-cache'}"),
+                sandbox.parent.parent)
     assert o.tb is None and o.rc == 0, o.tb or o.stderr
-    # the HF `datasets` library keeps its own cache (and lock files) under HOME
-    assert_no_leftovers(o, allowed=(sandbox / "out", sandbox / "cache", sandbox / "home" / ".cache" / "huggingface"))
+    # the HF `datasets` library keeps its own arrow cache (and lock files) in the cache_dir it is given
+    assert_no_leftovers(o, allowed=(sandbox / "out", sandbox / "cache", sandbox / "hf-cache"))
     assert len(list((sandbox / "out").glob("*.json"))) == 1
 
 
