@@ -40,6 +40,7 @@ from ijepa_eval.features.cache import (
     shard_ranges,
 )
 from ijepa_eval.features.featureset import FeatureSet
+from ijepa_eval.threads import fit_threads, loader_workers
 
 DEFAULT_SHARD_ROWS = 4096  # ~40 MB per shard for ViT-H concatPOOL4: resume granularity of a few seconds
 HASH_THREADS = 8  # shards checked at once when a cache entry is opened
@@ -149,9 +150,7 @@ def resolve_device(device: str | torch.device | None, world_size: int) -> torch.
 def default_workers(world_size: int) -> int:
     """One loader worker per spare core this process may use (cgroup/slurm affinity), at most 12: JPEG
     decoding and resizing feed a ViT-H on one GPU only with many workers."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-    return max(0, min(12, cores // per_node - 1))
+    return loader_workers(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -445,6 +444,7 @@ def extract_shards(encoder: Any, dataset: Any, entry: CacheEntry, ranges: list[t
     if not shards:
         return
     encoder.to(device)
+    fit_threads(num_workers)  # intra-op threads + loader workers within the free cores
     if device.type == "cuda":
         encoder.to(memory_format=torch.channels_last)  # the patch-embedding conv runs faster in NHWC
     indices = [i for s in shards for i in range(*ranges[s])]
