@@ -37,6 +37,8 @@ from PIL import Image
 from ijepa_eval.cli import main
 from ijepa_eval.data.clevr_mini import render_clevr_mini
 from ijepa_eval.data.synthetic import write_cifar100, write_imagenet, write_parquet
+from ijepa_eval.errors import IjepaEvalError
+from ijepa_eval.paths import inside, safe_component
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint, write_malicious_checkpoint  # noqa: E402
@@ -601,3 +603,14 @@ def test_two_processes_extract_one_entry_once(world, tmp_path):
     np.testing.assert_array_equal(a["features"], b["features"])
     (entry,) = list(cache.iterdir())
     assert not [p for p in entry.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("text", [*EVIL_NAMES.values(), "hf:/data/set", "C:\\evil", "ünïcode/名前", ".hidden", ""])
+def test_safe_component_is_one_harmless_component(tmp_path, text):
+    name = safe_component(text)
+    assert name and name not in (".", "..") and not name.startswith(".") and len(name) <= 120
+    assert Path(name).name == name and "\x00" not in name and "\n" not in name
+    assert inside(tmp_path, name).parent == tmp_path
+    with pytest.raises(IjepaEvalError):
+        inside(tmp_path, "../x")
+    assert safe_component("y" * 300) != safe_component("y" * 301)  # shortened names keep a hash of the whole
