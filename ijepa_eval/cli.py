@@ -75,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
                 args.overrides = [*(args.overrides or []), *extra]
             else:
                 parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    except SystemExit as exit_:  # usage errors (one line, see Parser) and --help return their code
+    except SystemExit as exit_:  # usage errors (one line, see Parser) return their code; --help exits as usual
+        if not exit_.code:
+            raise
         return exit_.code if isinstance(exit_.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
