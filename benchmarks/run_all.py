@@ -19,6 +19,7 @@ BENCHES = {
     "extraction": ("bench_extraction.py", "get_features images/s ÷ bare encoder loop images/s (goal ≥ 0.8)"),
     "probe_grid": ("bench_probes.py", "16-head grid time ÷ 1-head time (goal ≤ 1.5)"),
     "pretrain": ("bench_pretrain.py", "tiny_cpu pretraining images/s"),
+    "shared": ("bench_shared.py", "pretraining step time beside one busy torch process ÷ alone (goal ≤ 2.5)"),
 }
 
 

@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     args = parser.parse_args(argv)
 
-    import torch
+    from ijepa_eval.threads import fit_threads
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    fit_threads(0)  # the cores actually free, not os.cpu_count(): see ijepa_eval.threads
     started = time.perf_counter()
     out = Path(args.out)
     try:

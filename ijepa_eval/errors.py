@@ -7,6 +7,8 @@ Messages say what was wrong *and* what to do about it.
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 from collections.abc import Iterable
 
 
@@ -52,3 +54,20 @@ def unknown_choice(kind: str, name: str, available: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, available, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return f"unknown {kind} '{name}'.{hint} Available: {', '.join(available)}"
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "free some space or point the output elsewhere, then run again (finished work is kept)",
+    errno.EROFS: "the folder is read-only; choose a writable --out / --cache-dir",
+    errno.EACCES: "no permission; choose a folder you can write to",
+    errno.EPERM: "no permission; choose a folder you can write to",
+    errno.EDQUOT: "disk quota exceeded; free some space, then run again",
+}
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an environment fault (disk full, read-only folder, ...): what, where, what to do."""
+    reason = os.strerror(err.errno) if err.errno else str(err)
+    where = f" ({err.filename})" if err.filename else ""
+    hint = _OS_HINTS.get(err.errno, "check the path and the disk")
+    return f"{reason}{where}; {hint}".replace("\n", " ")

@@ -36,13 +36,13 @@ import dataclasses
 import datetime as _dt
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ijepa_eval.errors import IjepaEvalError
 from ijepa_eval.io import atomic_write_json
+from ijepa_eval.paths import inside, safe_component
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMA_VERSIONS = (1, 2)
@@ -102,17 +102,17 @@ def result_filename(record: ResultRecord) -> str:
     The task is the protocol's name, with `@<dataset>` when it ran on another dataset than its recipe's.
     """
     model = record.model
-    label = model.get("label") or Path(str(model.get("source", "model"))).name
-    label = re.sub(r"[^A-Za-z0-9._-]+", "_", label)
-    sha = (model.get("sha256") or "")[:12]
-    branch = model.get("branch") or "default"
+    label = safe_component(model.get("label") or Path(str(model.get("source", "model"))).name, max_len=80)
+    sha = safe_component(model.get("sha256") or "")[:12].strip("_")
+    branch = safe_component(model.get("branch") or "default", max_len=40)
+    task = safe_component(record.protocol.get("task") or record.protocol["name"], max_len=100)
     stem = f"{label}-{sha}" if sha else label
-    return f"{stem}__{branch}__{record.protocol.get('task') or record.protocol['name']}.json"
+    return f"{stem}__{branch}__{task}.json"
 
 
 def write_result(record: ResultRecord, out_dir: str | os.PathLike) -> Path:
-    """Write atomically; returns the path. Never appends, never leaves a partial file."""
-    path = Path(out_dir) / result_filename(record)
+    """Write atomically; returns the path. Never appends, never leaves a partial file, never leaves out_dir."""
+    path = inside(out_dir, result_filename(record))
     atomic_write_json(path, record.to_dict())
     return path
 

@@ -91,7 +91,7 @@ def test_bad_representation_fails_before_extracting(setup, capsys):
 
 
 @pytest.mark.parametrize("flags, fragment", [(["--device", "gpu"], "invalid device 'gpu'"),
-                                             (["--workers", "-1"], "must be 0 or more")])
+                                             (["--workers", "-1"], "must be >= 0")])
 def test_bad_device_or_workers_is_one_line_error(setup, capsys, flags, fragment):
     tmp, ckpt, root = setup
     cache = tmp / "cache-bad-device"

@@ -73,8 +73,17 @@ class Cifar100(ImageDataset):
             classes = list(meta["fine_label_names"])
         except KeyError as err:
             raise DatasetError(f"CIFAR-100 file {self.source} lacks key {err}; is this CIFAR-10?") from None
-        if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
+        except (TypeError, ValueError) as err:
+            raise DatasetError(f"CIFAR-100 file {self.source} or its meta holds malformed fields ({err}); "
+                               "re-download it") from None
+        if not isinstance(labels, list | np.ndarray) or not all(
+                isinstance(v, int | np.integer) and not isinstance(v, bool) for v in labels):
+            raise DatasetError(f"CIFAR-100 file {self.source}: 'fine_labels' is not a list of integers; re-download it")
+        if data.ndim != 2 or data.shape[1] != 3072:
             raise DatasetError(f"CIFAR-100 file {self.source} has data of shape {data.shape}; expected N x 3072")
+        if len(data) != len(labels):
+            raise DatasetError(f"CIFAR-100 file {self.source} has {len(data)} images but {len(labels)} labels; "
+                               "re-download it")
         # Rows are three 32x32 planes (R, G, B): CHW -> HWC for PIL.
         self.images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         super().__init__(

@@ -51,8 +51,9 @@ def load_scenes(path: Path) -> list[dict]:
         scenes = json.loads(path.read_text())["scenes"]
     except FileNotFoundError:
         raise DatasetError(f"CLEVR scenes file {path} is missing; download CLEVR_v1.0 (with scenes)") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise DatasetError(f"CLEVR scenes file {path} is malformed ({err}); re-download it") from None
+    check_scenes(scenes, path)
     return sorted(scenes, key=lambda s: s["image_index"])
 
 
@@ -73,6 +74,26 @@ def vtab_train_val(file_names: list[str]) -> tuple[list[int], list[int]]:
     order = tfds_order(file_names)
     cut = TRAIN_PERCENT * len(order) // 100
     return order[:cut], order[cut:]
+def check_scenes(scenes: object, path: Path) -> None:
+    """The structure labels are read from: a string or a dict for ``objects`` would still have a len()."""
+    def bad(where: str, what: str) -> DatasetError:
+        return DatasetError(f"CLEVR scenes file {path}: {where} {what}; re-download it")
+
+    if not isinstance(scenes, list):
+        raise bad("'scenes'", f"is a {type(scenes).__name__}, not a list")
+    for i, scene in enumerate(scenes):
+        if not isinstance(scene, dict):
+            raise bad(f"scene {i}", f"is a {type(scene).__name__}, not an object")
+        name, objects = scene.get("image_filename"), scene.get("objects")
+        if not isinstance(scene.get("image_index"), int) or not isinstance(name, str) or Path(name).name != name:
+            raise bad(f"scene {i}", "lacks an integer image_index or a plain image_filename")
+        if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
+            raise bad(f"scene {i} ('{name}')", f"has 'objects' of type {type(objects).__name__}, not a list of objects")
+        for o in objects:
+            coords = o.get("pixel_coords")
+            if not (isinstance(coords, list) and len(coords) == 3
+                    and all(isinstance(c, int | float) and not isinstance(c, bool) for c in coords)):
+                raise bad(f"scene {i} ('{name}')", "has an object without pixel_coords [x, y, depth]")
 
 
 def clevr(name: str, root: Path, split: str, **kwargs) -> FileImageDataset:

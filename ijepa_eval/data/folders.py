@@ -25,6 +25,8 @@ def list_classes(split_dir: Path) -> list[str]:
 
 def scan_class_folders(split_dir: Path, classes: list[str]) -> tuple[list[str], list[int]]:
     """Image files (relative to split_dir's parent) and labels, in class order then file-name order."""
+    if not split_dir.is_dir():
+        raise DatasetError(f"split folder {split_dir} does not exist; expected <root>/<split>/<class>/<image>")
     files, labels = [], []
     index = {c: i for i, c in enumerate(classes)}
     entries = list(os.scandir(split_dir))

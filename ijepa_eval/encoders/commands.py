@@ -89,10 +89,15 @@ def summarize_keys(keys: list[str]) -> dict[str, int]:
 
 def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint: bool) -> dict[str, Any]:
     """What `inspect` shows; works when the architecture is only partly known (no model is built then)."""
-    from ijepa_eval.encoders.arch import final_norm_of_arch, resolve_arch
+    from ijepa_eval.encoders.arch import build_vit, final_norm_of_arch, resolve_arch
     from ijepa_eval.encoders.encoder import FEATURE_PATHS
     from ijepa_eval.encoders.formats import FORMATS
-    from ijepa_eval.encoders.load import is_checkpoint_source, load_encoder, read_encoder_checkpoint
+    from ijepa_eval.encoders.load import (
+        check_fit,
+        is_checkpoint_source,
+        load_encoder,
+        read_encoder_checkpoint,
+    )
 
     if not is_checkpoint_source(source):  # timm model name: build it, nothing to read
         enc = load_encoder(source, branch, arch)
@@ -109,6 +114,9 @@ def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint:
         else:
             arch_kwargs, unknown = resolved, [k for k in unknown if resolved.get(k) is None]
     final_norm = final_norm_of_arch(arch_kwargs)
+    # report inconsistent records now, as loading would (Beit weights are checked when loaded)
+    if not unknown and "timm_model" not in arch_kwargs and arch_kwargs.get("family", "vit") == "vit":
+        check_fit(build_vit(arch_kwargs, meta_device=True), ckpt.state_dict, source)
     return dict(
         ckpt.info(arch_kwargs), unknown=unknown, params=sum(v.numel() for v in ckpt.state_dict.values()),
         format_description=FORMATS[ckpt.format].description, final_norm=final_norm,

@@ -84,7 +84,14 @@ def read_encoder_checkpoint(
     source = str(path)
     obj, file_meta = read_file(path, trust_checkpoint=trust_checkpoint)
     fmt = detect_format(obj, source)
-    converted = fmt.convert(obj, branch)
+    try:
+        converted = fmt.convert(obj, branch)
+    except (TypeError, ValueError, AttributeError, KeyError) as err:  # a field of the wrong type or shape
+        raise CheckpointError(
+            f"'{source}' looks like a {fmt.name} checkpoint but its contents are malformed "
+            f"({type(err).__name__}: {str(err)[:100]}); re-save it"
+        ) from err
+    check_tensor_dict(converted.state_dict, source)
     is_key, infer = FAMILIES[converted.family]
     encoder_sd = {k: v for k, v in converted.state_dict.items() if is_key(k)}
     dropped = converted.dropped_keys + sorted(k for k in converted.state_dict if not is_key(k))
@@ -123,7 +130,18 @@ def _resample_pos_embed(state_dict: dict[str, torch.Tensor], vit, options: Mappi
     )
 
 
-def _strict_load(vit, state_dict: dict[str, torch.Tensor], source: str, meta_device: bool) -> None:
+def check_tensor_dict(state_dict: Any, source: str) -> None:
+    """The chosen network must be a mapping of str keys to tensors; anything else is a damaged file."""
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"'{source}': the network's weights are a {type(state_dict).__name__}, not a state dict")
+    for key, value in state_dict.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"'{source}': entry {key!r} of the state dict is a {type(value).__name__}, "
+                                  "not a tensor; the file is damaged or not a checkpoint")
+
+
+def check_fit(vit, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """ArchitectureError listing missing, unexpected and mis-shaped keys (used by loading and `inspect`)."""
     expected = vit.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -141,6 +159,10 @@ def _strict_load(vit, state_dict: dict[str, torch.Tensor], source: str, meta_dev
             f"'{source}': encoder weights do not fit the architecture: {'; '.join(problems)}; "
             "check --arch/--branch or the checkpoint"
         )
+
+
+def _strict_load(vit, state_dict: dict[str, torch.Tensor], source: str, meta_device: bool) -> None:
+    check_fit(vit, state_dict, source)
     floats = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
     vit.load_state_dict(floats, strict=True, assign=meta_device)
 

@@ -6,21 +6,26 @@ Layout of ``<cache_dir>/<key>/``::
     avg-00000.npy ...   float16 [rows, n_last_blocks, D] per shard of ``shard_rows`` dataset indices
     cls-00000.npy ...   the same for the class token (models that have one)
     shard-00000.json    the shard's commit record: row range, file sizes + sha256, unreadable rows
-    labels.npy          int64 [N] (written when the cache completes)
+    labels.npy          int64 [N] (written when the cache completes; size + sha256 in meta.json)
+    lock                fcntl lock: one process extracts an entry, a second one waits, then reuses it
 
 A shard counts only when its record exists and every file it lists has that size and hash, so a killed run
 resumes from the completed shards and a truncated or bit-flipped file is found and rebuilt. Every file is
 written atomically (temp + rename), the record after its arrays, meta.json's ``complete`` flag after all.
 Hashes are checked on every open (reading the shards once, ~10 s of hashing for ImageNet-train ViT-H
-concatPOOL4, spread over several threads): silently wrong features cost far more than that.
+concatPOOL4, spread over several threads): silently wrong features cost far more than that. A complete
+meta.json carries the sha256 of its own content (``integrity``) and of labels.npy, and must list exactly
+the shards' commit records, so an edited label, row count, dropped-row list or shard list is found too:
+such an entry is re-committed from its (verified) shards, never served.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -30,6 +35,7 @@ import numpy as np
 
 from ijepa_eval.errors import CacheError, unknown_choice
 from ijepa_eval.io import atomic_open, atomic_write_json, sha256_file
+from ijepa_eval.paths import safe_component
 
 # Bump whenever extraction or layout changes the stored numbers: it is part of every key, so old entries
 # are never reused by new code (they stay listed by `ijepa-eval cache ls` until removed).
@@ -38,6 +44,8 @@ CACHE_ENV = "IJEPA_EVAL_CACHE"
 STORAGE_DTYPE = np.float16
 META = "meta.json"
 LABELS = "labels.npy"
+LOCK = "lock"
+INTEGRITY = "integrity"  # meta.json's sha256 of its own other fields
 
 
 def default_cache_dir() -> Path:
@@ -53,8 +61,13 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None) -> Path:
 def make_key(fields: Mapping[str, Any]) -> str:
     """Readable prefix (dataset-split) + 16 hex digits of the canonical JSON of every key field."""
     digest = hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{fields['dataset']}-{fields['split']}").strip("_")
+    slug = safe_component(f"{fields['dataset']}-{fields['split']}", max_len=80)
     return f"{slug}-{digest}"
+
+
+def meta_digest(meta: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in meta.items() if k != INTEGRITY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def shard_ranges(n: int, shard_rows: int) -> list[tuple[int, int]]:
@@ -91,6 +104,77 @@ class CacheEntry:
     def is_complete(self) -> bool:
         meta = self.read_meta()
         return bool(meta and meta.get("complete"))
+
+    def seal_meta(self, meta: dict[str, Any]) -> None:
+        """Write a complete entry's meta.json with the hash of its own content (checked by verified_meta)."""
+        meta[INTEGRITY] = meta_digest(meta)
+        self.write_meta(meta)
+
+    def write_labels(self, labels: np.ndarray) -> dict[str, Any]:
+        path = self.path / LABELS
+        with atomic_open(path, "wb") as f:
+            np.save(f, np.asarray(labels, dtype=np.int64), allow_pickle=False)
+        return {"name": LABELS, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+    def verified_meta(self, pools: list[str]) -> tuple[dict[str, Any] | None, str]:
+        """(meta, "") for a complete entry whose every file matches its record, else (None, why not).
+
+        Shard array hashes are checked by ``valid_record`` (the caller hashes them once, in threads); here
+        the rest: meta.json's own hash, labels.npy's size/hash/length, and the shard list against the records.
+        """
+        meta = self.read_meta()
+        if not meta or not meta.get("complete"):
+            return None, "it is incomplete"
+        if meta.get(INTEGRITY) != meta_digest(meta):
+            return None, f"{META} was modified after it was written"
+        try:
+            n, labels_info, shards = int(meta["n"]), meta["labels"], meta["shards"]
+            expected_ranges = shard_ranges(n, int(meta["shard_rows"]))
+            if [(sh["start"], sh["stop"]) for sh in shards] != expected_ranges:
+                return None, "its shard list does not cover its rows"
+            for index, sh in enumerate(shards):
+                record = self.valid_record(index, sh["start"], sh["stop"], pools, check_hash=False)
+                if record is None or record["files"] != sh["files"]:
+                    return None, f"shard {index} does not match its commit record"
+            path = self.path / LABELS
+            if not path.is_file() or path.stat().st_size != labels_info["bytes"] or sha256_file(path) != labels_info["sha256"]:
+                return None, f"{LABELS} does not match its hash"
+            if not all(0 <= int(i) < n for i in meta["bad_indices"]):
+                return None, "its list of unreadable rows is out of range"
+        except (KeyError, TypeError, ValueError) as err:
+            return None, f"{META} lacks a field ({err})"
+        return meta, ""
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Exclusive lock on the entry: a second process extracting the same features waits, then reuses them."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    print(f"waiting for another process extracting into {self.path} ...", flush=True)
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                # the holder may have removed an unused entry meanwhile: lock the file that is there now
+                with contextlib.suppress(FileNotFoundError):
+                    if os.fstat(fd).st_ino == os.stat(self.path / LOCK).st_ino:
+                        break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+            self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing releases the flock
+
+    def discard_if_unused(self) -> None:
+        """After a failed run: remove the entry when no shard was committed (nothing worth resuming)."""
+        if self.path.is_dir() and not any(self.path.glob("shard-*.json")):
+            shutil.rmtree(self.path, ignore_errors=True)
 
     # shards ------------------------------------------------------------------------------------------------
     def write_shard(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ijepa_eval.cli import HelpFormatter
+from ijepa_eval.validate import int_at_least
 
 FEATURES_EPILOG = """examples:
   ijepa-eval features --ckpt IN1K-vit.h.14-300e.pth.tar --dataset imagenet --split val --root /data/imagenet
@@ -42,13 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--representation", default="lastPOOL",
                    help="what --export writes: lastPOOL | concatPOOL4 | lastCLS | concatCLS4 (CLS: cls models)")
     add_cache_dir_arg(p)
-    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
+    p.add_argument("--batch-size", type=int_at_least(1), default=64, metavar="N", help="images per forward pass")
+    p.add_argument("--workers", type=int_at_least(0), default=None, metavar="N",
                    help="data loader workers; unset = one per spare core, at most 12")
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu; unset = cuda when available")
-    p.add_argument("--n-last-blocks", type=int, default=4, metavar="N", help="how many last blocks to store (concatPOOL<n>)")
+    p.add_argument("--n-last-blocks", type=int_at_least(1), default=4, metavar="N", help="how many last blocks to store (concatPOOL<n>)")
     p.add_argument("--skip-bad-images", action="store_true",
                    help="drop undecodable images (their indices are recorded in the cache) instead of failing")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_features)
 
     cache = subparsers.add_parser(
@@ -81,7 +83,7 @@ def run_features(args: argparse.Namespace) -> int:
     dataset = get_dataset(args.dataset, args.root, args.split)
     fs = get_features(encoder, dataset, cache_dir=args.cache_dir, batch_size=args.batch_size,
                       num_workers=args.workers, device=args.device, n_last_blocks=args.n_last_blocks,
-                      skip_bad_images=args.skip_bad_images)
+                      skip_bad_images=args.skip_bad_images, progress=not args.quiet)
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return 0  # under torchrun every rank extracts its share; rank 0 reports and exports
     how = "cache hit" if fs.meta["cache_hit"] else f"extracted in {fs.meta['extraction_s']:.1f} s"

@@ -40,7 +40,7 @@ from ijepa_eval.features.cache import (
     shard_ranges,
 )
 from ijepa_eval.features.featureset import FeatureSet
-from ijepa_eval.io import atomic_open
+from ijepa_eval.threads import fit_threads, loader_workers
 
 DEFAULT_SHARD_ROWS = 4096  # ~40 MB per shard for ViT-H concatPOOL4: resume granularity of a few seconds
 HASH_THREADS = 8  # shards checked at once when a cache entry is opened
@@ -150,9 +150,7 @@ def resolve_device(device: str | torch.device | None, world_size: int) -> torch.
 def default_workers(world_size: int) -> int:
     """One loader worker per spare core this process may use (cgroup/slurm affinity), at most 12: JPEG
     decoding and resizing feed a ViT-H on one GPU only with many workers."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-    return max(0, min(12, cores // per_node - 1))
+    return loader_workers(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -349,32 +347,40 @@ def get_features(
                                     device=device)
     pools = pools_of(encoder)
 
-    plan = None
-    if rank == 0:
-        # shard_rows does not change the numbers (it is not in the key): an entry keeps the shard size it
-        # was started with, so another value neither discards a complete cache nor a partial one.
-        shard_rows = (entry.read_meta() or {}).get("shard_rows") or shard_rows
-        missing = plan_missing(entry, shard_ranges(len(dataset), shard_rows), pools)
-        plan = (shard_rows, missing, not missing and entry.is_complete() and (entry.path / LABELS).is_file())
-        if not plan[2]:
-            entry.path.mkdir(parents=True, exist_ok=True)
-            entry.write_meta(base_meta(entry, fields, encoder, dataset, shard_rows, complete=False))
-    shard_rows, missing, hit = broadcast(plan)
-    ranges = shard_ranges(len(dataset), shard_rows)
-    extraction_s = 0.0
-    if not hit:
-        started = time.perf_counter()
-        mine = [s for s in missing if s % world_size == rank]
-        extract_shards(encoder, dataset, entry, ranges, mine, transform=transform, batch_size=batch_size,
-                       num_workers=default_workers(world_size) if num_workers is None else num_workers,
-                       device=device, n_last_blocks=n_last_blocks, progress=progress and rank == 0,
-                       skip_bad_images=skip_bad_images)
-        barrier(device)
-        extraction_s = time.perf_counter() - started
-        if rank == 0:
-            commit(entry, ranges, pools, dataset, base_meta(entry, fields, encoder, dataset, shard_rows, complete=True),
-                   extraction_s=extraction_s, extracted_rows=sum(ranges[s][1] - ranges[s][0] for s in missing))
-        barrier(device)
+    # Rank 0 holds the entry's lock from planning to commit: a second process asking for the same features
+    # waits, then finds them complete (a cache hit) instead of extracting them again beside us.
+    with entry.lock() if rank == 0 else contextlib.nullcontext():
+        try:
+            plan = None
+            if rank == 0:
+                # shard_rows does not change the numbers (it is not in the key): an entry keeps the shard size
+                # it was started with, so another value neither discards a complete cache nor a partial one.
+                shard_rows = (entry.read_meta() or {}).get("shard_rows") or shard_rows
+                missing = plan_missing(entry, shard_ranges(len(dataset), shard_rows), pools)
+                plan = (shard_rows, missing, not missing and entry.verified_meta(pools)[0] is not None)
+                if not plan[2]:
+                    entry.write_meta(base_meta(entry, fields, encoder, dataset, shard_rows, complete=False))
+            shard_rows, missing, hit = broadcast(plan)
+            ranges = shard_ranges(len(dataset), shard_rows)
+            extraction_s = 0.0
+            if not hit:
+                started = time.perf_counter()
+                mine = [s for s in missing if s % world_size == rank]
+                extract_shards(encoder, dataset, entry, ranges, mine, transform=transform, batch_size=batch_size,
+                               num_workers=default_workers(world_size) if num_workers is None else num_workers,
+                               device=device, n_last_blocks=n_last_blocks, progress=progress and rank == 0,
+                               skip_bad_images=skip_bad_images)
+                barrier(device)
+                extraction_s = time.perf_counter() - started
+                if rank == 0:
+                    commit(entry, ranges, pools, dataset,
+                           base_meta(entry, fields, encoder, dataset, shard_rows, complete=True),
+                           extraction_s=extraction_s, extracted_rows=sum(ranges[s][1] - ranges[s][0] for s in missing))
+                barrier(device)
+        except BaseException:
+            if rank == 0:
+                entry.discard_if_unused()  # a run that failed before its first shard leaves no trace
+            raise
     return load_featureset(entry, skip_bad_images=skip_bad_images, cache_hit=hit, extraction_s=extraction_s)
 
 
@@ -438,6 +444,7 @@ def extract_shards(encoder: Any, dataset: Any, entry: CacheEntry, ranges: list[t
     if not shards:
         return
     encoder.to(device)
+    fit_threads(num_workers)  # intra-op threads + loader workers within the free cores
     if device.type == "cuda":
         encoder.to(memory_format=torch.channels_last)  # the patch-embedding conv runs faster in NHWC
     indices = [i for s in shards for i in range(*ranges[s])]
@@ -465,10 +472,10 @@ def commit(entry: CacheEntry, ranges: list[tuple[int, int]], pools: list[str], d
         if record is None:
             raise CacheError(f"shard {index} of {entry.path} was not written; a rank failed, run the extraction again")
         records.append(record)
-    with atomic_open(entry.path / LABELS, "wb") as f:
-        np.save(f, np.asarray(dataset.labels, dtype=np.int64), allow_pickle=False)
+    labels = entry.write_labels(np.asarray(dataset.labels, dtype=np.int64))
     bad = sorted((row, message) for record in records for row, message in record["bad"])
     meta.update(
+        labels=labels,
         shards=[{"index": r["index"], "start": r["start"], "stop": r["stop"], "files": r["files"]} for r in records],
         bad_indices=[row for row, _ in bad],
         bad=[{"index": row, "error": message} for row, message in bad],
@@ -476,13 +483,13 @@ def commit(entry: CacheEntry, ranges: list[tuple[int, int]], pools: list[str], d
                  "images_per_s": round(extracted_rows / extraction_s, 2) if extraction_s > 0 else None},
         created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-    entry.write_meta(meta)
+    entry.seal_meta(meta)
 
 
 def load_featureset(entry: CacheEntry, *, skip_bad_images: bool, cache_hit: bool, extraction_s: float) -> FeatureSet:
-    meta = entry.read_meta()
-    if not meta or not meta.get("complete"):
-        raise CacheError(f"cache entry {entry.path} is incomplete; run the extraction again")
+    meta, problem = entry.verified_meta((entry.read_meta() or {}).get("pools") or [])
+    if meta is None:  # get_features re-commits a damaged entry under its lock; this is a change since then
+        raise CacheError(f"cache entry {entry.path} cannot be used: {problem}; run the extraction again")
     if meta["bad"] and not skip_bad_images:
         first = meta["bad"][0]
         raise DatasetError(f"{len(meta['bad'])} image(s) are unreadable, first: {first['error']}; "

@@ -20,6 +20,7 @@ vith14_in22k, vitg16_in22k, vitb16_in1k, vitl16_in1k, tiny_cpu."""
 
 def register(subparsers) -> None:
     from ijepa_eval.cli import HelpFormatter
+    from ijepa_eval.validate import int_at_least
 
     p = subparsers.add_parser(
         "pretrain",
@@ -32,19 +33,19 @@ def register(subparsers) -> None:
         "--config", default=None, help="named config (default tiny_cpu; with --resume: the checkpoint's)"
     )
     p.add_argument("--out", required=True, help="run folder for latest.pth.tar, log.jsonl, config.json")
-    p.add_argument("--steps", type=int, default=None, help="total training steps (schedules span them)")
+    p.add_argument("--steps", type=int_at_least(1), default=None, help="total training steps (schedules span them)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/latest.pth.tar with its config")
     p.add_argument("--root", default=None, help="dataset root (config key `root`)")
-    p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
+    p.add_argument("--save-every", type=int_at_least(1), default=None, help="checkpoint every N steps")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     slurm = p.add_argument_group("SLURM (needs `pip install submitit`)")
     slurm.add_argument(
-        "--slurm-nodes", type=int, default=0, help="submit to SLURM on this many nodes (0 = run here)"
+        "--slurm-nodes", type=int_at_least(0), default=0, help="submit to SLURM on this many nodes (0 = run here)"
     )
-    slurm.add_argument("--slurm-gpus-per-node", type=int, default=8)
+    slurm.add_argument("--slurm-gpus-per-node", type=int_at_least(1), default=8)
     slurm.add_argument("--slurm-partition", default=None)
-    slurm.add_argument("--slurm-timeout-min", type=int, default=72 * 60)
+    slurm.add_argument("--slurm-timeout-min", type=int_at_least(1), default=72 * 60)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=5e-4")
     p.set_defaults(func=run_pretrain)
 

@@ -16,8 +16,21 @@ from typing import Any
 from ijepa_eval.errors import ConfigError, unknown_choice
 from ijepa_eval.pretrain.masks import STRATEGIES
 from ijepa_eval.pretrain.model import VIT_SIZES
+from ijepa_eval.validate import check_ranges
 
 DATASET_CLEVR_MINI = "clevr_mini"
+
+
+# Value limits (ijepa_eval.validate), checked before any data is rendered or a step is taken.
+PRETRAIN_RANGES = {
+    "embed_dim": ">=0", "depth": ">=0", "num_heads": ">=0", "patch_size": ">=1", "crop_size": ">=1",
+    "pred_depth": ">=1", "pred_emb_dim": ">=1", "num_workers": ">=0", "crop_scale": "each>0",
+    "clevr_mini_images": ">=1", "clevr_mini_size": ">=8", "enc_mask_scale": "each>0", "pred_mask_scale": "each>0",
+    "aspect_ratio": "each>0", "num_enc_masks": ">=1", "num_pred_masks": ">=1", "min_keep": ">=1", "epochs": ">=1",
+    "steps": ">=0", "stop_at": ">=0", "ipe_scale": ">0", "warmup": ">=0", "start_lr": ">=0", "lr": ">0",
+    "final_lr": ">=0", "weight_decay": ">=0", "final_weight_decay": ">=0", "ema": "each>=0", "seed": ">=0",
+    "knn_every": ">=0",
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,7 @@ class PretrainConfig:
         return {"img_size": self.crop_size, "patch_size": self.patch_size, **base}
 
     def validate(self) -> PretrainConfig:
+        check_ranges(self, PRETRAIN_RANGES, "pretraining config")
         if self.mask_strategy not in STRATEGIES:
             raise ConfigError(unknown_choice("mask_strategy", self.mask_strategy, STRATEGIES))
         if self.loss not in ("smooth_l1", "l2"):

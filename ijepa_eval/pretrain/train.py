@@ -40,6 +40,7 @@ from ijepa_eval.pretrain import checkpoint as ckpt
 from ijepa_eval.pretrain.configs import DATASET_CLEVR_MINI, PretrainConfig, config_to_dict
 from ijepa_eval.pretrain.masks import MaskCollator
 from ijepa_eval.pretrain.model import build_ijepa, ema_update, jepa_loss, make_targets
+from ijepa_eval.threads import fit_threads
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 LOG_NAME, CKPT_NAME = "log.jsonl", "latest.pth.tar"
@@ -278,6 +279,7 @@ def train(
     rank, world_size, device = setup_distributed()
     is_main = rank == 0
     cuda = device.type == "cuda"
+    fit_threads(cfg.num_workers)  # a busy neighbour must not turn 0.2 s steps into 3 s ones (ijepa_eval.threads)
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

@@ -13,6 +13,7 @@ from typing import Any
 
 from ijepa_eval.encoders.commands import add_checkpoint_args, encoder_from_args, parse_arch
 from ijepa_eval.errors import IjepaEvalError
+from ijepa_eval.validate import int_at_least
 
 COMMON_EXAMPLES = """
 common options: key=value overrides any recipe field (epochs=5 batch_size=1024 optimizer.base_lr=0.1 seed=1),
@@ -237,8 +238,8 @@ def _add_common(parser: argparse.ArgumentParser, aug: bool = True) -> None:
         parser.add_argument("--aug", choices=["cached", "paper"], default=None,
                             help="cached features (fast, default) or the paper's augmented probe training")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for holdout, shuffling, init (default: recipe's)")
-    parser.add_argument("--workers", type=int, default=None, help="data loader workers (default: spare cores)")
+    parser.add_argument("--seed", type=int_at_least(0), default=None, help="seed for holdout, shuffling, init (default: recipe's)")
+    parser.add_argument("--workers", type=int_at_least(0), default=None, help="data loader workers (default: spare cores)")
     parser.add_argument("--label", default=None, help="model name in result files and tables")
     parser.add_argument("--no-skip-existing", action="store_true",
                         help="re-run even when a result for this model, protocol version and config exists")

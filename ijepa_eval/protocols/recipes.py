@@ -26,6 +26,7 @@ import yaml
 from ijepa_eval.errors import ConfigError, unknown_choice
 from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.probes.linear import LinearTrainConfig, OptimizerConfig, ScheduleConfig
+from ijepa_eval.validate import check_ranges
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "protocols"
 
@@ -33,6 +34,23 @@ ProbeKind = Literal["linear", "logreg", "knn", "finetune"]
 SelectionSplit = Literal["train_holdout", "test"]
 AugMode = Literal["cached", "paper"]
 SelectionMetric = Literal["top1", "top5", "mean_per_class_acc"]  # what every probe scores
+
+# Value limits checked when a recipe is built (ijepa_eval.validate): nothing runs on an impossible recipe.
+RANGES = {
+    "epochs": ">=1", "batch_size": ">=1", "extraction_batch_size": ">=1", "n_last_blocks": ">=1", "seed": ">=0",
+    "representations": "nonempty", "cls_representations": "nonempty",
+    "optimizer.base_lr": ">0", "optimizer.base_batch": ">=1", "optimizer.momentum": "[0,1)",
+    "optimizer.trust_coefficient": ">0",
+    "schedule.gamma": ">0", "schedule.final_lr": ">=0", "schedule.warmup_epochs": ">=0",
+    "grid.heads": "nonempty", "grid.lr_mults": "each>0", "grid.wds": "each>=0",
+    "logreg.lambdas": "each>0", "logreg.max_iter": ">=1",
+    "knn.temperature": ">0", "knn.shots": ">=1", "selection.holdout_fraction": "(0,1)",
+    "finetune.blr": ">0", "finetune.base_batch": ">=1", "finetune.lr": ">0", "finetune.min_lr": ">=0",
+    "finetune.warmup_epochs": ">=0", "finetune.weight_decay": ">=0", "finetune.layer_decay": "(0,1]",
+    "finetune.smoothing": "[0,1)", "finetune.hflip": "[0,1]", "finetune.reprob": "[0,1]", "finetune.mixup": ">=0",
+    "finetune.cutmix": ">=0", "finetune.drop_path": "[0,1)", "finetune.eval_every": ">=1",
+    "finetune.accum_steps": ">=1", "finetune.eval_batch_size": ">=1",
+}
 
 
 @dataclass
@@ -109,6 +127,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         """Settings that cannot work together fail at load time, not after hours of extraction and training."""
+        check_ranges(self, RANGES, f"protocol {self.name}")
         if self.aug == "paper" and self.probe != "linear":
             raise ConfigError(f"aug=paper applies to linear probes only; protocol {self.name} uses {self.probe}")
         if (self.aug == "paper" and self.dataset.val_split and self.selection.split != "test"

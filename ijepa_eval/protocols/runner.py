@@ -22,6 +22,7 @@ from ijepa_eval.probes import class_balanced_holdout, select_head
 from ijepa_eval.protocols.probing import PROBES
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
 from ijepa_eval.results import METRIC_DIRECTIONS, ResultRecord, load_result, result_filename, write_result
+from ijepa_eval.threads import fit_threads
 
 
 def model_record(encoder: Any, label: str | None, model_meta: dict[str, Any] | None) -> dict[str, Any]:
@@ -131,6 +132,7 @@ def run_protocol(
         return representation_views(fs, representations), fs.labels, fs
 
     train_feats, train_labels, train_fs = features_of(ds_spec.train_split)
+    fit_threads(0)  # probes train in this process alone: every free core
     probe = PROBES[recipe.probe](recipe, representations, train_fs.num_classes, dev, progress)
     probe_started = time.perf_counter()
 
