@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from fixtures_checkpoints import (
     HF_CLASSES,
+    write_data2vec_checkpoint,
     write_dinov2_release,
     write_hf_cache,
     write_hf_model,
@@ -245,8 +246,9 @@ def test_timm_ijepa_weights_are_the_context_encoder(monkeypatch):
 
 
 @pytest.mark.slow  # ~15 s on 2 shared cores: four models through the real runner
-def test_compare_ijepa_mae_hub_dinov2_and_hf_ijepa_side_by_side(tmp_path, monkeypatch, capsys):
-    """`ijepa-eval compare` over an official I-JEPA file, an MAE hub id, a DINOv2 release and an HF I-JEPA folder."""
+def test_compare_ijepa_mae_hub_dinov2_data2vec_and_hf_ijepa_side_by_side(tmp_path, monkeypatch, capsys):
+    """`ijepa-eval compare` over an official I-JEPA file, an MAE hub id, a DINOv2 release, a data2vec vision
+    checkpoint and an HF I-JEPA folder (issue 12's "done when")."""
     import json
 
     import pandas as pd
@@ -266,20 +268,23 @@ def test_compare_ijepa_mae_hub_dinov2_and_hf_ijepa_side_by_side(tmp_path, monkey
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     write_dinov2_release(tmp_path / "dinov2_reg4.pth", registers=4, dim=192, depth=4, patch=16, grid=3)
+    write_data2vec_checkpoint(tmp_path / "data2vec_vision.pt", depth=4)
     write_hf_model(tmp_path / "ijepa_hf", "ijepa", **four)
     ckpts = [str(tmp_path / "IN1K-vit.t.16.pth.tar"), "hf-hub:facebook/vit-mae-tiny", str(tmp_path / "dinov2_reg4.pth"),
-             str(tmp_path / "ijepa_hf")]
+             str(tmp_path / "data2vec_vision.pt"), str(tmp_path / "ijepa_hf")]
     out = tmp_path / "cmp"
     assert main(["compare", *ckpts, "--protocols", str(tmp_path / "cifar100.yaml"), "--root", str(root), "--out", str(out),
                  "--cache-dir", str(tmp_path / "cache"), "--device", "cpu"]) == 0
     flat = pd.read_csv(out / "compare.csv", dtype=str)
-    assert flat["model"].tolist() == ["IN1K-vit.t.16.pth.tar", "vit-mae-tiny", "dinov2_reg4.pth", "ijepa_hf†"]
+    assert flat["model"].tolist() == ["IN1K-vit.t.16.pth.tar", "vit-mae-tiny", "dinov2_reg4.pth", "data2vec_vision.pt",
+                                      "ijepa_hf†"]
     assert flat["cifar100"].astype(float).between(0, 100).all()
     assert "† context (online) encoder" in (out / "compare.md").read_text()
     models = {Path(r["model"]["source"]).name: (r["model"]["format"], r["model"]["branch"], r["features"]["img_size"])
               for r in (json.loads(p.read_text()) for p in out.glob("*.json"))}
     assert models == {"IN1K-vit.t.16.pth.tar": ("ijepa", "target", 48), "vit-mae-tiny": ("hf", None, 32),
-                      "dinov2_reg4.pth": ("dinov2", None, 224), "ijepa_hf": ("hf", "context", 32)}
+                      "dinov2_reg4.pth": ("dinov2", None, 224), "data2vec_vision.pt": ("data2vec", "student", 48),
+                      "ijepa_hf": ("hf", "context", 32)}
     assert "ijepa_hf†" in capsys.readouterr().out
     # paper tables: the context row is marked and explained (results on synthetic data land in "ours only")
     assert main(["table", str(out), "--out", str(tmp_path / "tables"), "--format", "md"]) == 0
