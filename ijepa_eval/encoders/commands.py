@@ -89,11 +89,11 @@ def summarize_keys(keys: list[str]) -> dict[str, int]:
 
 def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint: bool) -> dict[str, Any]:
     """What `inspect` shows; works when the architecture is only partly known (no model is built then)."""
-    from ijepa_eval.encoders.arch import build_vit, final_norm_of_arch, resolve_arch
+    from ijepa_eval.encoders.arch import final_norm_of_arch, resolve_arch
     from ijepa_eval.encoders.encoder import FEATURE_PATHS
     from ijepa_eval.encoders.formats import FORMATS
     from ijepa_eval.encoders.load import (
-        check_fit,
+        check_checkpoint_fits,
         is_checkpoint_source,
         load_encoder,
         read_encoder_checkpoint,
@@ -114,9 +114,8 @@ def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint:
         else:
             arch_kwargs, unknown = resolved, [k for k in unknown if resolved.get(k) is None]
     final_norm = final_norm_of_arch(arch_kwargs)
-    # report inconsistent records now, as loading would (Beit weights are checked when loaded)
-    if not unknown and "timm_model" not in arch_kwargs and arch_kwargs.get("family", "vit") == "vit":
-        check_fit(build_vit(arch_kwargs, meta_device=True), ckpt.state_dict, source)
+    if not unknown:  # report inconsistent records now, as loading would
+        check_checkpoint_fits(ckpt, arch_kwargs.get("timm_model") or arch_kwargs, source)
     return dict(
         ckpt.info(arch_kwargs), unknown=unknown, params=sum(v.numel() for v in ckpt.state_dict.values()),
         format_description=FORMATS[ckpt.format].description, final_norm=final_norm,

@@ -167,6 +167,30 @@ def _strict_load(vit, state_dict: dict[str, torch.Tensor], source: str, meta_dev
     vit.load_state_dict(floats, strict=True, assign=meta_device)
 
 
+def _build(ckpt: EncoderCheckpoint, resolved: dict[str, Any] | str, size: int):
+    """(model, built on the meta device?): meta avoids init cost for multi-GB ViTs (Beit's non-persistent
+    buffers need a real device)."""
+    meta_device = not isinstance(resolved, str) and ckpt.family == "vit"
+    return build_vit(resolved, size, meta_device=meta_device), meta_device
+
+
+def fitted_state_dict(ckpt: EncoderCheckpoint, resolved: dict[str, Any] | str, vit) -> dict[str, torch.Tensor]:
+    """The checkpoint's encoder weights as ``vit`` takes them: keys the architecture leaves out (e.g. MSN's
+    final norm) removed, BEiT buffers fitted, pos_embed resampled to the model's grid."""
+    unused = set(unused_keys(ckpt.state_dict, resolved))
+    state_dict = {k: v for k, v in ckpt.state_dict.items() if k not in unused}
+    if ckpt.family == "beit":
+        return fit_beit_state_dict(state_dict, vit)
+    _resample_pos_embed(state_dict, vit, ckpt.resample)
+    return state_dict
+
+
+def check_checkpoint_fits(ckpt: EncoderCheckpoint, resolved: dict[str, Any] | str, source: str) -> None:
+    """What loading would find wrong with the weights (missing, extra or mis-shaped keys), without loading."""
+    vit, _ = _build(ckpt, resolved, ckpt.arch.kwargs["img_size"])
+    check_fit(vit, fitted_state_dict(ckpt, resolved, vit), source)
+
+
 def is_checkpoint_source(source: str) -> bool:
     """A file or transformers folder on disk, or an hf-hub id; anything else is a timm model name."""
     return Path(source).exists() or is_hf_source(source)
@@ -199,16 +223,8 @@ def load_encoder(
         raise ArchitectureError(f"'{source}' holds BEiT-style weights; pass arch as a dict of Beit kwargs "
                                 "(e.g. {\"num_heads\": 12}), not a timm model name")
     size = img_size or ckpt.arch.kwargs["img_size"]
-    # build on meta: no init cost for multi-GB models (Beit's non-persistent buffers need a real device)
-    meta_device = not isinstance(resolved, str) and ckpt.family == "vit"
-    vit = build_vit(resolved, size, meta_device=meta_device)
-    unused = set(unused_keys(ckpt.state_dict, resolved))
-    state_dict = {k: v for k, v in ckpt.state_dict.items() if k not in unused}
-    if ckpt.family == "beit":
-        state_dict = fit_beit_state_dict(state_dict, vit)
-    else:
-        _resample_pos_embed(state_dict, vit, ckpt.resample)
-    _strict_load(vit, state_dict, source, meta_device)
+    vit, meta_device = _build(ckpt, resolved, size)
+    _strict_load(vit, fitted_state_dict(ckpt, resolved, vit), source, meta_device)
     arch_info = arch_of(vit) if isinstance(resolved, str) else {**resolved, "img_size": size}
     if isinstance(resolved, str):
         arch_info["timm_model"] = resolved
