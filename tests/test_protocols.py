@@ -251,7 +251,10 @@ def test_protocol_runs_end_to_end_through_the_cli(world, tmp_path, protocol, cap
     assert selected["scores"]["test"] == r.metrics
     assert r.features["mode"] == "cached" and r.features["representations"] == ["lastPOOL", "concatPOOL4"]
     assert r.dataset["sizes"][r.dataset["test_split"]] > 0 and r.dataset["fingerprint"]
-    assert r.env["torch"] and r.timings["total_s"] > 0 and "gpu_hours" not in r.timings
+    assert r.env["torch"] and r.timings["total_s"] > 0
+    # a CPU run: device recorded, no GPU-hours (wall-clock on a CPU is not GPU time)
+    assert (r.timings["device"], r.timings["device_count"], r.timings["gpu_hours"]) == ("cpu", 1, None)
+    check_predictions_and_intervals(path, r)
     if protocol.startswith("in1k_1pct"):  # the split file's provenance travels with the result
         info = r.dataset["split_info"]
         assert info["official"] is False and len(info["split_sha256"]) == 64 and info["split_file"]
@@ -259,6 +262,27 @@ def test_protocol_runs_end_to_end_through_the_cli(world, tmp_path, protocol, cap
         assert "split_info" not in r.dataset
     expected_heads = {"knn": 8, "in1k_1pct_logreg": 10}.get(protocol, 16)
     assert len(r.heads) == expected_heads
+
+
+def check_predictions_and_intervals(path, r):
+    """The predictions file next to the JSON reproduces the reported metrics; every interval holds them."""
+    import numpy as np
+
+    assert r.predictions["file"] == path.name.replace(".json", ".predictions.npz")
+    npz = path.parent / r.predictions["file"]
+    assert r.predictions["sha256"] == sha256_file(npz) and r.predictions["format"] == "npz-v1"
+    with np.load(npz) as z:
+        labels, top5, indices = z["labels"], z["top5"], z["indices"]
+    assert labels.dtype == np.int32 and top5.dtype == np.int16 and len(labels) == r.dataset["sizes"][r.dataset["test_split"]]
+    assert top5.shape == (len(labels), min(5, r.dataset["num_classes"])) and (indices == np.arange(len(labels))).all()
+    top1 = 100.0 * np.mean(top5[:, 0] == labels)
+    top5_acc = 100.0 * np.mean((top5 == labels[:, None]).any(1))
+    per_class = [np.mean(top5[labels == c, 0] == c) for c in np.unique(labels)]
+    assert r.metrics["top1"] == pytest.approx(top1) and r.metrics["top5"] == pytest.approx(top5_acc)
+    assert r.metrics["mean_per_class_acc"] == pytest.approx(100.0 * np.mean(per_class))
+    assert set(r.metrics_ci) == set(r.metrics)
+    for metric, (lo, hi) in r.metrics_ci.items():
+        assert lo <= r.metrics[metric] + 1e-9 and r.metrics[metric] <= hi + 1e-9 and 0 <= lo <= hi <= 100
 
 
 def test_console_script_and_paper_augmentation_mode(world, tmp_path):
