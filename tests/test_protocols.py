@@ -285,6 +285,35 @@ def check_predictions_and_intervals(path, r):
         assert lo <= r.metrics[metric] + 1e-9 and r.metrics[metric] <= hi + 1e-9 and 0 <= lo <= hi <= 100
 
 
+def test_seeds_retrain_the_selected_head_and_record_mean_and_std(world, tmp_path, capsys):
+    """--seeds 3: the selected head alone with seeds 0, 1, 2; the grid and selection are those of a plain run,
+    and seed 0 (the recipe's) reproduces the reported numbers (a head alone = the same head in the grid)."""
+    import statistics
+
+    args = cli_args(world, ["transfer", "--dataset", "cifar100"], "cifar100", tmp_path)
+    assert main(args) == 0
+    plain = load_result(next(tmp_path.glob("*.json")))
+    assert plain.seeds is None
+    assert main([*args, "--seeds", "3"]) == 0  # the plain result lacks seeds: run again, not skipped
+    assert "over 3 probe seeds: top1" in capsys.readouterr().out
+    r = load_result(next(tmp_path.glob("*.json")))
+    assert (r.selection, r.metrics) == (plain.selection, plain.metrics)
+    assert (r.seeds["n"], r.seeds["seeds"], r.seeds["head"]) == (3, [0, 1, 2], r.selection["head"])
+    one_example = 100.0 / r.dataset["sizes"]["test"]
+    for metric in ("top1", "top5", "mean_per_class_acc"):
+        s = r.seeds[metric]
+        assert len(s["values"]) == 3 and s["values"][0] == pytest.approx(r.metrics[metric], abs=one_example)
+        assert s["mean"] == pytest.approx(statistics.mean(s["values"]))
+        assert s["std"] == pytest.approx(statistics.stdev(s["values"]))
+
+    knn = cli_args(world, ["knn", "--dataset", "cifar100"], "cifar100", tmp_path / "knn", "--seeds", "2")
+    assert main(knn) == 0
+    r = load_result(next((tmp_path / "knn").glob("*.json")))
+    assert r.seeds["top1"] == {"mean": r.metrics["top1"], "std": 0.0, "values": [r.metrics["top1"]] * 2}
+    with pytest.raises(ConfigError, match="--seeds must be at least 2"):
+        run_protocol("knn", world["ckpt"], root=world["roots"]["cifar100"], seeds=1)
+
+
 def test_console_script_and_paper_augmentation_mode(world, tmp_path):
     exe = Path(sys.executable).with_name("ijepa-eval")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
