@@ -98,9 +98,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if args.kind == "bars":
         protocols = _csv_list(args.protocols) if args.protocols else None
         values = plots.bar_values(results, protocols, args.metric)
-        rows = compare.rows_from_results(results)
-        written = plots.bars(values, args.out, args.metric, compare.intervals(rows, list(next(iter(values.values()), {})),
-                                                                              args.metric))
+        protocols = protocols or sorted({p for v in values.values() for p in v})
+        cis = compare.intervals(compare.rows_from_results(results), protocols, args.metric)
+        written = plots.bars(values, args.out, args.metric, cis)
     elif args.kind == "scatter":
         written = plots.scatter(load_paper(args.paper), load_compute(), results, args.out)
     else:
