@@ -135,6 +135,7 @@ def leaderboard(out: Path, result_paths: list[Path]) -> dict:
         rows_from_results,
         significance,
         significance_lines,
+        significance_notes,
         values,
         write_compare,
     )
@@ -147,7 +148,7 @@ def leaderboard(out: Path, result_paths: list[Path]) -> dict:
     tests, skipped = significance(rows, PROTOCOLS, "top1", floor)
     shown, flat = compare_frames(rows, PROTOCOLS, "top1", tests)
     lines = significance_lines(tests, rows, "top1", floor) + skipped
-    write_compare(shown, flat, out, "top1", floor, lines)
+    write_compare(shown, flat, out, "top1", significance_notes(tests, skipped, rows, "top1", floor))
     bars(values(rows, PROTOCOLS), out / "leaderboard", metric="top1", intervals=intervals(rows, PROTOCOLS))
     top1 = {label: {} for label in ENCODERS}
     top1_ci = {label: {} for label in ENCODERS}

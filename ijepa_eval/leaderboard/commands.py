@@ -80,7 +80,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     lines = compare.significance_lines(tests, rows, args.metric, reference) + skipped
     if lines:
         print("\n".join(["", f"against {reference} (95%, same test examples):", *lines]))
-    written = compare.write_compare(shown, flat, out, args.metric, reference, lines)
+    written = compare.write_compare(shown, flat, out, args.metric,
+                                    compare.significance_notes(tests, skipped, rows, args.metric, reference))
     if args.plot:
         written += plots.bars(compare.values(rows, protocols, args.metric), f"{out}/compare_bars", args.metric,
                               compare.intervals(rows, protocols, args.metric))

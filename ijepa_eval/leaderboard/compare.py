@@ -144,6 +144,16 @@ def compare_frames(rows: list[Row], protocols: Sequence[str] | None, metric: str
     return pd.DataFrame(shown, columns=["model", *protocols]), pd.DataFrame(flat, columns=["model", *columns])
 
 
+def significance_notes(tests: Tests, skipped: list[str], rows: list[Row], metric: str = "top1",
+                       reference: str | None = None) -> list[str]:
+    """compare.md's notes under the table: the cell legend, then one bullet per test or skipped pair."""
+    if not tests and not skipped:
+        return []
+    ref_name = reference_row(rows, reference)
+    legend = f"{CELL_LEGEND}; marks compare each row with {ref_name} on the same test examples."
+    return [legend, "", *(f"- {line}" for line in significance_lines(tests, rows, metric, reference) + skipped)]
+
+
 def significance_lines(tests: Tests, rows: list[Row], metric: str = "top1", reference: str | None = None) -> list[str]:
     """One sentence per tested cell: the difference, its interval, the test and whether it is real."""
     ref_name = reference_row(rows, reference)
@@ -161,17 +171,14 @@ def values(rows: list[Row], protocols: Sequence[str], metric: str = "top1") -> d
     return {name: {p: (cells[p].metric(metric) if p in cells else None) for p in protocols} for name, cells in rows}
 
 
+def write_compare(shown: pd.DataFrame, flat: pd.DataFrame, out_dir: str | os.PathLike, metric: str,
+                  notes: Sequence[str] = ()) -> list[Path]:
+    out = Path(out_dir)
+    title = f"Comparison: {metric} (%), selected head in parentheses"
+    md = f"## {title}\n\n" + markdown(shown) + ("\n" + "\n".join(notes) + "\n" if notes else "")
+    return write_frame(shown, out / "compare", ("md",), title, md=md) + write_frame(flat, out / "compare", ("csv",), title)
+
+
 def intervals(rows: list[Row], protocols: Sequence[str], metric: str = "top1") -> dict[str, dict[str, tuple[float, float] | None]]:
     """95% intervals for the bar plot's error bars (None where a result has none)."""
     return {name: {p: (cells[p].ci(metric) if p in cells else None) for p in protocols} for name, cells in rows}
-
-
-def write_compare(shown: pd.DataFrame, flat: pd.DataFrame, out_dir: str | os.PathLike, metric: str,
-                  reference: str | None = None, notes: Sequence[str] = ()) -> list[Path]:
-    """compare.md (table, legend, significance notes) and compare.csv (numbers in separate columns)."""
-    out = Path(out_dir)
-    title = f"Comparison: {metric} (%), selected head in parentheses"
-    legend = f"{CELL_LEGEND}; marks compare each row with {reference} on the same test examples.\n" if reference else ""
-    md = f"## {title}\n\n" + markdown(shown) + (f"\n{legend}" if legend else "") + "".join(f"\n- {n}" for n in notes)
-    md += "\n" if notes else ""
-    return write_frame(shown, out / "compare", ("md",), title, md=md) + write_frame(flat, out / "compare", ("csv",), title)
