@@ -99,7 +99,7 @@ def test_compare_marks_real_differences_and_ties(tmp_path, capsys):
     write_run(runs, "baseline", "other", labels, b, dataset={**folder, "fingerprint": {"val": "zzz"}})
 
     out = tmp_path / "cmp"
-    assert main(["compare", "--results", str(runs), "--reference", "baseline (target)", "--out", str(out),
+    assert main(["compare", "--results", str(runs), "--reference", "baseline", "--out", str(out),
                  "--protocols", "shapes,counts,other", "--plot"]) == 0
     printed = capsys.readouterr().out
     p_shapes = binomtest(30, 35, 0.5).pvalue
@@ -122,6 +122,7 @@ def test_compare_marks_real_differences_and_ties(tmp_path, capsys):
     rows = compare.rows_from_results(load_results([runs]))
     tests, _ = compare.significance(rows, ["shapes"], "top1", "A (target)")
     assert tests[("baseline (target)", "shapes")].verdict == "loss"
+    assert compare.reference_row(rows, "baseline (target)") == compare.reference_row(rows, "baseline")
     with pytest.raises(Exception, match="unknown reference row 'nobody'"):
         compare.significance(rows, ["shapes"], "top1", "nobody")
 

@@ -16,7 +16,7 @@ models.yaml places results in paper rows when their JSON has no model.meta:
 COMPARE_EPILOG = """examples:
   ijepa-eval compare ijepa.pth.tar mae.pth dino.pth --protocols cifar100,clevr_count --root /data
   ijepa-eval compare a.pth b.pth --protocols clevr_count --labels ours,baseline --plot
-  ijepa-eval compare --results results/runs --protocols cifar100,places205 --reference mae.pth
+  ijepa-eval compare --results results/runs --protocols cifar100,places205 --reference mae
 Cells: value ± half-width of the 95% bootstrap interval, then ↑ / ↓ / ≈ = significantly better / worse than
 the reference row (default: the first) / no significant difference, by a paired test on the same test
 examples (McNemar exact for top1/top5, paired bootstrap for mean_per_class_acc)."""
@@ -162,7 +162,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="torch device for the runs (default: cuda when available)")
     p.add_argument("--results", nargs="+", help="build the table from existing result JSONs / folders instead")
     p.add_argument("--metric", default="top1", help="metric shown in each cell")
-    p.add_argument("--reference", help="row label the others are tested against (default: the first row)")
+    p.add_argument("--reference", help="row the others are tested against: its label, with or without ' (branch)'; "
+                   "the first row when not given")
     p.add_argument("--plot", action="store_true", help="also write compare_bars.png/.svg")
     p.set_defaults(func=cmd_compare)
 

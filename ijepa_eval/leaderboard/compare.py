@@ -76,13 +76,18 @@ def rows_from_results(results: list[Result]) -> list[Row]:
 
 
 def reference_row(rows: list[Row], reference: str | None) -> str | None:
-    """The row every other row is tested against: ``reference`` (a row label) or the first row."""
+    """The row every other row is tested against: ``reference`` or the first row.
+
+    ``reference`` is a row label as shown (``mae (target)``) or the model label without its branch (``mae``).
+    """
     names = [name for name, _ in rows]
     if reference is None:
         return names[0] if names else None
-    if reference not in names:
-        raise ConfigError(unknown_choice("reference row", reference, names))
-    return reference
+    matches = [n for n in names if n == reference] or [n for n in names if n.startswith(f"{reference} (")]
+    if len(matches) != 1:
+        raise ConfigError(unknown_choice("reference row", reference, names) if not matches else
+                          f"reference '{reference}' matches rows {', '.join(matches)}; give one of them in full")
+    return matches[0]
 
 
 def comparable(a: Result, b: Result) -> str | None:
