@@ -147,3 +147,17 @@ def test_bars_draw_interval_error_bars(tmp_path):
                                                               "B": {"p": (57.0, 64.0)}})[1].read_text()
     assert "LineCollection" not in plain and with_ci.count("LineCollection") >= 1
     assert "95% bootstrap intervals" in with_ci
+
+
+def test_scatter_draws_our_interval(tmp_path):
+    from ijepa_eval.leaderboard.paper import load_compute, load_paper
+
+    runs = tmp_path / "runs"
+    labels = np.zeros(10, dtype=np.int64)
+    write_run(runs, "h14", "in1k_1pct_linear", labels, labels, meta={**IJEPA_H14, "gpu_hours": 900},
+              dataset={"name": "imagenet_1pct", "test_split": "val"}, ci={"top1": [97.0, 100.0]})
+    results = load_results([runs])
+    _, ours = plots.scatter_points(load_paper(), load_compute(), results)
+    assert [(p["x"], p["y"], p["ci"]) for p in ours] == [(900.0, 100.0, (97.0, 100.0))]
+    svg = plots.scatter(load_paper(), load_compute(), results, tmp_path / "scatter")[1].read_text()
+    assert "LineCollection" in svg

@@ -84,7 +84,8 @@ def scatter_points(paper: pd.DataFrame, compute: pd.DataFrame, results: list[Res
         hours = model.meta.get("gpu_hours")
         best = model.best(SCATTER_PROTOCOL, "top1")
         if hours is not None and best is not None:
-            ours.append({"label": model.display, "x": float(hours), "y": best.metric("top1"), "bound": ""})
+            ours.append({"label": model.display, "x": float(hours), "y": best.metric("top1"), "bound": "",
+                         "ci": best.ci("top1")})
     return theirs, ours
 
 
@@ -95,6 +96,10 @@ def scatter(paper: pd.DataFrame, compute: pd.DataFrame, results: list[Result], s
     for points, style in ((theirs, {"marker": "s", "color": "tab:gray"}), (ours, {"marker": "o", "color": "tab:blue"})):
         for p in points:
             ax.scatter([p["x"]], [p["y"]], s=40, **style)
+            if p.get("ci"):  # our 95% interval over test examples
+                lo, hi = p["ci"]
+                ax.errorbar([p["x"]], [p["y"]], yerr=[[max(0.0, p["y"] - lo)], [max(0.0, hi - p["y"])]],
+                            color=style["color"], capsize=2, elinewidth=0.8)
             label = p["label"]
             if p["bound"] == "<":  # the paper gives an upper bound on the hours: a dashed tail to fewer hours
                 ax.plot([p["x"] * 0.6, p["x"]], [p["y"], p["y"]], ls="--", color=style["color"])
