@@ -31,7 +31,9 @@ results files::
                                                          "npz-v1" = labels int32 [N], top5 int16|int32
                                                          [N, min(5, C)] best first, indices int64 [N]
                                                          (dataset row of each test example)
-    seeds           {n, metric: {mean, std}} or null     the selected probe retrained with n seeds
+    seeds           {n, seeds, head, metric: {mean, std, values}} or null
+                                                         the selected head retrained with seeds seed..seed+n-1
+                                                         (std: sample std, ddof 1)
 
 ``metric_directions`` says which way is better for every metric name the suite writes.
 """
