@@ -5,8 +5,8 @@
 2. pretrain the `tiny_cpu` I-JEPA on the CLEVR-mini train images (official checkpoint format);
 3. evaluate its EMA target encoder, its context encoder and a random-init encoder of the same
    architecture on clevr_count, clevr_dist, folder_linear (shapes) and kNN (clevr_count);
-4. write the leaderboard (Markdown + CSV + bar plot + ``index.html``) and the target-vs-random margins under
-   ``--out``.
+4. write the leaderboard (Markdown + CSV + bar plot + ``index.html``, with 95% intervals and paired
+   significance marks against random init) and the target-vs-random margins under ``--out``.
 
 Every number printed here is produced by this run. Re-running reuses the data, the checkpoint and the
 results (delete ``--out`` to start over).
@@ -127,27 +127,46 @@ def evaluate(out: Path, ckpt: Path, clevr_root: Path, shapes_root: Path, epochs:
 
 
 def leaderboard(out: Path, result_paths: list[Path]) -> dict:
+    """Print and write the table with 95% intervals and ↑/↓/≈ marks against the random-init floor."""
     from ijepa_eval.io import atomic_write_json
-    from ijepa_eval.leaderboard.compare import compare_frames, rows_from_results, values, write_compare
+    from ijepa_eval.leaderboard.compare import (
+        compare_frames,
+        intervals,
+        rows_from_results,
+        significance,
+        significance_lines,
+        significance_notes,
+        values,
+        write_compare,
+    )
     from ijepa_eval.leaderboard.html import write_html
     from ijepa_eval.leaderboard.plots import bars
     from ijepa_eval.leaderboard.records import load_results
 
     results = load_results(result_paths)
     rows = rows_from_results(results)
-    shown, flat = compare_frames(rows, PROTOCOLS)
-    write_compare(shown, flat, out, "top1")
-    bars(values(rows, PROTOCOLS), out / "leaderboard", metric="top1")
+    floor = next(r.display for r in results if r.label == "random-init")
+    tests, skipped = significance(rows, PROTOCOLS, "top1", floor)
+    shown, flat = compare_frames(rows, PROTOCOLS, "top1", tests)
+    lines = significance_lines(tests, rows, "top1", floor) + skipped
+    write_compare(shown, flat, out, "top1", significance_notes(tests, skipped, rows, "top1", floor))
+    bars(values(rows, PROTOCOLS), out / "leaderboard", metric="top1", intervals=intervals(rows, PROTOCOLS))
     write_html(out, results, sources=[str(out / "runs")])
     top1 = {label: {} for label in ENCODERS}
+    top1_ci = {label: {} for label in ENCODERS}
     for r in results:
         top1[r.label][r.protocol] = r.metric("top1")
+        top1_ci[r.label][r.protocol] = r.record.metrics_ci.get("top1")
     margins = {p: round(top1["ijepa-target"][p] - top1["random-init"][p], 2) for p in PROTOCOLS}
-    atomic_write_json(out / "summary.json", {"top1": top1, "target_minus_random": margins})
+    target = next(r.display for r in results if r.label == "ijepa-target")
+    verdicts = {p: t.verdict for (name, p), t in tests.items() if name == target}
+    atomic_write_json(out / "summary.json", {"top1": top1, "top1_ci": top1_ci, "target_minus_random": margins,
+                                             "target_vs_random": verdicts})
     print("\n[4/4] leaderboard (test top-1 %, selected head; head chosen on held-out train data)\n")
     print(shown.to_string())
-    print("\nI-JEPA target encoder minus random init (points): "
-          + ", ".join(f"{p} {m:+.1f}" for p, m in margins.items()))
+    print("\n± half-width of the 95% bootstrap interval over test examples; "
+          f"↑ / ↓ / ≈: significantly better / worse than {floor} / no significant difference (paired, 95%)")
+    print("\n".join(["", *lines]))
     return margins
 
 

@@ -41,3 +41,17 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "git": git_hash(),
     }
+
+
+def compute_cost(wall_s: float, device: Any, count: int = 1) -> dict[str, Any]:
+    """What a run occupied: device kind, its name, how many, and GPU-hours = wall-clock × GPUs (None on CPU).
+
+    A CPU run has no GPU-hours: reporting its wall-clock as such would make CPU and GPU costs look alike.
+    """
+    import torch
+
+    device = torch.device(device)
+    gpu = device.type != "cpu"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    return {"device": device.type, "device_name": name, "device_count": int(count),
+            "gpu_hours": round(wall_s * count / 3600, 6) if gpu else None}

@@ -18,14 +18,22 @@ results files::
     selection       {split, head, metric}                  where the head was chosen ("train_holdout"|"val"|"test")
     heads           [{name, representation, head, lr, wd, ..., scores{split: {metric: value}}}]
     env             see ijepa_eval.env.environment()
-    timings         {extraction_s, probe_s, total_s, gpu_hours}
+    timings         {extraction_s, probe_s, total_s, device, device_name, device_count, gpu_hours}
+                                                         gpu_hours = total_s × GPUs used / 3600, null on CPU
     date            ISO 8601 UTC
     seed            int
     adaptation      "frozen" | "finetune"
     optimizer       {base_lr, base_batch, effective_lr} or null    lr rule: effective = base * batch / base_batch
-    metrics_ci      {metric: [lo, hi]}                   95% bootstrap interval over test examples
-    predictions     {file, sha256, format} or null       per-example labels + top-5, next to the JSON
-    seeds           {n, metric: {mean, std}} or null     the selected probe retrained with n seeds
+    metrics_ci      {metric: [lo, hi]}                   95% percentile bootstrap over test examples
+                                                         (ijepa_eval.stats: 1000 resamples, seed = `seed`)
+    predictions     {file, sha256, format} or null       per-example labels + top-5, next to the JSON:
+                                                         file is relative to the JSON's folder; format
+                                                         "npz-v1" = labels int32 [N], top5 int16|int32
+                                                         [N, min(5, C)] best first, indices int64 [N]
+                                                         (dataset row of each test example)
+    seeds           {n, seeds, head, metric: {mean, std, values}} or null
+                                                         the selected head retrained with seeds seed..seed+n-1
+                                                         (std: sample std, ddof 1)
 
 ``metric_directions`` says which way is better for every metric name the suite writes.
 """
@@ -34,14 +42,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import io
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ijepa_eval.errors import IjepaEvalError
-from ijepa_eval.io import atomic_write_json
+from ijepa_eval.io import atomic_open, atomic_write_json, sha256_file
 from ijepa_eval.paths import inside, safe_component
 
 SCHEMA_VERSION = 2
@@ -146,3 +158,65 @@ def iter_result_paths(paths: list[str | os.PathLike]) -> list[Path]:
         else:
             raise IjepaEvalError(f"no such result file or folder: {p}")
     return sorted(found)
+
+
+PREDICTIONS_FORMAT = "npz-v1"
+PREDICTIONS_SUFFIX = ".predictions.npz"
+
+
+@dataclass
+class Predictions:
+    """Per-example test predictions of a result's selected head."""
+
+    labels: np.ndarray  # [N] true class
+    top5: np.ndarray  # [N, k] predicted classes, best first
+    indices: np.ndarray  # [N] dataset row of each example (rows of unreadable images are absent)
+
+
+def predictions_path(result_path: str | os.PathLike) -> Path:
+    """``x__y__z.json`` -> ``x__y__z.predictions.npz`` (not matched by RESULT_GLOB)."""
+    path = Path(result_path)
+    return path.with_name(path.name.removesuffix(".json") + PREDICTIONS_SUFFIX)
+
+
+def write_predictions(path: str | os.PathLike, labels: np.ndarray, top5: np.ndarray,
+                      indices: np.ndarray) -> dict[str, Any]:
+    """Write the ``npz-v1`` file atomically and byte-reproducibly; returns the result's ``predictions`` field.
+
+    numpy's own savez stamps the current time into the zip, so the same predictions would hash differently
+    on every run; here every member has a fixed date.
+    """
+    labels, top5 = np.asarray(labels), np.asarray(top5)
+    if top5.ndim != 2 or len(top5) != len(labels) or len(indices) != len(labels):
+        raise IjepaEvalError(f"predictions need labels [N], top5 [N, k], indices [N]; got {labels.shape}, "
+                             f"{top5.shape}, {np.shape(indices)}")
+    small = top5.size == 0 or int(top5.max()) <= np.iinfo(np.int16).max
+    arrays = {"labels": labels.astype(np.int32), "top5": top5.astype(np.int16 if small else np.int32),
+              "indices": np.asarray(indices, dtype=np.int64)}
+    path = Path(path)
+    with atomic_open(path, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, arr in arrays.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, arr, allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue(),
+                        compress_type=zipfile.ZIP_DEFLATED)
+    return {"file": path.name, "sha256": sha256_file(path), "format": PREDICTIONS_FORMAT}
+
+
+def load_predictions(record: ResultRecord, result_path: str | os.PathLike) -> Predictions | None:
+    """The predictions a result points to, checked against its sha256; None when it has none (schema 1)."""
+    field_ = record.predictions
+    if not field_:
+        return None
+    if field_.get("format") != PREDICTIONS_FORMAT:
+        raise IjepaEvalError(f"{result_path}: predictions format {field_.get('format')!r} is not "
+                             f"{PREDICTIONS_FORMAT!r}; upgrade ijepa-eval")
+    path = Path(result_path).parent / field_["file"]
+    if not path.is_file():
+        raise IjepaEvalError(f"{result_path}: predictions file {path} is missing; keep it next to the JSON "
+                             "or re-run the protocol")
+    if sha256_file(path) != field_.get("sha256"):
+        raise IjepaEvalError(f"{path} does not match the sha256 recorded in {result_path} (changed after the "
+                             "run); re-run the protocol")
+    with np.load(path, allow_pickle=False) as z:
+        return Predictions(z["labels"].astype(np.int64), z["top5"].astype(np.int64), z["indices"])

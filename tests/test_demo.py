@@ -31,6 +31,12 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path):
     by_key = {(r.model["label"], r.protocol["task"]): r for r in map(load_result, runs)}
     target = by_key[("ijepa-target", "clevr_count")]
     assert target.model["branch"] == "target" and by_key[("ijepa-context", "knn@clevr_count")].model["branch"] == "context"
+    assert set(summary["target_vs_random"]) == set(demo.PROTOCOLS)
+    assert set(summary["target_vs_random"].values()) <= {"win", "loss", "tie"}
+    lo, hi = summary["top1_ci"]["ijepa-target"]["clevr_count"]
+    assert lo <= summary["top1"]["ijepa-target"]["clevr_count"] <= hi
+    md = (out / "compare.md").read_text()
+    assert " ± " in md and "ijepa-target (target) − random-init = " in md
     margin = summary["top1"]["ijepa-target"]["clevr_dist"] - summary["top1"]["random-init"]["clevr_dist"]
     assert abs(summary["target_minus_random"]["clevr_dist"] - margin) < 1e-6
     for name in ("compare.md", "compare.csv", "leaderboard.png", "leaderboard.svg", "pretrain/latest.pth.tar"):

@@ -15,6 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -22,7 +23,7 @@ from ijepa_eval import demo
 from ijepa_eval.cli import main
 from ijepa_eval.leaderboard.html import PAGES, frame_table, leading_number, write_html
 from ijepa_eval.leaderboard.records import load_results
-from ijepa_eval.results import ResultRecord, iter_result_paths, write_result
+from ijepa_eval.results import ResultRecord, iter_result_paths, write_predictions, write_result
 
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">" onclick="window.__pwned=3'
 ENCODERS = {"ijepa-target": 0.0, "ijepa-context": -3.0, "random-init": -7.0}  # offsets from a base accuracy
@@ -238,16 +239,17 @@ def test_predictions_file_copied_only_from_the_results_folder(tmp_path):
     runs = tmp_path / "runs"
     (tmp_path / "secret.txt").write_text("not for publishing")
     ok = make_run(runs, "a", "clevr_count", 40.0)
-    bad = make_run(runs, "b", "clevr_count", 41.0)
+    bad = make_run(runs, "b", "clevr_dist", 41.0)  # another task: the grid pairs nothing, so nothing is read
     preds = runs / ok.name.replace(".json", ".predictions.npz")
-    preds.write_bytes(b"labels+top5")
-    for path, file in ((ok, preds.name), (bad, "../secret.txt")):
+    field = write_predictions(preds, np.arange(4), np.zeros((4, 5), int), np.arange(4))
+    for path, value in ((ok, field), (bad, {**field, "file": "../secret.txt"})):
         data = json.loads(path.read_text())
-        data["predictions"] = {"file": file, "sha256": "0" * 64, "format": "npz"}
+        data["predictions"] = value
         path.write_text(json.dumps(data))
+    written = preds.read_bytes()
     write_html(tmp_path / "site", load_results([runs]))
     pages = tmp_path / "site" / PAGES
-    assert (pages / preds.name).read_bytes() == b"labels+top5"
+    assert (pages / preds.name).read_bytes() == written
     assert f'href="{preds.name}">per-example predictions' in next(pages.glob("a-*.html")).read_text()
     assert "per-example predictions" not in next(pages.glob("b-*.html")).read_text()
     assert not any("secret" in p.name or p.read_bytes() == b"not for publishing" for p in pages.iterdir())

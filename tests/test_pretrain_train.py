@@ -50,8 +50,10 @@ def full_run(clevr_root, tmp_path_factory) -> Path:
 def test_resume_replays_the_uninterrupted_run(full_run, clevr_root, tmp_path):
     train(tiny_config(clevr_root, stop_at=3), tmp_path, progress=False)
     assert len(losses(tmp_path)) == 3
-    train(tiny_config(clevr_root), tmp_path, resume=True, progress=False)
+    summary = train(tiny_config(clevr_root), tmp_path, resume=True, progress=False)
     assert losses(tmp_path) == losses(full_run)  # bit-identical on CPU
+    timings = summary["timings"]  # a CPU run: no GPU-hours
+    assert (timings["device"], timings["device_count"], timings["gpu_hours"]) == ("cpu", 1, None) and timings["wall_s"] > 0
     a = torch.load(full_run / "latest.pth.tar", weights_only=True)
     b = torch.load(tmp_path / "latest.pth.tar", weights_only=True)
     for key in ("encoder", "predictor", "target_encoder"):

@@ -251,7 +251,10 @@ def test_protocol_runs_end_to_end_through_the_cli(world, tmp_path, protocol, cap
     assert selected["scores"]["test"] == r.metrics
     assert r.features["mode"] == "cached" and r.features["representations"] == ["lastPOOL", "concatPOOL4"]
     assert r.dataset["sizes"][r.dataset["test_split"]] > 0 and r.dataset["fingerprint"]
-    assert r.env["torch"] and r.timings["total_s"] > 0 and "gpu_hours" not in r.timings
+    assert r.env["torch"] and r.timings["total_s"] > 0
+    # a CPU run: device recorded, no GPU-hours (wall-clock on a CPU is not GPU time)
+    assert (r.timings["device"], r.timings["device_count"], r.timings["gpu_hours"]) == ("cpu", 1, None)
+    check_predictions_and_intervals(path, r)
     if protocol.startswith("in1k_1pct"):  # the split file's provenance travels with the result
         info = r.dataset["split_info"]
         assert info["official"] is False and len(info["split_sha256"]) == 64 and info["split_file"]
@@ -278,6 +281,56 @@ def test_batch_size_override_rescales_the_recorded_lr(world, tmp_path):
     r = load_result(path)
     assert r.optimizer == {"base_lr": 0.01, "base_batch": 256, "effective_lr": pytest.approx(0.0025)}
     assert [h["lr"] for h in r.heads] == pytest.approx([0.0025] * 4)  # {lastPOOL, concatPOOL4} x {bn_linear, linear}
+
+
+def check_predictions_and_intervals(path, r):
+    """The predictions file next to the JSON reproduces the reported metrics; every interval holds them."""
+    import numpy as np
+
+    assert r.predictions["file"] == path.name.replace(".json", ".predictions.npz")
+    npz = path.parent / r.predictions["file"]
+    assert r.predictions["sha256"] == sha256_file(npz) and r.predictions["format"] == "npz-v1"
+    with np.load(npz) as z:
+        labels, top5, indices = z["labels"], z["top5"], z["indices"]
+    assert labels.dtype == np.int32 and top5.dtype == np.int16 and len(labels) == r.dataset["sizes"][r.dataset["test_split"]]
+    assert top5.shape == (len(labels), min(5, r.dataset["num_classes"])) and (indices == np.arange(len(labels))).all()
+    top1 = 100.0 * np.mean(top5[:, 0] == labels)
+    top5_acc = 100.0 * np.mean((top5 == labels[:, None]).any(1))
+    per_class = [np.mean(top5[labels == c, 0] == c) for c in np.unique(labels)]
+    assert r.metrics["top1"] == pytest.approx(top1) and r.metrics["top5"] == pytest.approx(top5_acc)
+    assert r.metrics["mean_per_class_acc"] == pytest.approx(100.0 * np.mean(per_class))
+    assert set(r.metrics_ci) == set(r.metrics)
+    for metric, (lo, hi) in r.metrics_ci.items():
+        assert lo <= r.metrics[metric] + 1e-9 and r.metrics[metric] <= hi + 1e-9 and 0 <= lo <= hi <= 100
+
+
+def test_seeds_retrain_the_selected_head_and_record_mean_and_std(world, tmp_path, capsys):
+    """--seeds 3: the selected head alone with seeds 0, 1, 2; the grid and selection are those of a plain run,
+    and seed 0 (the recipe's) reproduces the reported numbers (a head alone = the same head in the grid)."""
+    import statistics
+
+    args = cli_args(world, ["transfer", "--dataset", "cifar100"], "cifar100", tmp_path)
+    assert main(args) == 0
+    plain = load_result(next(tmp_path.glob("*.json")))
+    assert plain.seeds is None
+    assert main([*args, "--seeds", "3"]) == 0  # the plain result lacks seeds: run again, not skipped
+    assert "over 3 probe seeds: top1" in capsys.readouterr().out
+    r = load_result(next(tmp_path.glob("*.json")))
+    assert (r.selection, r.metrics) == (plain.selection, plain.metrics)
+    assert (r.seeds["n"], r.seeds["seeds"], r.seeds["head"]) == (3, [0, 1, 2], r.selection["head"])
+    one_example = 100.0 / r.dataset["sizes"]["test"]
+    for metric in ("top1", "top5", "mean_per_class_acc"):
+        s = r.seeds[metric]
+        assert len(s["values"]) == 3 and s["values"][0] == pytest.approx(r.metrics[metric], abs=one_example)
+        assert s["mean"] == pytest.approx(statistics.mean(s["values"]))
+        assert s["std"] == pytest.approx(statistics.stdev(s["values"]))
+
+    knn = cli_args(world, ["knn", "--dataset", "cifar100"], "cifar100", tmp_path / "knn", "--seeds", "2")
+    assert main(knn) == 0
+    r = load_result(next((tmp_path / "knn").glob("*.json")))
+    assert r.seeds["top1"] == {"mean": r.metrics["top1"], "std": 0.0, "values": [r.metrics["top1"]] * 2}
+    with pytest.raises(ConfigError, match="--seeds must be at least 2"):
+        run_protocol("knn", world["ckpt"], root=world["roots"]["cifar100"], seeds=1)
 
 
 def test_console_script_and_paper_augmentation_mode(world, tmp_path):

@@ -17,7 +17,10 @@ models.yaml places results in paper rows when their JSON has no model.meta:
 COMPARE_EPILOG = """examples:
   ijepa-eval compare ijepa.pth.tar mae.pth dino.pth --protocols cifar100,clevr_count --root /data
   ijepa-eval compare a.pth b.pth --protocols clevr_count --labels ours,baseline --plot
-  ijepa-eval compare --results results/runs --protocols cifar100,places205"""
+  ijepa-eval compare --results results/runs --protocols cifar100,places205 --reference mae
+Cells: value ± half-width of the 95% bootstrap interval, then ↑ / ↓ / ≈ = significantly better / worse than
+the reference row (default: the first) / no significant difference, by a paired test on the same test
+examples (McNemar exact for top1/top5, paired bootstrap for mean_per_class_acc)."""
 
 PLOT_EPILOG = """examples:
   ijepa-eval plot bars results/runs --protocols cifar100,clevr_count --out results/tables/bars
@@ -76,28 +79,39 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rows = compare.run_checkpoints(args.checkpoints, protocols, labels=labels, root=args.root, out_dir=out,
                                        cache_dir=args.cache_dir, device=args.device)
         protocols = None  # columns: the recipes' names (a protocol may have been given as a YAML path)
-    shown, flat = compare.compare_frames(rows, protocols, args.metric)
-    notes = compare.footnotes(rows, list(shown.columns[1:]))
+    protocols = protocols or list(dict.fromkeys(p for _, cells in rows for p in cells))
+    reference = compare.reference_row(rows, args.reference)
+    tests, skipped = compare.significance(rows, protocols, args.metric, reference)
+    shown, flat = compare.compare_frames(rows, protocols, args.metric, tests)
+    footnotes = compare.footnotes(rows, protocols)
     print(shown.to_string(index=False))
-    if notes:
-        print("\n" + "\n".join(notes))
+    lines = compare.significance_lines(tests, rows, args.metric, reference) + skipped
+    if lines:
+        print("\n".join(["", f"against {reference} (95%, same test examples):", *lines]))
+    if footnotes:
+        print("\n" + "\n".join(footnotes))
+    notes = compare.significance_notes(tests, skipped, rows, args.metric, reference) + footnotes
     written = compare.write_compare(shown, flat, out, args.metric, notes)
     if args.plot:
-        written += plots.bars(compare.values(rows, list(shown.columns[1:]), args.metric), f"{out}/compare_bars", args.metric)
+        written += plots.bars(compare.values(rows, protocols, args.metric), f"{out}/compare_bars", args.metric,
+                              compare.intervals(rows, protocols, args.metric))
     print("wrote " + ", ".join(map(str, written)))
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from ijepa_eval.errors import ConfigError
-    from ijepa_eval.leaderboard import plots
+    from ijepa_eval.leaderboard import compare, plots
     from ijepa_eval.leaderboard.paper import load_compute, load_paper
     from ijepa_eval.leaderboard.records import load_manifest, load_results
 
     results = load_results(args.results, load_manifest(args.models), skip_missing=args.kind == "scatter")
     if args.kind == "bars":
         protocols = _csv_list(args.protocols) if args.protocols else None
-        written = plots.bars(plots.bar_values(results, protocols, args.metric), args.out, args.metric)
+        values = plots.bar_values(results, protocols, args.metric)
+        protocols = protocols or sorted({p for v in values.values() for p in v})
+        cis = compare.intervals(compare.rows_from_results(results), protocols, args.metric)
+        written = plots.bars(values, args.out, args.metric, cis)
     elif args.kind == "scatter":
         written = plots.scatter(load_paper(args.paper), load_compute(), results, args.out)
     else:
@@ -161,6 +175,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="torch device for the runs (default: cuda when available)")
     p.add_argument("--results", nargs="+", help="build the table from existing result JSONs / folders instead")
     p.add_argument("--metric", default="top1", help="metric shown in each cell")
+    p.add_argument("--reference", help="row the others are tested against: its label, with or without ' (branch)'; "
+                   "the first row when not given")
     p.add_argument("--plot", action="store_true", help="also write compare_bars.png/.svg")
     p.set_defaults(func=cmd_compare)
 

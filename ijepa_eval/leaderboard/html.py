@@ -31,7 +31,7 @@ from ijepa_eval.errors import ConfigError
 from ijepa_eval.io import atomic_open, atomic_write_text
 from ijepa_eval.leaderboard import compare, plots
 from ijepa_eval.leaderboard.paper import PROTOCOL_SOURCES, load_compute, load_paper, our_protocols
-from ijepa_eval.leaderboard.records import Result
+from ijepa_eval.leaderboard.records import CONTEXT_MARK, Result
 from ijepa_eval.leaderboard.render import MISSING, fmt
 from ijepa_eval.leaderboard.tables import OURS_MODEL, BuiltTable, Model, build_tables, group_models
 from ijepa_eval.results import METRIC_DIRECTIONS
@@ -136,16 +136,11 @@ def frame_table(
     return Table(table_id, columns, rows, note)
 
 
-def _interval(r: Result, metric: str) -> list[float] | None:
-    ci = (r.record.metrics_ci or {}).get(metric)
-    return [float(ci[0]), float(ci[1])] if ci and len(ci) == 2 else None
-
-
-def _ci_text(ci: list[float] | None) -> str | None:
+def _ci_text(ci: Sequence[float] | None) -> str | None:
     return f"[{ci[0]:.1f}, {ci[1]:.1f}]" if ci else None
 
 
-def delta_class(delta: float, paper: float | None, ci: list[float] | None, higher_is_better: bool) -> str:
+def delta_class(delta: float, paper: float | None, ci: Sequence[float] | None, higher_is_better: bool) -> str:
     """Colour of a Δ = ours − paper cell: the paper value inside our 95% interval, better, worse or equal."""
     if ci and paper is not None and ci[0] <= paper <= ci[1]:
         return "delta-in-ci"
@@ -173,7 +168,7 @@ def paper_section(t: BuiltTable, models: dict[str, Model], hrefs: dict[Path, str
         ours = model.best(p, metric, comparable=True) if p and model else None
         if ours is None:
             return
-        ci = _interval(ours, metric)
+        ci = ours.ci(metric)
         if column == f"{p} ours":
             cell.href = hrefs[ours.path]
             cell.title = f"{ours.protocol}: 95% interval {_ci_text(ci)}" if ci else ours.protocol
@@ -197,14 +192,17 @@ def paper_section(t: BuiltTable, models: dict[str, Model], hrefs: dict[Path, str
 def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str) -> Table:
     """Models × protocols as ``compare`` prints them, each cell linking to its run."""
     rows = compare.rows_from_results(results)
-    shown, _ = compare.compare_frames(rows, None, metric)
+    protocols = list(dict.fromkeys(p for _, cells in rows for p in cells))
+    tests, _ = compare.significance(rows, protocols, metric)  # marks against the first row, as `compare`
+    shown, _ = compare.compare_frames(rows, protocols, metric, tests)
     cells_of = dict(rows)
 
     def decorate(row: dict[str, Any], column: str, cell: Cell) -> None:
-        r = cells_of[row["model"]].get(column)
+        name = row["model"]  # compare_frames marks context rows whose label did not carry the mark yet
+        r = (cells_of.get(name) or cells_of[name.removesuffix(CONTEXT_MARK)]).get(column)
         if r is not None and cell.value is not None:
             cell.href = hrefs[r.path]
-            cell.title = f"95% interval {_ci_text(ci)}" if (ci := _interval(r, metric)) else None
+            cell.title = f"95% interval {_ci_text(ci)}" if (ci := r.ci(metric)) else None
 
     return frame_table(shown, "grid", list(shown.columns[1:]), model_column="model", decorate=decorate,
                        note="newest result per model and protocol; click a number to open its run")
@@ -212,7 +210,7 @@ def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str) -> Ta
 
 def metric_cell(r: Result, metric: str) -> Cell:
     value = r.metric(metric)
-    return Cell(fmt(value), value, _base_class(fmt(value), True), ci=_ci_text(_interval(r, metric)))
+    return Cell(fmt(value), value, _base_class(fmt(value), True), ci=_ci_text(r.ci(metric)))
 
 
 def results_table(results: list[Result], hrefs: dict[Path, str], metrics: Sequence[str]) -> Table:

@@ -35,8 +35,10 @@ def save(fig: Figure, stem: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def bars(values: dict[str, dict[str, float | None]], stem: str | os.PathLike, metric: str = "top1") -> list[Path]:
-    """One group per protocol, one bar per model; missing runs are left as gaps."""
+def bars(values: dict[str, dict[str, float | None]], stem: str | os.PathLike, metric: str = "top1",
+         intervals: dict[str, dict[str, tuple[float, float] | None]] | None = None) -> list[Path]:
+    """One group per protocol, one bar per model; missing runs are left as gaps. ``intervals`` (model ->
+    protocol -> (lo, hi)) draws each bar's 95% interval as an error bar."""
     models = list(values)
     protocols = list(dict.fromkeys(p for v in values.values() for p in v))
     if not models or not protocols:
@@ -49,12 +51,16 @@ def bars(values: dict[str, dict[str, float | None]], stem: str | os.PathLike, me
         heights = [values[model].get(p) for p in protocols]
         xs = [x[j] + (i - (len(models) - 1) / 2) * width for j, h in enumerate(heights) if h is not None]
         hs = [h for h in heights if h is not None]
-        container = ax.bar(xs, hs, width, label=model)
-        ax.bar_label(container, fmt="%.1f", fontsize=7)
+        cis = [(intervals or {}).get(model, {}).get(p) for p, h in zip(protocols, heights, strict=True) if h is not None]
+        # asymmetric error bars: a percentile interval need not be centred on the value
+        yerr = np.array([[max(0.0, h - ci[0]), max(0.0, ci[1] - h)] if ci else [0.0, 0.0] for h, ci in zip(hs, cis, strict=True)]).T
+        container = ax.bar(xs, hs, width, label=model, yerr=yerr if any(cis) else None, capsize=2,
+                           error_kw={"elinewidth": 0.8})
+        ax.bar_label(container, fmt="%.1f", fontsize=7, padding=2)
     ax.set_xticks(x, protocols)
     ax.set_ylabel(f"{metric} (%)")
     ax.legend(fontsize=8)
-    ax.set_title("Frozen-feature evaluation")
+    ax.set_title("Frozen-feature evaluation" + (" (error bars: 95% bootstrap intervals)" if intervals else ""))
     return save(fig, stem)
 
 
@@ -78,7 +84,8 @@ def scatter_points(paper: pd.DataFrame, compute: pd.DataFrame, results: list[Res
         hours = model.meta.get("gpu_hours")
         best = model.best(SCATTER_PROTOCOL, "top1")
         if hours is not None and best is not None:
-            ours.append({"label": model.display, "x": float(hours), "y": best.metric("top1"), "bound": ""})
+            ours.append({"label": model.display, "x": float(hours), "y": best.metric("top1"), "bound": "",
+                         "ci": best.ci("top1")})
     return theirs, ours
 
 
@@ -89,6 +96,10 @@ def scatter(paper: pd.DataFrame, compute: pd.DataFrame, results: list[Result], s
     for points, style in ((theirs, {"marker": "s", "color": "tab:gray"}), (ours, {"marker": "o", "color": "tab:blue"})):
         for p in points:
             ax.scatter([p["x"]], [p["y"]], s=40, **style)
+            if p.get("ci"):  # our 95% interval over test examples
+                lo, hi = p["ci"]
+                ax.errorbar([p["x"]], [p["y"]], yerr=[[max(0.0, p["y"] - lo)], [max(0.0, hi - p["y"])]],
+                            color=style["color"], capsize=2, elinewidth=0.8)
             label = p["label"]
             if p["bound"] == "<":  # the paper gives an upper bound on the hours: a dashed tail to fewer hours
                 ax.plot([p["x"] * 0.6, p["x"]], [p["y"], p["y"]], ls="--", color=style["color"])

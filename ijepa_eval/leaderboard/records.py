@@ -16,7 +16,7 @@ import yaml
 
 from ijepa_eval.errors import ConfigError, IjepaEvalError
 from ijepa_eval.leaderboard.splits import data_issues
-from ijepa_eval.results import ResultRecord, iter_result_paths, load_result
+from ijepa_eval.results import Predictions, ResultRecord, iter_result_paths, load_predictions, load_result
 
 # Rows from a context (online) encoder, e.g. transformers' and timm's I-JEPA conversions, are marked.
 CONTEXT_MARK = "†"
@@ -73,6 +73,22 @@ class Result:
     def metric(self, name: str) -> float | None:
         value = self.record.metrics.get(name)
         return None if value is None else float(value)
+
+    def ci(self, name: str) -> tuple[float, float] | None:
+        """95% bootstrap interval of a metric, if the result has one (schema 2)."""
+        pair = (self.record.metrics_ci or {}).get(name)
+        return None if pair is None else (float(pair[0]), float(pair[1]))
+
+    @cached_property
+    def predictions(self) -> Predictions | None:
+        """Per-example test predictions, sha256-checked (a one-line error if the file changed); None if none."""
+        return load_predictions(self.record, self.path)
+
+    def test_set(self) -> tuple[Any, ...]:
+        """What must agree for a paired comparison: dataset, reported split, its fingerprint and size."""
+        d = self.record.dataset
+        split = d.get("test_split")
+        return (d.get("name"), split, (d.get("fingerprint") or {}).get(split), (d.get("sizes") or {}).get(split))
 
     def winning_head(self) -> str:
         """'representation/head' of the selected head, e.g. 'concatPOOL4/bn_linear'."""

@@ -12,6 +12,8 @@ from ijepa_eval.io import atomic_write_text
 
 FORMATS = ("md", "csv", "tex")
 MISSING = "—"
+LATEX_GLYPHS = {"Δ": r"$\Delta$", MISSING: "---", "×": r"$\times$", "±": r"$\pm$", "↑": r"$\uparrow$",
+                "↓": r"$\downarrow$", "≈": r"$\approx$"}
 
 
 def parse_formats(text: str) -> tuple[str, ...]:
@@ -40,10 +42,12 @@ def markdown(df: pd.DataFrame) -> str:
 
 
 def latex(df: pd.DataFrame, caption: str) -> str:
-    """booktabs tabular via pandas; Δ and — spelled so plain pdflatex compiles it."""
+    """booktabs tabular via pandas; Δ, —, ± and the significance marks spelled so plain pdflatex compiles it."""
     caption = "".join("\\" + c if c in "&%$#_{}" else c for c in caption)
     text = df.to_latex(index=False, escape=True, caption=caption)
-    return text.replace("Δ", r"$\Delta$").replace(MISSING, "---").replace("×", r"$\times$")
+    for glyph, tex in LATEX_GLYPHS.items():
+        text = text.replace(glyph, tex)
+    return text
 
 
 def write_frame(df: pd.DataFrame, stem: str | os.PathLike, formats: tuple[str, ...], caption: str, md: str | None = None) -> list[Path]:

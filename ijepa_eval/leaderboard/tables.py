@@ -5,6 +5,17 @@ agrees with the row's method, arch, epochs, data and masking (``paper.row_matche
 on the paper's data (``splits.data_issues``: dataset, reported split, images per split, classes, 1% split
 file). Results that fit no row of a table, or ran on other data (CLEVR-mini, a subset), go to that table's
 "ours only" section with the reason.
+
+Cell text (the same in Markdown, CSV, LaTeX and the HTML page, which renders these strings):
+
+- a value: ``72.4 ± 1.3`` = our number ± half the width of its 95% bootstrap interval over test examples,
+  ``(hi − lo) / 2``, both to 0.1 (the interval itself is in the result's ``metrics_ci``); ``72.4`` when the
+  result has no interval (schema 1); ``—`` when there is no run;
+- a significance mark after a value, against a reference on the same test examples (``compare``) or after a
+  Δ against the paper's value: ``↑`` significantly higher at 95%, ``↓`` significantly lower, ``≈`` no
+  significant difference; no mark when the two cannot be compared (no predictions, another test set);
+- a Δ cell: ``+1.2 ≈`` = ours − paper, and the paper's value lies inside our 95% interval; ``+3.4 ↑`` /
+  ``−3.4 ↓`` = it lies outside, below / above it; ``+1.2`` when we have no interval.
 """
 
 from __future__ import annotations
@@ -30,6 +41,10 @@ from ijepa_eval.leaderboard.paper import (
 from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result, latest_by_model_protocol
 from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
 
+WIN, LOSS, TIE = "↑", "↓", "≈"
+MARKS = {"win": WIN, "loss": LOSS, "tie": TIE}
+CELL_LEGEND = (f"x ± h: value ± half-width of its 95% bootstrap interval over test examples; {WIN} / {LOSS}: "
+               f"significantly higher / lower at 95%, {TIE}: no significant difference")
 KEY_TITLES = {"method": "Method", "arch": "Arch", "epochs": "Epochs", "data": "Data", "masking": "Masking"}
 OURS_MODEL = "Ours (model)"
 SELECTED_ON = "Selected on"
@@ -65,6 +80,30 @@ class BuiltTable:
     ours_only: pd.DataFrame
     sources: list[str]
     results: list[Result] = field(default_factory=list)  # every result shown, for the footnotes
+
+
+def value_cell(value: float | None, ci: tuple[float, float] | None = None) -> str:
+    """``72.4 ± 1.3`` (see the module docstring); ``72.4`` without an interval, ``—`` without a value."""
+    if value is None or ci is None:
+        return fmt(value)
+    return f"{fmt(value)} ± {(ci[1] - ci[0]) / 2:.1f}"
+
+
+def marked(cell: str, verdict: str | None) -> str:
+    """A cell followed by its significance mark (``win``/``loss``/``tie``); unchanged when not compared."""
+    return f"{cell} {MARKS[verdict]}" if verdict else cell
+
+
+def delta_verdict(paper: float, ci: tuple[float, float]) -> str:
+    """Where the paper's value lies against our interval: inside = tie, below it = win, above it = loss."""
+    return "tie" if ci[0] <= paper <= ci[1] else ("win" if paper < ci[0] else "loss")
+
+
+def delta_cell(ours: float | None, paper: float | None, ci: tuple[float, float] | None) -> str:
+    """``ours − paper`` with the mark saying whether the paper's value lies inside our 95% interval."""
+    if ours is None or paper is None:
+        return fmt(None)
+    return marked(fmt(ours - paper, signed=True), delta_verdict(paper, ci) if ci else None)
 
 
 def group_models(results: list[Result]) -> list[Model]:
@@ -109,16 +148,17 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
                 ours = model.best(p, metric, comparable=True, adaptation=how) if model else None
                 value = ours.metric(metric) if ours else None
                 ref = paper.get(p)
+                ci = ours.ci(metric) if ours else None
                 line[f"{p} paper"] = fmt(ref)
                 if how:
                     line[f"{p} paper adaptation"] = how
                     for kind in ADAPTATIONS:
                         r = model.best(p, metric, comparable=True, adaptation=kind) if model else None
-                        line[f"{p} ours {kind}"] = fmt(r.metric(metric) if r else None)
+                        line[f"{p} ours {kind}"] = value_cell(r.metric(metric), r.ci(metric)) if r else MISSING
                         if r and r is not ours:
                             sources.append(_source(model, p, r))
-                line[f"{p} ours"] = fmt(value)
-                line[f"{p} Δ"] = fmt(value - ref if value is not None and ref is not None else None, signed=True)
+                line[f"{p} ours"] = value_cell(value, ci)
+                line[f"{p} Δ"] = delta_cell(value, ref, ci)
                 if ours:
                     placed.append(ours)
                     shown_results.append(ours)
@@ -135,7 +175,7 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
         shown, why = [], [] if in_row else [NO_ROW]
         for p in spec.protocols:
             ours = model.best(p, metric, comparable=False if in_row else None)
-            line[f"{p} ours"] = fmt(ours.metric(metric) if ours else None)
+            line[f"{p} ours"] = value_cell(ours.metric(metric), ours.ci(metric)) if ours else MISSING
             if ours:
                 shown.append(ours)
                 shown_results.append(ours)
@@ -167,7 +207,9 @@ def table_markdown(t: BuiltTable) -> str:
         f"{MISSING} = no run. A result fills a paper cell only if it was evaluated on the paper's data "
         f"(results/paper/README.md). {SELECTED_ON}: where the head was chosen; `test` is the paper's convention "
         f"(chosen on the reported split, optimistic), `train_holdout` and `val` are held out, `none` made no "
-        f"choice (a fine-tuning run's last epoch).\n",
+        f"choice (a fine-tuning run's last epoch). "
+        f"ours = value ± half-width of its 95% bootstrap interval over test examples; after Δ, {TIE}: the "
+        f"paper's value lies inside that interval, {WIN} / {LOSS}: ours is significantly above / below it.\n",
         *[f"{p}: the paper adapted each row by fine-tuning or a frozen probe, whichever worked best for the "
           f"method (`{p} paper adaptation`); `ours finetune` and `ours frozen` are our best fine-tuned and frozen "
           f"results, and `ours` / Δ use the paper's adaptation for the row.\n"

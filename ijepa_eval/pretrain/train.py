@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision import transforms as T
 
+from ijepa_eval.env import compute_cost
 from ijepa_eval.errors import ConfigError, DatasetError
 from ijepa_eval.io import atomic_write_json, atomic_write_text
 from ijepa_eval.pretrain import checkpoint as ckpt
@@ -270,6 +271,8 @@ def train(
     """Train, write ``out_dir/latest.pth.tar`` (official format) and ``out_dir/log.jsonl``; return a summary."""
     from tqdm import tqdm
 
+    started = time.perf_counter()
+
     cfg = cfg.validate()
     # record the actual widths (not 0 = "from model_name") so the checkpoint's config says what was built
     cfg = replace(
@@ -439,7 +442,10 @@ def train(
     bar.close()
     if world_size > 1:
         dist.barrier()
-    return {"steps": stop_step, "last_loss": last_loss, "checkpoint": str(out_dir / CKPT_NAME)}
+    # this session's cost (a resumed run adds its earlier sessions' own); GPU-hours count every rank's GPU
+    wall_s = time.perf_counter() - started
+    return {"steps": stop_step, "last_loss": last_loss, "checkpoint": str(out_dir / CKPT_NAME),
+            "timings": {"wall_s": round(wall_s, 3), **compute_cost(wall_s, device, world_size)}}
 
 
 def _append(path: Path, row: dict) -> None:

@@ -293,13 +293,17 @@ class LinearGrid:
         return [{"loss": a, "top1": b} for a, b in zip(loss, acc, strict=True)]
 
     @torch.no_grad()
-    def evaluate(self, batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]]) -> list[dict[str, float]]:
-        """Scores of every head on (representations, labels) batches; see probes.metrics."""
+    def predict(self, batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """([H, N, k] top-k classes of every head, [N] labels) over (representations, labels) batches."""
         preds, labels = [], []
         for reps, y in batches:
             preds.append(topk_predictions(self.logits(reps)))
             labels.append(y)  # moved once by scores_from_topk, not with a blocking copy per batch
-        return scores_from_topk(torch.cat(preds, 1), torch.cat(labels), self.num_classes)
+        return torch.cat(preds, 1), torch.cat(labels)
+
+    def evaluate(self, batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]]) -> list[dict[str, float]]:
+        """Scores of every head on (representations, labels) batches; see probes.metrics."""
+        return scores_from_topk(*self.predict(batches), self.num_classes)
 
 
 def _resident(features: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -377,10 +381,16 @@ def fit_linear_grid(features: Mapping[str, torch.Tensor], labels: torch.Tensor, 
     return grid, stats
 
 
-def evaluate_grid(grid: LinearGrid, features: Mapping[str, torch.Tensor], labels: torch.Tensor,
-                  index: torch.Tensor | None = None, batch_size: int = 4096) -> list[dict[str, float]]:
-    """Every head's top1/top5/mean-per-class on cached features (rows ``index``, default all)."""
+def predict_grid(grid: LinearGrid, features: Mapping[str, torch.Tensor], labels: torch.Tensor,
+                 index: torch.Tensor | None = None, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """([H, N, k] every head's top-k classes, [N] labels) on cached features (rows ``index``, default all)."""
     feats = _resident({k: v for k, v in features.items() if k in grid.representations}, grid.device)
     labels = torch.as_tensor(labels, dtype=torch.int64)
     index = torch.arange(len(labels)) if index is None else torch.as_tensor(index, dtype=torch.int64)
-    return grid.evaluate(iterate_batches(feats, labels, index, batch_size))
+    return grid.predict(iterate_batches(feats, labels, index, batch_size))
+
+
+def evaluate_grid(grid: LinearGrid, features: Mapping[str, torch.Tensor], labels: torch.Tensor,
+                  index: torch.Tensor | None = None, batch_size: int = 4096) -> list[dict[str, float]]:
+    """Every head's top1/top5/mean-per-class on cached features (rows ``index``, default all)."""
+    return scores_from_topk(*predict_grid(grid, features, labels, index, batch_size), grid.num_classes)

@@ -19,7 +19,8 @@ COMMON_EXAMPLES = """
 common options: key=value overrides any recipe field (epochs=5 batch_size=1024 optimizer.base_lr=0.1 seed=1),
   written together after the options;
   --select-on test reproduces the paper's (optimistic) head selection on the reported split;
-  --aug paper re-encodes RandomResizedCrop+flip images every epoch (GPU) instead of cached features."""
+  --aug paper re-encodes RandomResizedCrop+flip images every epoch (GPU) instead of cached features;
+  --seeds 5 retrains the selected head with 5 seeds and records mean ± std (grid and selection unchanged)."""
 
 VERBS: dict[str, dict[str, Any]] = {
     "linear": dict(
@@ -137,9 +138,19 @@ def print_summary(path: Path) -> None:
         held, test = h["scores"].get(sel["split"], {}), h["scores"].get("test", {})
         print(f"{mark}{h['name']:<41} {held.get('top1', float('nan')):>18.2f} {test.get('top1', float('nan')):>10.2f} "
               f"{test.get('top5', float('nan')):>10.2f}")
-    m = r.metrics
-    print(f"selected on {sel['split']}: {sel['head']} -> top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  "
-          f"mean per-class {m['mean_per_class_acc']:.2f}  ({r.timings.get('total_s', 0):.1f} s)")
+    m, ci = r.metrics, r.metrics_ci
+
+    def shown(metric: str) -> str:
+        lo_hi = f" [{ci[metric][0]:.2f}, {ci[metric][1]:.2f}]" if metric in ci else ""
+        return f"{m[metric]:.2f}{lo_hi}"
+
+    print(f"selected on {sel['split']}: {sel['head']} -> top1 {shown('top1')}  top5 {shown('top5')}  "
+          f"mean per-class {shown('mean_per_class_acc')}  ({r.timings.get('total_s', 0):.1f} s)")
+    if ci:
+        print("[lo, hi]: 95% bootstrap interval over test examples")
+    if r.seeds:
+        print(f"over {r.seeds['n']} probe seeds: " + "  ".join(
+            f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in r.seeds.items() if isinstance(v, dict)))
     print(f"result: {path}")
 
 
@@ -160,7 +171,7 @@ def cmd_protocols(args: argparse.Namespace) -> int:
                 name, ckpt, branch=args.branch, arch=parse_arch(args.arch), root=args.root, out_dir=args.out,
                 cache_dir=args.cache_dir, overrides={**extra, **base}, skip_existing=not args.no_skip_existing,
                 device=args.device, label=args.label, trust_checkpoint=args.trust_checkpoint,
-                num_workers=args.workers, progress=not args.quiet,
+                num_workers=args.workers, progress=not args.quiet, seeds=args.seeds,
             )
         except IjepaEvalError as err:
             if args.command != "suite":
@@ -239,6 +250,8 @@ def _add_common(parser: argparse.ArgumentParser, aug: bool = True) -> None:
                             help="cached features (fast, default) or the paper's augmented probe training")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--seed", type=int_at_least(0), default=None, help="seed for holdout, shuffling, init (default: recipe's)")
+    parser.add_argument("--seeds", type=int_at_least(2), default=None, metavar="N",
+                        help="also retrain the selected head with N seeds (N >= 2) and record mean ± std")
     parser.add_argument("--workers", type=int_at_least(0), default=None, help="data loader workers (default: spare cores)")
     parser.add_argument("--label", default=None, help="model name in result files and tables")
     parser.add_argument("--no-skip-existing", action="store_true",

@@ -1,12 +1,14 @@
 """The three probe kinds behind one small interface, so the runner's selection logic is written once.
 
 A probe holds a set of heads (grid points); ``fit`` trains them all on some rows of the training features,
-``score`` returns every head's top1/top5/mean-per-class on other features. For kNN a "head" is a
-(representation, k) pair and fitting just stores the training set.
+``predict`` returns every head's top-5 classes per example and ``score`` their top1/top5/mean-per-class.
+For kNN a "head" is a (representation, k) pair and fitting just stores the training set. ``narrow`` turns a
+recipe into the one-head recipe of a chosen head (``--seeds`` retrains just the selected probe).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,21 +19,40 @@ from torch.utils.data import DataLoader, Subset
 from ijepa_eval.features import parse_representation
 from ijepa_eval.features.extract import default_workers
 from ijepa_eval.probes import (
-    evaluate_grid,
-    evaluate_logreg,
     few_shot_rows,
     fit_linear_grid,
     fit_logreg,
     head_grid,
-    knn_scores,
+    knn_topk,
+    predict_grid,
+    scores_from_topk,
+    topk_predictions,
 )
 from ijepa_eval.probes.linear import LinearGrid
-from ijepa_eval.protocols.recipes import Recipe
+from ijepa_eval.protocols.recipes import GridSpec, Recipe
 
 Features = Mapping[str, torch.Tensor]
 
 
-class LinearProbe:
+class Probe:
+    """What the runner needs of every probe kind."""
+
+    heads: list[dict[str, Any]]
+    num_classes: int
+
+    def predict(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> torch.Tensor:
+        """[H, N, k] top-k classes of every head on ``rows`` (default all), best first."""
+        raise NotImplementedError
+
+    def score(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> list[dict[str, float]]:
+        y = labels if rows is None else labels[rows]
+        return scores_from_topk(self.predict(feats, labels, rows), torch.from_numpy(y), self.num_classes)
+
+    def train_scores(self) -> list[dict[str, float]]:
+        return []
+
+
+class LinearProbe(Probe):
     def __init__(self, recipe: Recipe, representations: list[str], num_classes: int, device: torch.device,
                  progress: bool):
         g = recipe.grid
@@ -81,16 +102,20 @@ class LinearProbe:
                 self.train_stats = grid.end_epoch()
         self.grid = grid
 
-    def score(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> list[dict[str, float]]:
-        assert self.grid is not None, "fit before score"
+    def predict(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> torch.Tensor:
+        assert self.grid is not None, "fit before predict"
         index = None if rows is None else torch.from_numpy(rows)
-        return evaluate_grid(self.grid, feats, torch.from_numpy(labels), index=index)
+        return predict_grid(self.grid, feats, torch.from_numpy(labels), index=index)[0]
 
     def train_scores(self) -> list[dict[str, float]]:
         return self.train_stats
 
+    @staticmethod
+    def narrow(recipe: Recipe, head: dict[str, Any]) -> Recipe:
+        return dataclasses.replace(recipe, grid=GridSpec([head["head"]], [head["lr_mult"]], [head["wd"]]))
 
-class LogRegProbe:
+
+class LogRegProbe(Probe):
     def __init__(self, recipe: Recipe, representations: list[str], num_classes: int, device: torch.device,
                  progress: bool):
         self.recipe, self.num_classes, self.device = recipe, num_classes, device
@@ -104,17 +129,18 @@ class LogRegProbe:
         self.models = [fit_logreg(feats[r][rows], y, self.num_classes, lam, max_iter=self.recipe.logreg.max_iter,
                                   device=self.device) for r, lam in self.points]
 
-    def score(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> list[dict[str, float]]:
+    @torch.no_grad()
+    def predict(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> torch.Tensor:
         rows = np.arange(len(labels)) if rows is None else rows
-        y = torch.from_numpy(labels[rows])
-        return [evaluate_logreg([m], feats[r][rows], y, self.num_classes)[0]
-                for (r, _), m in zip(self.points, self.models, strict=True)]
+        return torch.stack([topk_predictions(m.logits(feats[r][rows])).cpu()
+                            for (r, _), m in zip(self.points, self.models, strict=True)])
 
-    def train_scores(self) -> list[dict[str, float]]:
-        return []
+    @staticmethod
+    def narrow(recipe: Recipe, head: dict[str, Any]) -> Recipe:
+        return dataclasses.replace(recipe, logreg=dataclasses.replace(recipe.logreg, lambdas=[head["lambda"]]))
 
 
-class KnnProbe:
+class KnnProbe(Probe):
     def __init__(self, recipe: Recipe, representations: list[str], num_classes: int, device: torch.device,
                  progress: bool):
         self.recipe, self.num_classes = recipe, num_classes
@@ -130,18 +156,17 @@ class KnnProbe:
         for head in self.heads:
             head["k_effective"] = min(head["k"], len(rows))
 
-    def score(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> list[dict[str, float]]:
-        assert self.train is not None, "fit before score"
+    def predict(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> torch.Tensor:
+        assert self.train is not None, "fit before predict"
         train_feats, train_labels = self.train
         rows = np.arange(len(labels)) if rows is None else rows
-        out = []
-        for r in self.representations:
-            out += knn_scores(train_feats[r], train_labels, feats[r][rows], labels[rows], self.recipe.knn.ks,
-                              self.num_classes, self.recipe.knn.temperature)
-        return out
+        knn = self.recipe.knn
+        return torch.cat([knn_topk(train_feats[r], train_labels, feats[r][rows], knn.ks, self.num_classes,
+                                   knn.temperature) for r in self.representations])
 
-    def train_scores(self) -> list[dict[str, float]]:
-        return []
+    @staticmethod
+    def narrow(recipe: Recipe, head: dict[str, Any]) -> Recipe:
+        return dataclasses.replace(recipe, knn=dataclasses.replace(recipe.knn, ks=[head["k"]]))
 
 
 PROBES = {"linear": LinearProbe, "logreg": LogRegProbe, "knn": KnnProbe}

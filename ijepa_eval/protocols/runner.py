@@ -6,6 +6,7 @@ requested until the head has been chosen on held-out training data (or the datas
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -15,13 +16,23 @@ import numpy as np
 import torch
 
 from ijepa_eval.data import describe_transform, get_dataset, train_transform
-from ijepa_eval.env import environment
+from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError, IjepaEvalError
 from ijepa_eval.features import get_features, parse_representation, resolve_device
-from ijepa_eval.probes import class_balanced_holdout, select_head
+from ijepa_eval.probes import class_balanced_holdout, scores_from_topk, select_head
 from ijepa_eval.protocols.probing import PROBES
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
-from ijepa_eval.results import METRIC_DIRECTIONS, ResultRecord, load_result, result_filename, write_result
+from ijepa_eval.results import (
+    METRIC_DIRECTIONS,
+    ResultRecord,
+    load_predictions,
+    load_result,
+    predictions_path,
+    result_filename,
+    write_predictions,
+    write_result,
+)
+from ijepa_eval.stats import bootstrap_ci, seed_summary
 from ijepa_eval.threads import fit_threads
 
 
@@ -38,8 +49,13 @@ def task_name(recipe: Recipe, name_or_yaml: str | os.PathLike) -> str:
     return recipe.name if recipe.dataset.name == default else f"{recipe.name}@{recipe.dataset.name}"
 
 
-def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe, task: str) -> Path | None:
-    """The result of an earlier run of this exact (model, branch, protocol version, config), if any."""
+def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe, task: str,
+                    seeds: int | None = None) -> Path | None:
+    """The result of an earlier run of this exact (model, branch, protocol version, config), if any.
+
+    It must also hold intact per-example predictions (results written before they existed are re-run) and,
+    when ``seeds`` is asked for, a spread over that many probe seeds.
+    """
     probe = ResultRecord(protocol={"name": recipe.name, "task": task}, model=model, features={}, dataset={},
                          metrics={}, selection={})
     path = out_dir / result_filename(probe)
@@ -47,11 +63,13 @@ def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe, task: 
         return None
     try:
         old = load_result(path)
+        intact = load_predictions(old, path) is not None
     except IjepaEvalError:
-        return None  # unreadable: run again and overwrite atomically
+        return None  # unreadable, or its predictions are gone: run again and overwrite atomically
     same = (old.model.get("sha256") == model["sha256"] and old.model.get("branch") == model["branch"]
             and old.protocol.get("version") == recipe.version and old.protocol.get("config") == recipe.to_dict())
-    return path if same else None
+    seeded = not seeds or (old.seeds or {}).get("n") == seeds
+    return path if same and intact and seeded else None
 
 
 def representation_views(fs: Any, names: list[str]) -> dict[str, torch.Tensor]:
@@ -87,9 +105,16 @@ def run_protocol(
     trust_checkpoint: bool = False,
     num_workers: int | None = None,
     progress: bool = True,
+    seeds: int | None = None,
 ) -> Path:
-    """Run one protocol on one checkpoint (path, timm name or Encoder object); returns the result JSON path."""
+    """Run one protocol on one checkpoint (path, timm name or Encoder object); returns the result JSON path.
+
+    ``seeds`` N >= 2 also retrains the selected head with seeds seed .. seed+N-1 (grid and selection stay
+    as they are) and records the spread of its test metrics.
+    """
     started = time.perf_counter()
+    if seeds is not None and seeds < 2:
+        raise ConfigError(f"--seeds must be at least 2 to measure a spread, got {seeds}")
     recipe = load_recipe(name_or_yaml, overrides)
     if recipe.probe == "finetune":  # end-to-end training: its own loop, checkpoints and resume
         from ijepa_eval.finetune import run_finetune
@@ -110,7 +135,7 @@ def run_protocol(
     model = model_record(encoder, label, model_meta)
     out_dir = Path(out_dir)
     task = task_name(recipe, name_or_yaml)
-    if skip_existing and (path := existing_result(out_dir, model, recipe, task)):
+    if skip_existing and (path := existing_result(out_dir, model, recipe, task, seeds)):
         print(f"skip: {path} already holds {recipe.name} v{recipe.version} for this model and config")
         return path
     dev = resolve_device(device, world_size=1)  # probes train on one device; extraction may shard
@@ -136,7 +161,7 @@ def run_protocol(
     probe = PROBES[recipe.probe](recipe, representations, train_fs.num_classes, dev, progress)
     probe_started = time.perf_counter()
 
-    def fit(feats, labels, rows) -> None:
+    def fit(probe, feats, labels, rows) -> None:
         if recipe.aug == "paper":  # rows index the training split (Recipe refuses retraining on train+val)
             dataset = get_dataset(ds_spec.name, root, ds_spec.train_split,
                                   transform=train_transform(ds_spec.name, encoder.img_size), **ds_spec.options)
@@ -152,21 +177,24 @@ def run_protocol(
 
     all_train = np.arange(len(train_labels))
     sel = recipe.selection
+    final = (train_feats, train_labels, all_train)  # what the reported probe is trained on
     if sel.split == "test":
-        fit(train_feats, train_labels, all_train)
-        test_feats, test_labels, _ = features_of(ds_spec.test_split)
-        test_scores = probe.score(test_feats, test_labels)
+        fit(probe, *final)
+        test_feats, test_labels, test_fs = features_of(ds_spec.test_split)
+        test_topk = probe.predict(test_feats, test_labels)
+        test_scores = scores_from_topk(test_topk, torch.from_numpy(test_labels), probe.num_classes)
         best = select_head(test_scores, sel.metric, METRIC_DIRECTIONS[sel.metric])
         selection_split = "test"
     else:
         if ds_spec.val_split:  # the dataset's own held-out split (VTAB val for CLEVR)
             hold_feats, hold_labels, _ = features_of(ds_spec.val_split)
-            fit(train_feats, train_labels, all_train)
+            fit(probe, train_feats, train_labels, all_train)
             hold_scores = probe.score(hold_feats, hold_labels)
             selection_split = "val"
         else:
             fit_rows, hold_rows = class_balanced_holdout(train_labels, sel.holdout_fraction, recipe.seed)
-            fit(train_feats, train_labels, fit_rows)
+            final = (train_feats, train_labels, fit_rows)
+            fit(probe, *final)
             hold_scores = probe.score(train_feats, train_labels, hold_rows)
             selection_split = "train_holdout"
         record(selection_split, hold_scores)
@@ -175,11 +203,18 @@ def run_protocol(
             if ds_spec.val_split:  # aug=paper cannot merge splits: Recipe refuses that combination
                 merged = {r: torch.cat([train_feats[r], hold_feats[r]]) for r in representations}
                 merged_labels = np.concatenate([train_labels, hold_labels])
-                fit(merged, merged_labels, np.arange(len(merged_labels)))
+                final = (merged, merged_labels, np.arange(len(merged_labels)))
             else:
-                fit(train_feats, train_labels, all_train)
-        test_feats, test_labels, _ = features_of(ds_spec.test_split)  # only now: selection is done
-        test_scores = probe.score(test_feats, test_labels)
+                final = (train_feats, train_labels, all_train)
+            fit(probe, *final)
+        test_feats, test_labels, test_fs = features_of(ds_spec.test_split)  # only now: selection is done
+        test_topk = probe.predict(test_feats, test_labels)
+        test_scores = scores_from_topk(test_topk, torch.from_numpy(test_labels), probe.num_classes)
+    predicted = test_topk[best].cpu().numpy()
+    seed_runs = None
+    if seeds:
+        seed_runs = seed_spread(recipe, heads[best], seeds, lambda p: fit(p, *final),
+                                lambda p: p.score(test_feats, test_labels)[0], train_fs.num_classes, dev, progress)
     if probe.train_scores():
         record("train", probe.train_scores())
     record("test", test_scores)
@@ -187,9 +222,8 @@ def run_protocol(
 
     extraction_s = sum(float(fs.meta.get("extraction_s", 0.0)) for fs in feature_sets.values())
     total_s = time.perf_counter() - started
-    timings = {"extraction_s": round(extraction_s, 3), "probe_s": round(probe_s, 3), "total_s": round(total_s, 3)}
-    if dev.type == "cuda":
-        timings["gpu_hours"] = round(total_s / 3600, 6)
+    timings = {"extraction_s": round(extraction_s, 3), "probe_s": round(probe_s, 3), "total_s": round(total_s, 3),
+               **compute_cost(total_s, dev, processes())}
     pool = "cls" if encoder.has_class_token else "avg"
     result = ResultRecord(
         protocol={"name": recipe.name, "task": task, "version": recipe.version, "config": recipe.to_dict(),
@@ -212,5 +246,40 @@ def run_protocol(
         timings=timings,
         seed=recipe.seed,
         optimizer=recipe.train_config().lr_record() if recipe.probe == "linear" else None,
+        metrics_ci=bootstrap_ci(test_labels, predicted, seed=recipe.seed),
+        seeds=seed_runs,
     )
+    # the predictions first: a result JSON never points to a file that is not there yet
+    result.predictions = write_predictions(predictions_path(out_dir / result_filename(result)), test_labels,
+                                           predicted, test_fs.indices)
     return write_result(result, out_dir)
+
+
+def processes() -> int:
+    """Ranks this run occupies: torchrun shards extraction over every rank's device."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def seed_spread(recipe: Recipe, head: dict[str, Any], n: int, fit: Any, score: Any, num_classes: int,
+                device: torch.device, progress: bool) -> dict[str, Any]:
+    """The selected head alone, retrained with seeds seed .. seed+n-1 on the reported probe's data.
+
+    A head trained alone equals the same head trained in the grid (probes.linear), so the first seed
+    reproduces the reported numbers; kNN, and logistic regression from its fixed start, do not depend on
+    the seed unless kNN subsamples shots, so their spread is 0.
+    """
+    kind = PROBES[recipe.probe]
+    seeds = [recipe.seed + i for i in range(n)]
+    runs = []
+    for s in seeds:
+        one = dataclasses.replace(kind.narrow(recipe, head), seed=s)
+        probe = kind(one, [head["representation"]], num_classes, device, progress)
+        fit(probe)
+        runs.append(score(probe))
+    out: dict[str, Any] = {"n": n, "seeds": seeds, "head": head["name"]}
+    for metric in runs[0]:
+        values = [r[metric] for r in runs]
+        out[metric] = {**seed_summary(values), "values": values}
+    return out
