@@ -66,19 +66,19 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, lambd: float,
     xn = preprocess(x, variant, mean)
     lam = lambd / len(x)
     w = torch.zeros(x.shape[1], num_classes, device=device, dtype=dtype, requires_grad=True)
-    b = torch.zeros(num_classes, device=device, dtype=dtype, requires_grad=variant == "sklearn")
-    params = [w, b] if variant == "sklearn" else [w]
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, history_size=20, tolerance_grad=1e-9,
-                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    b = torch.zeros(num_classes, device=device, dtype=dtype, requires_grad=True) if variant == "sklearn" else None
+    opt = torch.optim.LBFGS([w] if b is None else [w, b], lr=1.0, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = F.cross_entropy(xn @ w + b, y) + 0.5 * lam * w.pow(2).sum()
+        z = xn @ w
+        loss = F.cross_entropy(z if b is None else z + b, y) + 0.5 * lam * w.pow(2).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
-    return LogRegModel(w.detach(), b.detach() if variant == "sklearn" else None, mean, lam, variant)
+    return LogRegModel(w.detach(), None if b is None else b.detach(), mean, lam, variant)
 
 
 def evaluate_logreg(models: Sequence[LogRegModel], x: torch.Tensor, y: torch.Tensor,
