@@ -15,6 +15,8 @@ from cyanure.estimators import Classifier
 from ijepa_eval.errors import ConfigError
 from ijepa_eval.probes import evaluate_logreg, fit_logreg
 from ijepa_eval.probes.logreg import preprocess
+from ijepa_eval.protocols.probing import LogRegProbe
+from ijepa_eval.protocols.recipes import load_recipe
 
 
 def cyanure_msn(x: np.ndarray, y: np.ndarray, lambd: float, **overrides) -> Classifier:
@@ -114,3 +116,17 @@ def test_msn_variant_predicts_as_cyanure_on_a_1pct_imagenet_shaped_problem(lambd
     top1 = evaluate_logreg([model], torch.from_numpy(x_test), torch.from_numpy(y_test), classes)[0]["top1"]
     assert 10 < top1 < 90
     assert top1 == pytest.approx(100 * (theirs == y_test).mean(), abs=0.5)
+
+
+def test_recipe_defaults_to_msn_with_its_published_lambdas_and_passes_the_variant_on():
+    recipe = load_recipe("in1k_1pct_logreg")
+    assert recipe.logreg.variant == "msn" and {0.0025, 0.00025} <= set(recipe.logreg.lambdas)
+    with pytest.raises(ConfigError, match="logreg.variant"):
+        load_recipe("in1k_1pct_logreg", ["logreg.variant=cyanure"])
+    x, y = blobs(60, 8, 3, 1.0)
+    for variant in ("msn", "sklearn"):
+        sweep = load_recipe("in1k_1pct_logreg", [f"logreg.variant={variant}", "logreg.lambdas=[1.0]"])
+        probe = LogRegProbe(sweep, ["last"], 3, torch.device("cpu"), progress=False)
+        probe.fit({"last": torch.from_numpy(x)}, y, np.arange(60))
+        assert probe.heads[0]["variant"] == probe.models[0].variant == variant
+        assert (probe.models[0].bias is None) == (variant == "msn")
