@@ -91,10 +91,12 @@ REFERENCE: dict[str, dict[str, Check]] = {
         "selection.split": ("test", "selection"), "cls_representations": (["lastCLS"], "representations"),
         "transform": (IMAGENET[0], "transform"),
     },
-    # MSN logistic_eval.py: lambd 0.00025 (default; 0.0025 in its README), fixed, features at 224.
+    # MSN logistic_eval.py: cyanure preprocess + MultiClassifier, lambd 0.00025 (default; 0.0025 in its README),
+    # fixed; torchvision Resize(256) (bilinear) + CenterCrop 224.
     "in1k_1pct_logreg": {
-        "logreg.lambdas": (2.5e-4, "regularisation", lambda lambdas: 2.5e-4 in lambdas),
-        "transform": (IMAGENET[0], "transform"),
+        "logreg.variant": ("msn", "preprocessing"),
+        "logreg.lambdas": (2.5e-4, "regularisation", lambda lambdas: 2.5e-4 in lambdas and 2.5e-3 in lambdas),
+        "transform": (transform("", 256, "bilinear"), "transform"),
     },
     # MSN appendix (low-shot fine-tuning of MAE, via DESIGN §6) over MAE main_finetune.py defaults:
     # --global_pool (fc_norm head), best val accuracy printed over epochs.

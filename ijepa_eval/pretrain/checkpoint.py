@@ -1,7 +1,7 @@
 """Training checkpoints in the official I-JEPA format (``src/train.py`` save_checkpoint), plus resume state.
 
 Official keys: ``encoder``, ``predictor``, ``target_encoder`` (DDP state dicts: every key starts with
-``module.``), ``opt``, ``scaler`` (None: bf16 autocast needs no GradScaler), ``epoch``, ``loss``,
+``module.``), ``opt``, ``scaler`` (a GradScaler state for bf16 runs, else None), ``epoch``, ``loss``,
 ``batch_size``, ``world_size``, ``lr``. Extra keys: ``config`` (the resolved PretrainConfig as plain
 types), ``step`` (global steps done) and ``resume`` (RNG states, mask-collator counter). Everything is
 tensors and plain Python types, so ``torch.load(weights_only=True)`` reads it, official code ignores the
@@ -60,6 +60,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((3, tuple(state["python"]), None))
 
 
+def official_scaler_state(bf16: bool) -> dict[str, Any] | None:
+    """The ``scaler`` entry the official code expects: with ``use_bfloat16`` it builds a GradScaler and its
+    ``load_checkpoint`` calls ``scaler.load_state_dict(checkpoint['scaler'])``, silently restarting at
+    epoch 0 when that raises (None or an empty dict both do). Our bf16 loop needs no loss scaling, so we
+    write the state of a fresh, enabled GradScaler with the official (default) settings; fp32 runs write
+    None, as the official code does. The state holds plain floats and ints (``weights_only`` safe).
+    """
+    if not bf16:
+        return None
+    # a CUDA GradScaler is disabled (state {}) where CUDA is missing; the CPU one writes the same keys
+    return torch.amp.GradScaler("cpu").state_dict()
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     *,
@@ -74,14 +87,16 @@ def save_checkpoint(
     lr: float,
     config: dict[str, Any],
     step: int,
+    bf16: bool,
 ) -> None:
-    """Write atomically: a crash mid-save leaves the previous checkpoint intact."""
+    """Write atomically: a crash mid-save leaves the previous checkpoint intact. ``bf16`` is the run's
+    ``use_bfloat16``: it decides the ``scaler`` entry (see :func:`official_scaler_state`)."""
     state = {
         "encoder": _prefixed(encoder),
         "predictor": _prefixed(predictor),
         "target_encoder": _prefixed(target_encoder),
         "opt": optimizer.state_dict(),
-        "scaler": None,
+        "scaler": official_scaler_state(bf16),
         "epoch": int(epoch),
         "loss": float(loss),
         "batch_size": int(batch_size),

@@ -438,6 +438,7 @@ def train(
                 out_dir / CKPT_NAME, encoder=encoder, predictor=predictor, target_encoder=target_encoder,
                 optimizer=optimizer, epoch=(step + 1) // ipe, loss=epoch_loss / max(1, epoch_count),
                 batch_size=cfg.batch_size, world_size=world_size, lr=cfg.lr, config=resolved, step=step + 1,
+                bf16=cfg.bf16,
             )  # fmt: skip
     bar.close()
     if world_size > 1:

@@ -120,14 +120,15 @@ class LogRegProbe(Probe):
                  progress: bool):
         self.recipe, self.num_classes, self.device = recipe, num_classes, device
         self.points = [(r, lam) for r in representations for lam in recipe.logreg.lambdas]
-        self.heads = [{"name": f"{r}/logreg/lambda{lam:g}", "representation": r, "head": "logreg", "lambda": lam}
-                      for r, lam in self.points]
+        self.heads = [{"name": f"{r}/logreg/lambda{lam:g}", "representation": r, "head": "logreg", "lambda": lam,
+                       "variant": recipe.logreg.variant} for r, lam in self.points]
         self.models: list = []
 
     def fit(self, feats: Features, labels: np.ndarray, rows: np.ndarray) -> None:
         y = torch.from_numpy(labels[rows])
-        self.models = [fit_logreg(feats[r][rows], y, self.num_classes, lam, max_iter=self.recipe.logreg.max_iter,
-                                  device=self.device) for r, lam in self.points]
+        spec = self.recipe.logreg
+        self.models = [fit_logreg(feats[r][rows], y, self.num_classes, lam, variant=spec.variant,
+                                  max_iter=spec.max_iter, device=self.device) for r, lam in self.points]
 
     @torch.no_grad()
     def predict(self, feats: Features, labels: np.ndarray, rows: np.ndarray | None = None) -> torch.Tensor:

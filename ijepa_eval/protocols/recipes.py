@@ -26,6 +26,7 @@ import yaml
 from ijepa_eval.errors import ConfigError, unknown_choice
 from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.probes.linear import LinearTrainConfig, OptimizerConfig, ScheduleConfig
+from ijepa_eval.probes.logreg import LogRegVariant
 from ijepa_eval.validate import check_ranges
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "protocols"
@@ -71,7 +72,8 @@ class GridSpec:
 
 @dataclass
 class LogRegSpec:
-    lambdas: list[float] = field(default_factory=lambda: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2])
+    variant: LogRegVariant = "msn"  # msn: MSN logistic_eval.py (cyanure); sklearn: train-mean centring + intercept
+    lambdas: list[float] = field(default_factory=lambda: [2.5e-5, 2.5e-4, 2.5e-3, 2.5e-2, 2.5e-1])  # cyanure lambd
     max_iter: int = 1000
 
 
