@@ -388,8 +388,9 @@ def test_recipe_name_stays_inside_out(world, sandbox, kind):
     o = run_cli(protocol_argv(world, sandbox, ["run", recipe], "--label", EVIL_NAMES[kind]), sandbox.parent.parent)
     assert o.tb is None and o.rc == 0, o.tb or o.stderr
     assert_no_leftovers(o, allowed=(sandbox / "out", sandbox / "cache"))
-    results = list((sandbox / "out").iterdir())
-    assert len(results) == 1 and results[0].suffix == ".json" and len(results[0].name) < 255
+    written = sorted((sandbox / "out").iterdir(), key=lambda p: p.suffix)  # the result and its predictions
+    assert [p.suffix for p in written] == [".json", ".npz"] and all(len(p.name) < 255 for p in written)
+    assert written[1].name == written[0].name.removesuffix(".json") + ".predictions.npz"
     assert not Path("/tmp/ijepa-eval-escaped").exists()
 
 
