@@ -460,3 +460,15 @@ def test_a_recipe_on_another_dataset_is_its_own_task(world, tmp_path):
     path = run_protocol("cifar100", world["ckpt"], root=world["roots"]["cifar100"], out_dir=tmp_path,
                         cache_dir=world["cache"], overrides=FAST, device="cpu", progress=False, num_workers=0)
     assert load_result(path).protocol["task"] == "cifar100"  # the recipe's own dataset: plain name
+
+
+def test_another_arch_of_the_same_checkpoint_is_not_reused(world, tmp_path, capsys):
+    """Same file and branch, other features (no final norm): the earlier result must not be served as this one."""
+    out = tmp_path / "runs"
+    args = cli_args(world, ["knn", "--dataset", "cifar100"], "cifar100", out, "knn.ks=[1]")
+    assert main(args) == 0
+    assert main(args) == 0 and "skip: " in capsys.readouterr().out  # identical request: reused
+    assert main([*args, "--arch", '{"final_norm": false}']) == 0
+    assert "skip: " not in capsys.readouterr().out
+    (path,) = out.glob("*.json")
+    assert load_result(path).model["arch"].get("final_norm") is False

@@ -7,6 +7,7 @@ requested until the head has been chosen on held-out training data (or the datas
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -66,7 +67,9 @@ def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe, task: 
         intact = load_predictions(old, path) is not None
     except IjepaEvalError:
         return None  # unreadable, or its predictions are gone: run again and overwrite atomically
+    as_json = json.loads(json.dumps(model.get("arch"), default=str))  # e.g. MSN with --arch final_norm: other features
     same = (old.model.get("sha256") == model["sha256"] and old.model.get("branch") == model["branch"]
+            and old.model.get("arch") == as_json
             and old.protocol.get("version") == recipe.version and old.protocol.get("config") == recipe.to_dict())
     seeded = not seeds or (old.seeds or {}).get("n") == seeds
     return path if same and intact and seeded else None
