@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ijepa_eval.cli import main
+from ijepa_eval.data import get_dataset
 from ijepa_eval.data.clevr_mini import render_clevr_mini
 from ijepa_eval.data.synthetic import write_imagenet
 from ijepa_eval.encoders import load_encoder
@@ -22,7 +23,8 @@ from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.finetune.model import build_classifier, build_optimizer, lr_at
 from ijepa_eval.finetune.run import run_finetune
 from ijepa_eval.protocols import RECIPES_DIR, load_recipe, run_protocol
-from ijepa_eval.results import load_result
+from ijepa_eval.results import load_predictions, load_result, predictions_path
+from ijepa_eval.stats import bootstrap_ci
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint  # noqa: E402
@@ -206,6 +208,37 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys):
     assert "32 training images < one batch of 64; lower batch_size" in capsys.readouterr().err
     assert main([*args, "--recipe", "cifar100"]) == 2
     assert "frozen 'linear' probe; run it with `ijepa-eval run`" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ predictions, intervals, pairing
+
+
+def recomputed(pred) -> dict[str, float]:
+    """top1 / top5 from the predictions file alone, counted here (not through ijepa_eval.stats)."""
+    n = len(pred.labels)
+    return {"top1": int((pred.top5[:, 0] == pred.labels).sum()) / n * 100.0,
+            "top5": int((pred.top5 == pred.labels[:, None]).any(1).sum()) / n * 100.0}
+
+
+def test_result_carries_predictions_and_intervals_like_a_frozen_probe(world, tmp_path, capsys):
+    path = finetune(world, tmp_path, "epochs=2", "seed=3")
+    r = load_result(path)
+    pred = load_predictions(r, path)
+    assert r.predictions["format"] == "npz-v1" and path.parent / r.predictions["file"] == predictions_path(path)
+    val = get_dataset("folder", world["folder"], "val")
+    np.testing.assert_array_equal(pred.indices, np.arange(len(val)))  # every test image, in dataset order
+    np.testing.assert_array_equal(pred.labels, val.labels)
+    assert pred.top5.shape == (12, 4)  # 4 classes: top-min(5, C)
+    assert recomputed(pred) == {m: r.metrics[m] for m in ("top1", "top5")}
+    assert r.metrics_ci == bootstrap_ci(pred.labels, pred.top5, seed=3)  # the recipe's seed
+    for metric, (lo, hi) in r.metrics_ci.items():
+        assert lo <= r.metrics[metric] <= hi, metric
+    assert r.metrics_ci["top1"][0] < r.metrics_ci["top1"][1]  # 12 examples: a real spread
+    capsys.readouterr()
+    assert load_result(finetune(world, tmp_path, "epochs=2", "seed=3")).date == r.date  # intact: reused
+    assert "skip: " in capsys.readouterr().out
+    predictions_path(path).write_bytes(b"changed")  # a broken predictions file is re-run, not trusted
+    assert load_predictions(load_result(finetune(world, tmp_path, "epochs=2", "seed=3", resume=True)), path)
 
 
 # ---------------------------------------------------------------------------------- CLEVR-mini, torchrun
