@@ -22,9 +22,11 @@ from ijepa_eval.finetune import train as train_module
 from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.finetune.model import build_classifier, build_optimizer, lr_at
 from ijepa_eval.finetune.run import run_finetune
+from ijepa_eval.leaderboard.compare import reference_cell
+from ijepa_eval.leaderboard.records import load_results
 from ijepa_eval.protocols import RECIPES_DIR, load_recipe, run_protocol
 from ijepa_eval.results import load_predictions, load_result, predictions_path
-from ijepa_eval.stats import bootstrap_ci
+from ijepa_eval.stats import bootstrap_ci, paired_test
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint  # noqa: E402
@@ -239,6 +241,29 @@ def test_result_carries_predictions_and_intervals_like_a_frozen_probe(world, tmp
     assert "skip: " in capsys.readouterr().out
     predictions_path(path).write_bytes(b"changed")  # a broken predictions file is re-run, not trusted
     assert load_predictions(load_result(finetune(world, tmp_path, "epochs=2", "seed=3", resume=True)), path)
+
+
+def test_compare_tests_a_finetuned_result_against_a_frozen_one_on_the_same_examples(world, tmp_path, capsys):
+    common = dict(root=world["folder"], out_dir=tmp_path / "runs", cache_dir=tmp_path / "cache", device="cpu",
+                  num_workers=0, progress=False)
+    frozen = run_protocol("folder_linear", world["ckpt"], label="frozen", overrides=[
+        "epochs=2", "batch_size=8", "grid.heads=[linear]", "grid.lr_mults=[1.0]", "grid.wds=[0.0]"], **common)
+    tuned = finetune(world, tmp_path, "epochs=1", "finetune.blr=0.0000001", label="tuned", out_dir=tmp_path / "runs")
+    a, b = load_result(tuned), load_result(frozen)
+    assert a.dataset["test_split"] == b.dataset["test_split"] == "val"
+    assert a.dataset["fingerprint"]["val"] == b.dataset["fingerprint"]["val"]  # the same test examples
+    capsys.readouterr()
+    assert main(["compare", "--results", str(tmp_path / "runs"), "--reference", "frozen"]) == 0
+    out = capsys.readouterr().out
+    pa, pb = load_predictions(a, tuned), load_predictions(b, frozen)
+    t = paired_test(pa.labels, pa.top5, pb.top5)
+    want = (f"in1k_1pct_finetune@folder: tuned (target) − frozen (target) (folder_linear) = {t.diff:+.1f} top1 points "
+            f"[{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}], McNemar exact p = {t.p_value:.3g}: real (worse)")
+    assert "against frozen (target) (95%, same test examples):" in out and want in out, out
+    assert t.verdict == "loss" and "(lastPOOL/finetune)" in out  # lr ~0: the head has not learned
+    # only across adaptations: a frozen result is still tested against the same protocol's, never another's
+    (frozen_row,) = load_results([frozen])
+    assert reference_cell({"knn@folder": frozen_row}, "folder_linear", frozen_row) is None
 
 
 # ---------------------------------------------------------------------------------- CLEVR-mini, torchrun
