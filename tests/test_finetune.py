@@ -304,6 +304,12 @@ def test_torchrun_two_processes_match_one(world, tmp_path):
     lb = np.array([h["scores"]["train"]["loss"] for h in b.heads])
     np.testing.assert_allclose(la, lb, rtol=1e-4)
     assert abs(a.metrics["top1"] - b.metrics["top1"]) < 1e-6
+    # the predictions file (no stray temporaries), gathered from both ranks back into dataset order
+    pa, pb = load_predictions(a, one), load_predictions(b, b_path)
+    assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.is_file()) == sorted([b_path.name, predictions_path(b_path).name])
+    np.testing.assert_array_equal(pb.indices, pa.indices)
+    np.testing.assert_array_equal(pb.labels, pa.labels)
+    assert recomputed(pb) == {m: b.metrics[m] for m in ("top1", "top5")}
 
 
 # ------------------------------------------------------------------------------------- tables, compare
