@@ -257,8 +257,8 @@ def test_compare_tests_a_finetuned_result_against_a_frozen_one_on_the_same_examp
     out = capsys.readouterr().out
     pa, pb = load_predictions(a, tuned), load_predictions(b, frozen)
     t = paired_test(pa.labels, pa.top5, pb.top5)
-    want = (f"in1k_1pct_finetune@folder: tuned (target) − frozen (target) (folder_linear) = {t.diff:+.1f} top1 points "
-            f"[{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}], McNemar exact p = {t.p_value:.3g}: real (worse)")
+    want = (f"in1k_1pct_finetune@folder: tuned (target) − frozen (target) (folder_linear) = {t.diff:+.1f} "
+            f"top1 points [{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}], McNemar exact p = {t.p_value:.3g}: real (worse)")
     assert "against frozen (target) (95%, same test examples):" in out and want in out, out
     assert t.verdict == "loss" and "(lastPOOL/finetune)" in out  # lr ~0: the head has not learned
     # only across adaptations: a frozen result is still tested against the same protocol's, never another's
@@ -306,7 +306,8 @@ def test_torchrun_two_processes_match_one(world, tmp_path):
     assert abs(a.metrics["top1"] - b.metrics["top1"]) < 1e-6
     # the predictions file (no stray temporaries), gathered from both ranks back into dataset order
     pa, pb = load_predictions(a, one), load_predictions(b, b_path)
-    assert sorted(p.name for p in (tmp_path / "two").iterdir() if p.is_file()) == sorted([b_path.name, predictions_path(b_path).name])
+    written = sorted(p.name for p in (tmp_path / "two").iterdir() if p.is_file())
+    assert written == sorted([b_path.name, predictions_path(b_path).name])
     np.testing.assert_array_equal(pb.indices, pa.indices)
     np.testing.assert_array_equal(pb.labels, pa.labels)
     assert recomputed(pb) == {m: b.metrics[m] for m in ("top1", "top5")}
