@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from ijepa_eval.cli import main
+from ijepa_eval.data import get_dataset
 from ijepa_eval.data.clevr_mini import render_clevr_mini
 from ijepa_eval.data.synthetic import write_imagenet
 from ijepa_eval.encoders import load_encoder
@@ -21,8 +22,11 @@ from ijepa_eval.finetune import train as train_module
 from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.finetune.model import build_classifier, build_optimizer, lr_at
 from ijepa_eval.finetune.run import run_finetune
+from ijepa_eval.leaderboard.compare import reference_cell
+from ijepa_eval.leaderboard.records import load_results
 from ijepa_eval.protocols import RECIPES_DIR, load_recipe, run_protocol
-from ijepa_eval.results import load_result
+from ijepa_eval.results import load_predictions, load_result, predictions_path
+from ijepa_eval.stats import bootstrap_ci, paired_test
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint  # noqa: E402
@@ -208,6 +212,60 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys):
     assert "frozen 'linear' probe; run it with `ijepa-eval run`" in capsys.readouterr().err
 
 
+# ------------------------------------------------------------------------ predictions, intervals, pairing
+
+
+def recomputed(pred) -> dict[str, float]:
+    """top1 / top5 from the predictions file alone, counted here (not through ijepa_eval.stats)."""
+    n = len(pred.labels)
+    return {"top1": int((pred.top5[:, 0] == pred.labels).sum()) / n * 100.0,
+            "top5": int((pred.top5 == pred.labels[:, None]).any(1).sum()) / n * 100.0}
+
+
+def test_result_carries_predictions_and_intervals_like_a_frozen_probe(world, tmp_path, capsys):
+    path = finetune(world, tmp_path, "epochs=2", "seed=3")
+    r = load_result(path)
+    pred = load_predictions(r, path)
+    assert r.predictions["format"] == "npz-v1" and path.parent / r.predictions["file"] == predictions_path(path)
+    val = get_dataset("folder", world["folder"], "val")
+    np.testing.assert_array_equal(pred.indices, np.arange(len(val)))  # every test image, in dataset order
+    np.testing.assert_array_equal(pred.labels, val.labels)
+    assert pred.top5.shape == (12, 4)  # 4 classes: top-min(5, C)
+    assert recomputed(pred) == {m: r.metrics[m] for m in ("top1", "top5")}
+    assert r.metrics_ci == bootstrap_ci(pred.labels, pred.top5, seed=3)  # the recipe's seed
+    for metric, (lo, hi) in r.metrics_ci.items():
+        assert lo <= r.metrics[metric] <= hi, metric
+    assert r.metrics_ci["top1"][0] < r.metrics_ci["top1"][1]  # 12 examples: a real spread
+    capsys.readouterr()
+    assert load_result(finetune(world, tmp_path, "epochs=2", "seed=3")).date == r.date  # intact: reused
+    assert "skip: " in capsys.readouterr().out
+    predictions_path(path).write_bytes(b"changed")  # a broken predictions file is re-run, not trusted
+    assert load_predictions(load_result(finetune(world, tmp_path, "epochs=2", "seed=3", resume=True)), path)
+
+
+def test_compare_tests_a_finetuned_result_against_a_frozen_one_on_the_same_examples(world, tmp_path, capsys):
+    common = dict(root=world["folder"], out_dir=tmp_path / "runs", cache_dir=tmp_path / "cache", device="cpu",
+                  num_workers=0, progress=False)
+    frozen = run_protocol("folder_linear", world["ckpt"], label="frozen", overrides=[
+        "epochs=2", "batch_size=8", "grid.heads=[linear]", "grid.lr_mults=[1.0]", "grid.wds=[0.0]"], **common)
+    tuned = finetune(world, tmp_path, "epochs=1", "finetune.blr=0.0000001", label="tuned", out_dir=tmp_path / "runs")
+    a, b = load_result(tuned), load_result(frozen)
+    assert a.dataset["test_split"] == b.dataset["test_split"] == "val"
+    assert a.dataset["fingerprint"]["val"] == b.dataset["fingerprint"]["val"]  # the same test examples
+    capsys.readouterr()
+    assert main(["compare", "--results", str(tmp_path / "runs"), "--reference", "frozen"]) == 0
+    out = capsys.readouterr().out
+    pa, pb = load_predictions(a, tuned), load_predictions(b, frozen)
+    t = paired_test(pa.labels, pa.top5, pb.top5)
+    want = (f"in1k_1pct_finetune@folder: tuned (target) − frozen (target) (folder_linear) = {t.diff:+.1f} "
+            f"top1 points [{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}], McNemar exact p = {t.p_value:.3g}: real (worse)")
+    assert "against frozen (target) (95%, same test examples):" in out and want in out, out
+    assert t.verdict == "loss" and "(lastPOOL/finetune)" in out  # lr ~0: the head has not learned
+    # only across adaptations: a frozen result is still tested against the same protocol's, never another's
+    (frozen_row,) = load_results([frozen])
+    assert reference_cell({"knn@folder": frozen_row}, "folder_linear", frozen_row) is None
+
+
 # ---------------------------------------------------------------------------------- CLEVR-mini, torchrun
 
 
@@ -246,6 +304,13 @@ def test_torchrun_two_processes_match_one(world, tmp_path):
     lb = np.array([h["scores"]["train"]["loss"] for h in b.heads])
     np.testing.assert_allclose(la, lb, rtol=1e-4)
     assert abs(a.metrics["top1"] - b.metrics["top1"]) < 1e-6
+    # the predictions file (no stray temporaries), gathered from both ranks back into dataset order
+    pa, pb = load_predictions(a, one), load_predictions(b, b_path)
+    written = sorted(p.name for p in (tmp_path / "two").iterdir() if p.is_file())
+    assert written == sorted([b_path.name, predictions_path(b_path).name])
+    np.testing.assert_array_equal(pb.indices, pa.indices)
+    np.testing.assert_array_equal(pb.labels, pa.labels)
+    assert recomputed(pb) == {m: b.metrics[m] for m in ("top1", "top5")}
 
 
 # ------------------------------------------------------------------------------------- tables, compare

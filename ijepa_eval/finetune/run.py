@@ -25,7 +25,7 @@ from ijepa_eval.finetune.model import build_classifier, train_transform
 from ijepa_eval.finetune.train import LATEST, SeededItems, best_path, fit, predict, scores
 from ijepa_eval.probes import class_balanced_holdout
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
-from ijepa_eval.results import ResultRecord, result_filename, write_result
+from ijepa_eval.results import ResultRecord, result_filename
 
 
 def work_dir_for(cache_dir: str | os.PathLike | None, record: ResultRecord) -> Path:
@@ -88,7 +88,7 @@ def run_finetune(
     """Fine-tune one checkpoint with one recipe (same command under torchrun); returns the result JSON path."""
     from ijepa_eval.features.extract import check_dataset, default_workers, dist_context, resolve_device
     from ijepa_eval.features.extract import describe_transform as transform_text
-    from ijepa_eval.protocols.runner import existing_result, model_record, task_name
+    from ijepa_eval.protocols.runner import existing_result, model_record, task_name, write_with_predictions
 
     started = time.perf_counter()
     recipe = load_recipe(name_or_yaml, overrides)
@@ -202,8 +202,8 @@ def run_finetune(
                    "weight_decay": spec.weight_decay},
     )
     path = out_dir / result_filename(result)
-    if is_main:
-        path = write_result(result, out_dir)
+    if is_main:  # every rank holds all predictions (predict gathers them in dataset order); one writes
+        path = write_with_predictions(result, out_dir, labels.numpy(), topk.numpy(), np.arange(len(test_data)))
     if world_size > 1:
         torch.distributed.barrier()
     return path

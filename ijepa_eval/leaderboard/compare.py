@@ -4,7 +4,9 @@ Each cell is the result's reported metric (the head selected on held-out data) �
 interval, a significance mark against the reference row (the first, or ``reference``) and which
 representation and head won, e.g. ``86.7 ± 0.6 ↑ (concatPOOL4/bn_linear)`` (cell format: leaderboard.tables).
 The paired test runs on the two results' per-example predictions of the same test examples (McNemar's exact
-test for top-1/top-5, a paired bootstrap for mean per-class accuracy, ``ijepa_eval.stats``). Runs are made
+test for top-1/top-5, a paired bootstrap for mean per-class accuracy, ``ijepa_eval.stats``); a fine-tuned
+result whose protocol the reference row lacks is tested against its frozen result on the same examples
+(and vice versa), as the paper's Table 2 compares methods. Runs are made
 or reused through ``run_protocol`` with ``skip_existing=True``, so re-running a comparison only computes
 what is missing.
 """
@@ -103,6 +105,16 @@ def comparable(a: Result, b: Result) -> str | None:
     return None
 
 
+def reference_cell(ref_cells: dict[str, Result], protocol: str, ours: Result) -> tuple[str, Result] | None:
+    """(protocol, result) of the reference row to test ``ours`` against: its result for the same protocol,
+    else — a fine-tuned against a frozen result, as the paper's Table 2 compares methods — its first result of
+    the other adaptation on the same test examples."""
+    if protocol in ref_cells:
+        return protocol, ref_cells[protocol]
+    return next(((q, r) for q, r in ref_cells.items()
+                 if r.record.adaptation != ours.record.adaptation and r.test_set() == ours.test_set()), None)
+
+
 def significance(rows: list[Row], protocols: Sequence[str], metric: str = "top1",
                  reference: str | None = None) -> tuple[Tests, list[str]]:
     """Paired tests of every row against the reference row, per protocol; plus a note for each pair skipped."""
@@ -111,9 +123,11 @@ def significance(rows: list[Row], protocols: Sequence[str], metric: str = "top1"
     tests, notes = {}, []
     for name, cells in rows:
         for p in protocols:
-            ours, ref = cells.get(p), ref_cells.get(p)
-            if name == ref_name or ours is None or ref is None or ours.metric(metric) is None:
+            ours = cells.get(p)
+            found = reference_cell(ref_cells, p, ours) if ours is not None and name != ref_name else None
+            if found is None or ours.metric(metric) is None:
                 continue
+            ref = found[1]
             why = comparable(ours, ref)
             if why:
                 notes.append(f"{p}: {name} vs {ref_name} not tested: {why}")
@@ -165,11 +179,13 @@ def significance_notes(tests: Tests, skipped: list[str], rows: list[Row], metric
 def significance_lines(tests: Tests, rows: list[Row], metric: str = "top1", reference: str | None = None) -> list[str]:
     """One sentence per tested cell: the difference, its interval, the test and whether it is real."""
     ref_name = reference_row(rows, reference)
+    cells, ref_cells = dict(rows), dict(rows).get(ref_name, {})
     lines = []
     for (name, p), t in tests.items():
         how = f"McNemar exact p = {t.p_value:.3g}" if t.p_value is not None else "paired bootstrap"
         real = {"win": "real (better)", "loss": "real (worse)", "tie": "not significant"}[t.verdict]
-        lines.append(f"{p}: {name} − {ref_name} = {t.diff:+.1f} {metric} points "
+        q = reference_cell(ref_cells, p, cells[name][p])[0]
+        lines.append(f"{p}: {name} − {ref_name}{'' if q == p else f' ({q})'} = {t.diff:+.1f} {metric} points "
                      f"[{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}], {how}: {real}")
     return lines
 

@@ -249,12 +249,21 @@ def run_protocol(
         timings=timings,
         seed=recipe.seed,
         optimizer=recipe.train_config().lr_record() if recipe.probe == "linear" else None,
-        metrics_ci=bootstrap_ci(test_labels, predicted, seed=recipe.seed),
         seeds=seed_runs,
     )
-    # the predictions first: a result JSON never points to a file that is not there yet
-    result.predictions = write_predictions(predictions_path(out_dir / result_filename(result)), test_labels,
-                                           predicted, test_fs.indices)
+    return write_with_predictions(result, out_dir, test_labels, predicted, test_fs.indices)
+
+
+def write_with_predictions(result: ResultRecord, out_dir: Path, labels: np.ndarray, topk: np.ndarray,
+                           indices: np.ndarray) -> Path:
+    """Write a result with its per-example test predictions and the bootstrap intervals they give.
+
+    Frozen probes and fine-tuning share it so that every result can be paired in ``compare``: the
+    intervals are seeded with the result's (recipe's) seed, and the predictions file is written first, so a
+    result JSON never points to a file that is not there yet.
+    """
+    result.metrics_ci = bootstrap_ci(labels, topk, seed=result.seed)
+    result.predictions = write_predictions(predictions_path(out_dir / result_filename(result)), labels, topk, indices)
     return write_result(result, out_dir)
 
 
