@@ -81,6 +81,11 @@ def test_overrides_are_typed_and_checked(tmp_path):
     r = load_recipe("cifar100", ["epochs=3", "optimizer.base_lr=1", "grid.wds=0", "knn.shots=5"])
     assert r.epochs == 3 and r.optimizer.base_lr == 1.0 and isinstance(r.optimizer.base_lr, float)
     assert r.grid.wds == [0.0] and r.knn.shots == 5
+    # YAML 1.1 reads `1e-3` (an exponent without a dot) as a string; float fields take it as the number
+    r = load_recipe("cifar100", ["optimizer.base_lr=1e-3", "grid.wds=[5E-4, 0]"])
+    assert r.optimizer.base_lr == 1e-3 and r.grid.wds == [5e-4, 0.0]
+    with pytest.raises(ConfigError, match="'optimizer.base_lr' expects float, got '1e-3x'"):
+        load_recipe("cifar100", ["optimizer.base_lr=1e-3x"])
     with pytest.raises(ConfigError, match="unknown override key 'epoch'. Did you mean 'epochs'"):
         load_recipe("cifar100", ["epoch=3"])
     with pytest.raises(ConfigError, match="'optimizer.base_lrr'.*Did you mean 'optimizer.base_lr'"):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from ijepa_eval.probes.linear import LinearTrainConfig, OptimizerConfig, Schedul
 from ijepa_eval.probes.logreg import LogRegVariant
 from ijepa_eval.validate import check_ranges
 
+YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "protocols"
 
 ProbeKind = Literal["linear", "logreg", "knn", "finetune"]
@@ -259,6 +261,8 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and YAML11_EXPONENT.fullmatch(value.strip()):
+        return float(value)  # `lr=1e-3`: YAML 1.1 reads an exponent without a dot as a string
     if isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"'{key}' expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
