@@ -217,6 +217,7 @@ def test_demo_leaderboard_writes_index_html(tmp_path, capsys):
     assert margins["clevr_count"] == 7.0  # ijepa-target 33.0 − random-init 26.0
     html = (tmp_path / "index.html").read_text()
     assert "12 result(s)" in html and html.count('<tr data-protocols="clevr_dist') == 3
+    assert re.search(r"↑ / ↓ / ≈ against random-init( \(target\))? \(paired test", html)  # the demo's floor
     assert len(list((tmp_path / PAGES).glob("*.html"))) == 12
 
 

@@ -55,7 +55,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     if args.html:
         from ijepa_eval.leaderboard.html import write_html
 
-        written.append(write_html(args.out, results, paper, tables, sources=args.results))
+        written.append(write_html(args.out, results, paper, tables, sources=args.results, reference=args.reference))
     print(f"table: {len(results)} result(s) -> {len(written)} file(s) in {args.out}")
     return 0
 
@@ -158,6 +158,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--html", action="store_true",
                    help="also write OUT/index.html (sortable, filterable; works from file://) and OUT/pages/, "
                    "one page per run with a copy of its JSON")
+    p.add_argument("--reference", help="with --html: the leaderboard row the others are tested against (its "
+                   "label, with or without ' (branch)'; default: the first row)")
     p.set_defaults(func=cmd_table)
 
     p = subparsers.add_parser(

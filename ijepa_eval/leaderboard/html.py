@@ -189,11 +189,13 @@ def paper_section(t: BuiltTable, models: dict[str, Model], hrefs: dict[Path, str
     )
 
 
-def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str) -> Table:
-    """Models × protocols as ``compare`` prints them, each cell linking to its run."""
+def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str, reference: str | None = None) -> Table:
+    """Models × protocols as ``compare`` prints them, each cell linking to its run; marks test each row
+    against ``reference`` (a row label, default the first row), as ``compare --reference`` does."""
     rows = compare.rows_from_results(results)
     protocols = list(dict.fromkeys(p for _, cells in rows for p in cells))
-    tests, _ = compare.significance(rows, protocols, metric)  # marks against the first row, as `compare`
+    reference = compare.reference_row(rows, reference)
+    tests, _ = compare.significance(rows, protocols, metric, reference)
     shown, _ = compare.compare_frames(rows, protocols, metric, tests)
     cells_of = dict(rows)
 
@@ -205,7 +207,8 @@ def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str) -> Ta
             cell.title = f"95% interval {_ci_text(ci)}" if (ci := r.ci(metric)) else None
 
     return frame_table(shown, "grid", list(shown.columns[1:]), model_column="model", decorate=decorate,
-                       note="newest result per model and protocol; click a number to open its run")
+                       note=f"newest result per model and protocol; ↑ / ↓ / ≈ against {reference} (paired test on "
+                            "the same test examples, 95%); click a number to open its run")
 
 
 def metric_cell(r: Result, metric: str) -> Cell:
@@ -419,10 +422,12 @@ def write_html(
     tables: list[BuiltTable] | None = None,
     sources: Sequence[str] = (),
     metric: str = "top1",
+    reference: str | None = None,
 ) -> Path:
     """Write the run pages, then ``out_dir/index.html`` (last, so it never links to pages not yet written).
 
-    ``paper`` defaults to the reference CSV and ``tables`` to ``build_tables(paper, results)``.
+    ``paper`` defaults to the reference CSV and ``tables`` to ``build_tables(paper, results)``;
+    ``reference`` is the leaderboard row the others are tested against (default: the first row).
     """
     out = Path(out_dir)
     paper = load_paper() if paper is None else paper
@@ -447,7 +452,7 @@ def write_html(
     page = env.get_template("index.html").render(
         results=results, sources=[str(s) for s in sources], metric=metric,
         protocols=protocols, models=sorted(models),
-        grid=grid_table(results, hrefs, metric) if results else None,
+        grid=grid_table(results, hrefs, metric, reference) if results else None,
         runs=results_table(results, hrefs, metrics) if results else None,
         plots=plot_list, deviations=[(p, protocol_tokens(p), items) for p, items in sorted(deviations.items())],
         paper_tables=[paper_section(t, models, hrefs) for t in tables],
