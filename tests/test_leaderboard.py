@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -318,6 +319,24 @@ def test_check_tolerance_direction_and_missing(tmp_path, capsys):
     bad_metric = write_expected(tmp_path / "m.yaml", [{"model": "x", "protocol": "cifar100", "metric": "top2", "value": 1}])
     assert main(["check", "--expected", bad_metric, str(runs)]) == 2
     assert "unknown metric 'top2'" in capsys.readouterr().err
+
+
+def test_check_names_the_branch_when_a_checkpoint_has_several(tmp_path, capsys):
+    """One checkpoint's target and context results: an entry without `branch` is an error, not a silent pick."""
+    runs = tmp_path / "runs"
+    target = make_result(runs, "ijepa_h14", "clevr_count", 90.0, date="2024-01-01T00:00:00+00:00")
+    context = json.loads(target.read_text())
+    context["model"]["branch"], context["metrics"]["top1"], context["date"] = "context", 80.0, "2024-02-01T00:00:00+00:00"
+    (runs / target.name.replace("__target__", "__context__")).write_text(json.dumps(context))
+    both = write_expected(tmp_path / "both.yaml", [{"model": "ijepa_h14", "protocol": "clevr_count", "value": 90.0}])
+    assert main(["check", "--expected", both, str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "matches several branches: ijepa_h14 (context)†, ijepa_h14 (target)" in err and "branch" in err
+    for branch, status in (("target", "pass"), ("context", "FAIL")):
+        one = write_expected(tmp_path / f"{branch}.yaml", [{"model": "ijepa_h14", "branch": branch,
+                                                            "protocol": "clevr_count", "value": 90.0}])
+        assert main(["check", "--expected", one, str(runs)]) == (0 if status == "pass" else 1)
+        assert f"| {status} |" in capsys.readouterr().out
 
 
 def test_check_verdict_rule():

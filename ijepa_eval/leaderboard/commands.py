@@ -32,6 +32,7 @@ CHECK_EPILOG = """examples:
 expected.yaml (YAML or JSON; metric defaults to top1, tolerance to 0.5 absolute):
   - {model: ijepa_h14, protocol: cifar100, value: 87.5, tolerance: 0.5}
   - {model: 3f2a9c01d4e5, protocol: clevr_count, metric: top1, value: 86.7}
+  - {model: run/latest.pth.tar, branch: context, protocol: clevr_count, value: 80.0}   # one of its branches
 A higher-is-better metric more than `tolerance` above expected passes as "improved"; below fails."""
 
 
