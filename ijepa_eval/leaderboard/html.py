@@ -31,7 +31,7 @@ from ijepa_eval.errors import ConfigError
 from ijepa_eval.io import atomic_open, atomic_write_text
 from ijepa_eval.leaderboard import compare, plots
 from ijepa_eval.leaderboard.paper import PROTOCOL_SOURCES, load_compute, load_paper, our_protocols
-from ijepa_eval.leaderboard.records import CONTEXT_MARK, Result
+from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result
 from ijepa_eval.leaderboard.render import MISSING, fmt
 from ijepa_eval.leaderboard.tables import OURS_MODEL, BuiltTable, Model, build_tables, group_models
 from ijepa_eval.results import METRIC_DIRECTIONS
@@ -193,7 +193,8 @@ def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str) -> Ta
     """Models × protocols as ``compare`` prints them, each cell linking to its run."""
     rows = compare.rows_from_results(results)
     protocols = list(dict.fromkeys(p for _, cells in rows for p in cells))
-    tests, _ = compare.significance(rows, protocols, metric)  # marks against the first row, as `compare`
+    reference = compare.reference_row(rows, None)  # marks against the first row, as `compare`
+    tests, _ = compare.significance(rows, protocols, metric, reference)
     shown, _ = compare.compare_frames(rows, protocols, metric, tests)
     cells_of = dict(rows)
 
@@ -205,7 +206,8 @@ def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str) -> Ta
             cell.title = f"95% interval {_ci_text(ci)}" if (ci := r.ci(metric)) else None
 
     return frame_table(shown, "grid", list(shown.columns[1:]), model_column="model", decorate=decorate,
-                       note="newest result per model and protocol; click a number to open its run")
+                       note="newest result per model and protocol; click a number to open its run; ↑ / ↓ / ≈ "
+                            f"compare each row with {reference} on the same test examples")
 
 
 def metric_cell(r: Result, metric: str) -> Cell:
@@ -446,6 +448,7 @@ def write_html(
     protocols = sorted({r.protocol for r in results} | {p for t in tables for p in t.spec.protocols})
     page = env.get_template("index.html").render(
         results=results, sources=[str(s) for s in sources], metric=metric,
+        context_note=CONTEXT_NOTE if any(r.display.endswith(CONTEXT_MARK) for r in results) else None,
         protocols=protocols, models=sorted(models),
         grid=grid_table(results, hrefs, metric) if results else None,
         runs=results_table(results, hrefs, metrics) if results else None,
