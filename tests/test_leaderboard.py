@@ -339,6 +339,24 @@ def test_check_names_the_branch_when_a_checkpoint_has_several(tmp_path, capsys):
         assert f"| {status} |" in capsys.readouterr().out
 
 
+def test_ours_only_keeps_fine_tuned_and_frozen_results_apart(tmp_path, capsys):
+    """A model fine-tuned and probed on a 1% subset that is not the paper's: Table 2's "ours only" row shows
+    both, each in its own column (before, the better one filled a single cell and the other vanished)."""
+    runs = tmp_path / "runs"
+    small = real_dataset("in1k_1pct_linear", train=12, val=16)
+    finetuned = make_result(runs, "mae", "in1k_1pct_finetune", 25.0, dataset=small)
+    record = json.loads(finetuned.read_text())
+    record["adaptation"] = "finetune"
+    finetuned.write_text(json.dumps(record))
+    make_result(runs, "mae", "in1k_1pct_linear", 100.0, dataset=small)
+    assert main(["table", str(runs), "--out", str(tmp_path / "t"), "--format", "csv"]) == 0
+    capsys.readouterr()
+    extra = pd.read_csv(tmp_path / "t" / "table2_ours_only.csv", dtype=str, keep_default_na=False).set_index("Model")
+    assert extra.loc["mae (target)", ["in1k_1pct ours finetune", "in1k_1pct ours frozen"]].tolist() == ["25.0", "100.0"]
+    assert "in1k_1pct ours" not in extra.columns
+    assert extra.loc["mae (target)", "Not in a paper cell because"].count("12 train images") == 1
+
+
 def test_check_verdict_rule():
     from ijepa_eval.leaderboard.check import Expectation, verdict
 
