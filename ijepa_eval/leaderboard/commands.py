@@ -91,7 +91,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print("\n".join(["", f"against {reference} (95%, same test examples):", *lines]))
     if footnotes:
         print("\n" + "\n".join(footnotes))
-    notes = compare.significance_notes(tests, skipped, rows, args.metric, reference) + footnotes
+    notes = compare.compare_notes(tests, skipped, rows, protocols, args.metric, reference)
     written = compare.write_compare(shown, flat, out, args.metric, notes)
     if args.plot:
         written += plots.bars(compare.values(rows, protocols, args.metric), f"{out}/compare_bars", args.metric,
