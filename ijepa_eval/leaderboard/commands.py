@@ -183,7 +183,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "plot", help="bars per protocol, Figure-1-style scatter, head-grid heatmap (PNG + SVG)",
-        description="bars: one group per protocol, one bar per model. scatter: IN-1k 1%% top-1 vs pretraining "
+        description="bars: one group per protocol, one bar per model. scatter: IN-1k 1% top-1 vs pretraining "
         "GPU-hours (paper points + models whose meta has gpu_hours). heatmap: lr × wd grid of one run's heads, "
         "one panel per representation/head.",
         epilog=PLOT_EPILOG, formatter_class=HelpFormatter,
