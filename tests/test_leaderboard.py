@@ -287,6 +287,16 @@ def test_plots_bars_scatter_heatmap(tmp_path):
     assert main(["plot", "heatmap", str(runs), "--out", str(tmp_path / "x")]) == 2  # two results: refused
 
 
+def test_heatmap_of_a_run_without_a_linear_grid_says_why(tmp_path, capsys):
+    """logreg / kNN / fine-tuning heads have no lr × wd: the error says so instead of suggesting --split."""
+    knn = [{"name": f"lastPOOL/knn/k{k}", "representation": "lastPOOL", "head": "knn", "k": k,
+            "scores": {"train_holdout": {"top1": 50.0}}} for k in (10, 20)]
+    run = make_result(tmp_path / "knn", "ijepa", "knn", 50.0, heads=knn, dataset={})
+    assert main(["plot", "heatmap", str(run), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "heads are knn, which have no lr × wd grid" in err and "--split" not in err
+
+
 def write_expected(path, entries):
     import yaml
 
