@@ -232,6 +232,9 @@ def test_demo_leaderboard_writes_index_html(tmp_path, capsys):
     html = (tmp_path / "index.html").read_text()
     assert "12 result(s)" in html and html.count('<tr data-protocols="clevr_dist') == 3
     assert len(list((tmp_path / PAGES).glob("*.html"))) == 12
+    # the page's ↑ / ↓ / ≈ compare with random init, as compare.md does (not with the alphabetically first row)
+    assert "compare each row with random-init (target) on the same test examples" in html
+    assert "marks compare each row with random-init (target) on" in (tmp_path / "compare.md").read_text()
 
 
 def test_v1_result_without_intervals_or_deviations(tmp_path):

@@ -189,11 +189,12 @@ def paper_section(t: BuiltTable, models: dict[str, Model], hrefs: dict[Path, str
     )
 
 
-def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str) -> Table:
-    """Models × protocols as ``compare`` prints them, each cell linking to its run."""
+def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str, reference: str | None = None) -> Table:
+    """Models × protocols as ``compare`` prints them, each cell linking to its run; marks against
+    ``reference`` (a row label, as ``compare --reference``) or the first row."""
     rows = compare.rows_from_results(results)
     protocols = list(dict.fromkeys(p for _, cells in rows for p in cells))
-    reference = compare.reference_row(rows, None)  # marks against the first row, as `compare`
+    reference = compare.reference_row(rows, reference)
     tests, _ = compare.significance(rows, protocols, metric, reference)
     shown, _ = compare.compare_frames(rows, protocols, metric, tests)
     cells_of = dict(rows)
@@ -421,8 +422,10 @@ def write_html(
     tables: list[BuiltTable] | None = None,
     sources: Sequence[str] = (),
     metric: str = "top1",
+    reference: str | None = None,
 ) -> Path:
     """Write the run pages, then ``out_dir/index.html`` (last, so it never links to pages not yet written).
+    ``reference`` is the leaderboard row the ↑ / ↓ / ≈ marks compare with (default: the first).
 
     ``paper`` defaults to the reference CSV and ``tables`` to ``build_tables(paper, results)``.
     """
@@ -450,7 +453,7 @@ def write_html(
         results=results, sources=[str(s) for s in sources], metric=metric,
         context_note=CONTEXT_NOTE if any(r.display.endswith(CONTEXT_MARK) for r in results) else None,
         protocols=protocols, models=sorted(models),
-        grid=grid_table(results, hrefs, metric) if results else None,
+        grid=grid_table(results, hrefs, metric, reference) if results else None,
         runs=results_table(results, hrefs, metrics) if results else None,
         plots=plot_list, deviations=[(p, protocol_tokens(p), items) for p, items in sorted(deviations.items())],
         paper_tables=[paper_section(t, models, hrefs) for t in tables],
