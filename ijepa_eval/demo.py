@@ -151,7 +151,7 @@ def leaderboard(out: Path, result_paths: list[Path]) -> dict:
     lines = significance_lines(tests, rows, "top1", floor) + skipped
     write_compare(shown, flat, out, "top1", compare_notes(tests, skipped, rows, PROTOCOLS, "top1", floor))
     bars(values(rows, PROTOCOLS), out / "leaderboard", metric="top1", intervals=intervals(rows, PROTOCOLS))
-    write_html(out, results, sources=[str(out / "runs")], reference=floor)  # marks as in compare.md
+    write_html(out, results, sources=[str(out / "runs")], reference=floor)
     top1 = {label: {} for label in ENCODERS}
     top1_ci = {label: {} for label in ENCODERS}
     for r in results:

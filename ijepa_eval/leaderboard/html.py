@@ -190,8 +190,8 @@ def paper_section(t: BuiltTable, models: dict[str, Model], hrefs: dict[Path, str
 
 
 def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str, reference: str | None = None) -> Table:
-    """Models × protocols as ``compare`` prints them, each cell linking to its run; marks against
-    ``reference`` (a row label, as ``compare --reference``) or the first row."""
+    """Models × protocols as ``compare`` prints them, each cell linking to its run; marks test each row
+    against ``reference`` (a row label, default the first row), as ``compare --reference`` does."""
     rows = compare.rows_from_results(results)
     protocols = list(dict.fromkeys(p for _, cells in rows for p in cells))
     reference = compare.reference_row(rows, reference)
@@ -207,8 +207,8 @@ def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str, refer
             cell.title = f"95% interval {_ci_text(ci)}" if (ci := r.ci(metric)) else None
 
     return frame_table(shown, "grid", list(shown.columns[1:]), model_column="model", decorate=decorate,
-                       note="newest result per model and protocol; click a number to open its run; ↑ / ↓ / ≈ "
-                            f"compare each row with {reference} on the same test examples")
+                       note=f"newest result per model and protocol; ↑ / ↓ / ≈ against {reference} (paired test on "
+                            "the same test examples, 95%); click a number to open its run")
 
 
 def metric_cell(r: Result, metric: str) -> Cell:
@@ -425,9 +425,9 @@ def write_html(
     reference: str | None = None,
 ) -> Path:
     """Write the run pages, then ``out_dir/index.html`` (last, so it never links to pages not yet written).
-    ``reference`` is the leaderboard row the ↑ / ↓ / ≈ marks compare with (default: the first).
 
-    ``paper`` defaults to the reference CSV and ``tables`` to ``build_tables(paper, results)``.
+    ``paper`` defaults to the reference CSV and ``tables`` to ``build_tables(paper, results)``;
+    ``reference`` is the leaderboard row the others are tested against (default: the first row).
     """
     out = Path(out_dir)
     paper = load_paper() if paper is None else paper
