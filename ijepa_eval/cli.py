@@ -33,7 +33,13 @@ Run `ijepa-eval COMMAND --help` for each command's options and examples."""
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps example blocks as written and shows defaults."""
+    """Keeps example blocks as written and shows defaults, except where they say nothing: unset (None) or
+    off (False) values, and help texts that already state their default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):

@@ -131,11 +131,11 @@ def leaderboard(out: Path, result_paths: list[Path]) -> dict:
     from ijepa_eval.io import atomic_write_json
     from ijepa_eval.leaderboard.compare import (
         compare_frames,
+        compare_notes,
         intervals,
         rows_from_results,
         significance,
         significance_lines,
-        significance_notes,
         values,
         write_compare,
     )
@@ -149,7 +149,7 @@ def leaderboard(out: Path, result_paths: list[Path]) -> dict:
     tests, skipped = significance(rows, PROTOCOLS, "top1", floor)
     shown, flat = compare_frames(rows, PROTOCOLS, "top1", tests)
     lines = significance_lines(tests, rows, "top1", floor) + skipped
-    write_compare(shown, flat, out, "top1", significance_notes(tests, skipped, rows, "top1", floor))
+    write_compare(shown, flat, out, "top1", compare_notes(tests, skipped, rows, PROTOCOLS, "top1", floor))
     bars(values(rows, PROTOCOLS), out / "leaderboard", metric="top1", intervals=intervals(rows, PROTOCOLS))
     write_html(out, results, sources=[str(out / "runs")], reference=floor)
     top1 = {label: {} for label in ENCODERS}

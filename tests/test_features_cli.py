@@ -65,10 +65,12 @@ def test_cache_ls_and_rm(setup, capsys):
     capsys.readouterr()
     listing = subprocess.run([str(CONSOLE_SCRIPT), "cache", "ls", "--cache-dir", str(cache)],
                              capture_output=True, text=True, check=True).stdout.splitlines()
-    assert listing[0].split() == ["KEY", "CHECKPOINT", "DATASET/SPLIT", "N", "REPRESENTATIONS", "SIZE", "COMPLETE"]
+    assert listing[0].split() == ["KEY", "CHECKPOINT", "BRANCH", "DATASET/SPLIT", "N", "REPRESENTATIONS", "SIZE",
+                                  "COMPLETE"]
     rows = [line.split() for line in listing[1:]]
-    assert len(rows) == 2 and all(r[1] == ckpt.name and r[3] == "cifar100/test" and r[4] == "24" for r in rows)
-    assert all(r[5] == "lastPOOL,concatPOOL4" and r[-1] == "yes" for r in rows)
+    assert len(rows) == 2 and all(r[1] == ckpt.name and r[4] == "cifar100/test" and r[5] == "24" for r in rows)
+    assert sorted(r[3] for r in rows) == ["context", "target"]  # the two entries of one file are told apart
+    assert all(r[6] == "lastPOOL,concatPOOL4" and r[-1] == "yes" for r in rows)
     keys = [r[0] for r in rows]
     assert main(["cache", "rm", keys[0], "--cache-dir", str(cache)]) == 0
     assert not (cache / keys[0]).exists() and (cache / keys[1]).exists()

@@ -22,7 +22,7 @@ import pytest
 from ijepa_eval import demo
 from ijepa_eval.cli import main
 from ijepa_eval.leaderboard.html import PAGES, frame_table, leading_number, write_html
-from ijepa_eval.leaderboard.records import load_results
+from ijepa_eval.leaderboard.records import CONTEXT_NOTE, load_results
 from ijepa_eval.results import ResultRecord, iter_result_paths, write_predictions, write_result
 
 EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">" onclick="window.__pwned=3'
@@ -169,6 +169,20 @@ def test_index_cells_intervals_and_delta_colours(site):
     ids = re.findall(r' id="([^"]+)"', html)
     assert len(ids) == len(set(ids)) and {"grid", "results", "table1", "table4-ours-only"} <= set(ids)
     assert "CLEVR-mini (procedural) instead of CLEVR v1.0" in html  # declared deviations listed
+
+
+def test_context_rows_are_explained(tmp_path):
+    """A context-encoder result shows as `label (context)†`; the page says what † means, as the tables do."""
+    runs = tmp_path / "runs"
+    make_run(runs, "ijepa", "clevr_count", 33.0)
+    context = json.loads(make_run(tmp_path / "ctx", "ijepa", "clevr_count", 30.0).read_text())
+    context["model"]["branch"] = "context"
+    (runs / "ijepa__context__clevr_count.json").write_text(json.dumps(context))
+    html = write_html(tmp_path / "site", load_results([runs])).read_text()
+    assert "ijepa (context)†" in html and CONTEXT_NOTE in html
+    assert "↑ / ↓ / ≈ against ijepa (context)† (paired test" in html  # the first row
+    plain = write_html(tmp_path / "plain", load_results([tmp_path / "ctx"])).read_text()
+    assert CONTEXT_NOTE not in plain  # no † row, no legend for it
 
 
 def test_run_page_and_json_copy(site):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -286,6 +287,16 @@ def test_plots_bars_scatter_heatmap(tmp_path):
     assert main(["plot", "heatmap", str(runs), "--out", str(tmp_path / "x")]) == 2  # two results: refused
 
 
+def test_heatmap_of_a_run_without_a_linear_grid_says_why(tmp_path, capsys):
+    """logreg / kNN / fine-tuning heads have no lr × wd: the error says so instead of suggesting --split."""
+    knn = [{"name": f"lastPOOL/knn/k{k}", "representation": "lastPOOL", "head": "knn", "k": k,
+            "scores": {"train_holdout": {"top1": 50.0}}} for k in (10, 20)]
+    run = make_result(tmp_path / "knn", "ijepa", "knn", 50.0, heads=knn, dataset={})
+    assert main(["plot", "heatmap", str(run), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "heads are knn, which have no lr × wd grid" in err and "--split" not in err
+
+
 def write_expected(path, entries):
     import yaml
 
@@ -318,6 +329,42 @@ def test_check_tolerance_direction_and_missing(tmp_path, capsys):
     bad_metric = write_expected(tmp_path / "m.yaml", [{"model": "x", "protocol": "cifar100", "metric": "top2", "value": 1}])
     assert main(["check", "--expected", bad_metric, str(runs)]) == 2
     assert "unknown metric 'top2'" in capsys.readouterr().err
+
+
+def test_check_names_the_branch_when_a_checkpoint_has_several(tmp_path, capsys):
+    """One checkpoint's target and context results: an entry without `branch` is an error, not a silent pick."""
+    runs = tmp_path / "runs"
+    target = make_result(runs, "ijepa_h14", "clevr_count", 90.0, date="2024-01-01T00:00:00+00:00")
+    context = json.loads(target.read_text())
+    context["model"]["branch"], context["metrics"]["top1"], context["date"] = "context", 80.0, "2024-02-01T00:00:00+00:00"
+    (runs / target.name.replace("__target__", "__context__")).write_text(json.dumps(context))
+    both = write_expected(tmp_path / "both.yaml", [{"model": "ijepa_h14", "protocol": "clevr_count", "value": 90.0}])
+    assert main(["check", "--expected", both, str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "matches several branches: ijepa_h14 (context)†, ijepa_h14 (target)" in err and "branch" in err
+    for branch, status in (("target", "pass"), ("context", "FAIL")):
+        one = write_expected(tmp_path / f"{branch}.yaml", [{"model": "ijepa_h14", "branch": branch,
+                                                            "protocol": "clevr_count", "value": 90.0}])
+        assert main(["check", "--expected", one, str(runs)]) == (0 if status == "pass" else 1)
+        assert f"| {status} |" in capsys.readouterr().out
+
+
+def test_ours_only_keeps_fine_tuned_and_frozen_results_apart(tmp_path, capsys):
+    """A model fine-tuned and probed on a 1% subset that is not the paper's: Table 2's "ours only" row shows
+    both, each in its own column (before, the better one filled a single cell and the other vanished)."""
+    runs = tmp_path / "runs"
+    small = real_dataset("in1k_1pct_linear", train=12, val=16)
+    finetuned = make_result(runs, "mae", "in1k_1pct_finetune", 25.0, dataset=small)
+    record = json.loads(finetuned.read_text())
+    record["adaptation"] = "finetune"
+    finetuned.write_text(json.dumps(record))
+    make_result(runs, "mae", "in1k_1pct_linear", 100.0, dataset=small)
+    assert main(["table", str(runs), "--out", str(tmp_path / "t"), "--format", "csv"]) == 0
+    capsys.readouterr()
+    extra = pd.read_csv(tmp_path / "t" / "table2_ours_only.csv", dtype=str, keep_default_na=False).set_index("Model")
+    assert extra.loc["mae (target)", ["in1k_1pct ours finetune", "in1k_1pct ours frozen"]].tolist() == ["25.0", "100.0"]
+    assert "in1k_1pct ours" not in extra.columns
+    assert extra.loc["mae (target)", "Not in a paper cell because"].count("12 train images") == 1
 
 
 def test_check_verdict_rule():

@@ -45,3 +45,8 @@ def test_table_and_compare_print_references_and_deviations(tmp_path, capsys):
     assert printed.index("88.1") < printed.index("declared deviations") and "places205" not in printed
     assert f"  - deviation: {' '.join(cifar.deviations[0].split())}" in printed
     assert "declared deviations" in (runs / "compare.md").read_text()
+    # with a second model the significance notes come first; the footnotes stay a block of their own
+    make_result(runs, "mae_h14", "cifar100", 85.0)
+    assert main(["compare", "--results", str(runs), "--protocols", "cifar100"]) == 0
+    md = (runs / "compare.md").read_text()
+    assert md.index("mae_h14") < md.index("\n\nProtocols, their references and declared deviations")

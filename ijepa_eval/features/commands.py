@@ -109,14 +109,15 @@ def run_cache_ls(args: argparse.Namespace) -> int:
         dataset = meta.get("dataset") or {}
         reps = available_representations(meta.get("n_last_blocks", 1), meta.get("pools", []))
         rows.append([
-            entry.key, f"{source} ({str(ckpt.get('sha256') or '?')[:8]})", f"{dataset.get('name')}/{dataset.get('split')}",
+            entry.key, f"{source} ({str(ckpt.get('sha256') or '?')[:8]})", str(ckpt.get("branch") or "-"),
+            f"{dataset.get('name')}/{dataset.get('split')}",
             str(meta.get("n", "?")), ",".join(reps), f"{entry.size_bytes() / 2**20:.1f} MB",
             "yes" if meta.get("complete") else "no",
         ])
     if not rows:
         print(f"no cached features in {resolve_cache_dir(args.cache_dir)}")
         return 0
-    header = ["KEY", "CHECKPOINT", "DATASET/SPLIT", "N", "REPRESENTATIONS", "SIZE", "COMPLETE"]
+    header = ["KEY", "CHECKPOINT", "BRANCH", "DATASET/SPLIT", "N", "REPRESENTATIONS", "SIZE", "COMPLETE"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -32,6 +32,7 @@ class Expectation:
     value: float
     metric: str = "top1"
     tolerance: float = DEFAULT_TOLERANCE
+    branch: str | None = None  # target/context, ... when one checkpoint has results for several
 
 
 def load_expected(path: str | os.PathLike) -> list[Expectation]:
@@ -65,6 +66,7 @@ def load_expected(path: str | os.PathLike) -> list[Expectation]:
                 value=float(entry["value"]),
                 metric=metric,
                 tolerance=float(entry.get("tolerance", DEFAULT_TOLERANCE)),
+                branch=None if entry.get("branch") is None else str(entry["branch"]),
             )
         except (TypeError, ValueError):
             raise ConfigError(f"{path}: entry {i}: value and tolerance must be numbers") from None
@@ -90,8 +92,12 @@ def check(expected: list[Expectation], results: list[Result]) -> pd.DataFrame:
     latest = list(latest_by_model_protocol(results).values())
     rows: list[dict[str, Any]] = []
     for exp in expected:
-        found = [r for r in latest if r.protocol == exp.protocol and r.matches_model(exp.model)]
-        found.sort(key=lambda r: (str(r.record.date), str(r.path)))
+        found = [r for r in latest if r.protocol == exp.protocol and r.matches_model(exp.model)
+                 and exp.branch in (None, r.record.model.get("branch"))]
+        if len({r.record.model.get("branch") for r in found}) > 1:  # one checkpoint's target and context
+            raise ConfigError(f"expected {exp.model} {exp.protocol} matches several branches: "
+                              f"{', '.join(sorted(r.display for r in found))}; add `branch: ...` to the entry")
+        found.sort(key=lambda r: (str(r.record.date), str(r.path)))  # a label reused by newer checkpoints
         ours = found[-1].metric(exp.metric) if found else None
         rows.append(
             {

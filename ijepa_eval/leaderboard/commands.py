@@ -32,6 +32,7 @@ CHECK_EPILOG = """examples:
 expected.yaml (YAML or JSON; metric defaults to top1, tolerance to 0.5 absolute):
   - {model: ijepa_h14, protocol: cifar100, value: 87.5, tolerance: 0.5}
   - {model: 3f2a9c01d4e5, protocol: clevr_count, metric: top1, value: 86.7}
+  - {model: run/latest.pth.tar, branch: context, protocol: clevr_count, value: 80.0}   # one of its branches
 A higher-is-better metric more than `tolerance` above expected passes as "improved"; below fails."""
 
 
@@ -90,7 +91,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print("\n".join(["", f"against {reference} (95%, same test examples):", *lines]))
     if footnotes:
         print("\n" + "\n".join(footnotes))
-    notes = compare.significance_notes(tests, skipped, rows, args.metric, reference) + footnotes
+    notes = compare.compare_notes(tests, skipped, rows, protocols, args.metric, reference)
     written = compare.write_compare(shown, flat, out, args.metric, notes)
     if args.plot:
         written += plots.bars(compare.values(rows, protocols, args.metric), f"{out}/compare_bars", args.metric,
@@ -184,7 +185,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "plot", help="bars per protocol, Figure-1-style scatter, head-grid heatmap (PNG + SVG)",
-        description="bars: one group per protocol, one bar per model. scatter: IN-1k 1%% top-1 vs pretraining "
+        description="bars: one group per protocol, one bar per model. scatter: IN-1k 1% top-1 vs pretraining "
         "GPU-hours (paper points + models whose meta has gpu_hours). heatmap: lr × wd grid of one run's heads, "
         "one panel per representation/head.",
         epilog=PLOT_EPILOG, formatter_class=HelpFormatter,

@@ -200,6 +200,14 @@ def footnotes(rows: list[Row], protocols: Sequence[str]) -> list[str]:
     return deviation_footnotes(r for _, cells in rows for p, r in cells.items() if p in protocols)
 
 
+def compare_notes(tests: Tests, skipped: list[str], rows: list[Row], protocols: Sequence[str], metric: str = "top1",
+                  reference: str | None = None) -> list[str]:
+    """compare.md's notes: the significance block, then the deviation footnotes, a blank line apart (else
+    Markdown reads the footnotes' heading as part of the last bullet)."""
+    blocks = [significance_notes(tests, skipped, rows, metric, reference), footnotes(rows, protocols)]
+    return [line for i, block in enumerate(b for b in blocks if b) for line in ([""] if i else []) + block]
+
+
 def write_compare(shown: pd.DataFrame, flat: pd.DataFrame, out_dir: str | os.PathLike, metric: str,
                   notes: Sequence[str] = ()) -> list[Path]:
     out = Path(out_dir)

@@ -31,7 +31,7 @@ from ijepa_eval.errors import ConfigError
 from ijepa_eval.io import atomic_open, atomic_write_text
 from ijepa_eval.leaderboard import compare, plots
 from ijepa_eval.leaderboard.paper import PROTOCOL_SOURCES, load_compute, load_paper, our_protocols
-from ijepa_eval.leaderboard.records import CONTEXT_MARK, Result
+from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result
 from ijepa_eval.leaderboard.render import MISSING, fmt
 from ijepa_eval.leaderboard.tables import OURS_MODEL, BuiltTable, Model, build_tables, group_models
 from ijepa_eval.results import METRIC_DIRECTIONS
@@ -451,6 +451,7 @@ def write_html(
     protocols = sorted({r.protocol for r in results} | {p for t in tables for p in t.spec.protocols})
     page = env.get_template("index.html").render(
         results=results, sources=[str(s) for s in sources], metric=metric,
+        context_note=CONTEXT_NOTE if any(r.display.endswith(CONTEXT_MARK) for r in results) else None,
         protocols=protocols, models=sorted(models),
         grid=grid_table(results, hrefs, metric, reference) if results else None,
         runs=results_table(results, hrefs, metrics) if results else None,

@@ -129,6 +129,10 @@ def head_grid(result: Result, split: str | None = None, metric: str = "top1") ->
             continue
         panels.setdefault(f"{h.get('representation')}/{h.get('head')}", {})[(float(h[lr_key]), float(h["wd"]))] = float(score)
     if not panels:
+        if not any(h.get(lr_key) is not None and h.get("wd") is not None for h in heads):  # logreg, kNN, finetune
+            kinds = ", ".join(sorted({str(h.get("head")) for h in heads})) or "none"
+            raise ConfigError(f"{result.path}: the heatmap draws a linear head grid (lr × wd); this run's heads are "
+                              f"{kinds}, which have no lr × wd grid")
         raise ConfigError(f"{result.path} has no heads with {lr_key}, wd and a '{metric}' score on split '{split}'; try --split")
     grids = {name: pd.Series(cells).unstack().sort_index().sort_index(axis=1) for name, cells in sorted(panels.items())}
     return split, lr_key, grids  # index lr, columns wd

@@ -130,6 +130,13 @@ def _cell_columns(protocol: str) -> tuple[str, ...]:
     return ("paper", "ours", "Δ")
 
 
+def _ours_only_columns(protocol: str) -> list[tuple[str, str | None]]:
+    """(column, adaptation) of the "ours only" section: one per adaptation for a mixed-adaptation column."""
+    if protocol in ADAPTATION_SPLIT:
+        return [(f"{protocol} ours {a}", a) for a in ADAPTATIONS]
+    return [(f"{protocol} ours", None)]
+
+
 def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
     metric = spec.rows["metric"].iloc[0]
     present = [m for m in models if any(m.best(p, metric) for p in spec.protocols)]
@@ -174,16 +181,18 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
         line = {"Model": model.display, **{KEY_TITLES[k]: str(model.meta.get(k, "")) for k in ("method", "arch", "epochs", "data")}}
         shown, why = [], [] if in_row else [NO_ROW]
         for p in spec.protocols:
-            ours = model.best(p, metric, comparable=False if in_row else None)
-            line[f"{p} ours"] = value_cell(ours.metric(metric), ours.ci(metric)) if ours else MISSING
-            if ours:
-                shown.append(ours)
-                shown_results.append(ours)
-                why += [f"{p}: {issue}" for issue in ours.data_issues or []]
-                sources.append(_source(model, p, ours))
+            for column, kind in _ours_only_columns(p):  # fine-tuned and frozen never share a cell
+                ours = model.best(p, metric, comparable=False if in_row else None, adaptation=kind)
+                line[column] = value_cell(ours.metric(metric), ours.ci(metric)) if ours else MISSING
+                if ours:
+                    shown.append(ours)
+                    shown_results.append(ours)
+                    why += [f"{p}: {issue}" for issue in ours.data_issues or []]
+                    sources.append(_source(model, p, ours))
         if shown:
-            extra.append({**line, SELECTED_ON: _selected_on(shown), WHY: "; ".join(why)})
-    extra_cols = ["Model", "Method", "Arch", "Epochs", "Data", *(f"{p} ours" for p in spec.protocols), SELECTED_ON, WHY]
+            extra.append({**line, SELECTED_ON: _selected_on(shown), WHY: "; ".join(dict.fromkeys(why))})
+    extra_cols = ["Model", "Method", "Arch", "Epochs", "Data",
+                  *(column for p in spec.protocols for column, _ in _ours_only_columns(p)), SELECTED_ON, WHY]
     return BuiltTable(spec, pd.DataFrame(lines, columns=columns), pd.DataFrame(extra, columns=extra_cols), sources,
                       shown_results)
 

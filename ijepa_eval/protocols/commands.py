@@ -197,7 +197,7 @@ FINETUNE_EPILOG = """examples:
       dataset.test_split=test epochs=2 batch_size=32 --device cpu           # demo data, minutes on a CPU
 
 options: key=value overrides any recipe field (epochs=20 finetune.blr=1e-4 finetune.drop_path=0.1
-  finetune.head_norm=fc_norm); finetune.keep=best chooses the epoch on a held-out 10%% of the training split
+  finetune.head_norm=fc_norm); finetune.keep=best chooses the epoch on a held-out 10% of the training split
   (--select-on test: on the reported split, MAE's convention, recorded). A checkpoint is written every epoch
   under --work-dir (default: CACHE/finetune/<result name>); --resume continues it exactly."""
 
@@ -238,7 +238,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_common(parser: argparse.ArgumentParser, aug: bool = True) -> None:
+def _add_common(parser: argparse.ArgumentParser, aug: bool = True, seeds: bool = True) -> None:
     add_checkpoint_args(parser)
     parser.add_argument("--root", default=None, help="dataset root (default: $IJEPA_EVAL_DATA/<dataset> or data.yaml)")
     parser.add_argument("--cache-dir", default=None, help="feature cache (default: $IJEPA_EVAL_CACHE or ~/.cache/ijepa-eval)")
@@ -250,8 +250,9 @@ def _add_common(parser: argparse.ArgumentParser, aug: bool = True) -> None:
                             help="cached features (fast, default) or the paper's augmented probe training")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, cpu (default: cuda when available)")
     parser.add_argument("--seed", type=int_at_least(0), default=None, help="seed for holdout, shuffling, init (default: recipe's)")
-    parser.add_argument("--seeds", type=int_at_least(2), default=None, metavar="N",
-                        help="also retrain the selected head with N seeds (N >= 2) and record mean ± std")
+    if seeds:  # retrains a probe head; fine-tuning has no cheap head to retrain
+        parser.add_argument("--seeds", type=int_at_least(2), default=None, metavar="N",
+                            help="also retrain the selected head with N seeds (N >= 2) and record mean ± std")
     parser.add_argument("--workers", type=int_at_least(0), default=None, help="data loader workers (default: spare cores)")
     parser.add_argument("--label", default=None, help="model name in result files and tables")
     parser.add_argument("--no-skip-existing", action="store_true",
@@ -284,5 +285,5 @@ def register(subparsers) -> None:
     parser.add_argument("--work-dir", default=None, help="checkpoints (default: CACHE/finetune/<result name>)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --work-dir from its last epoch")
     parser.add_argument("--restart", action="store_true", help="delete the run in --work-dir and start over")
-    _add_common(parser, aug=False)
+    _add_common(parser, aug=False, seeds=False)
     parser.set_defaults(func=cmd_finetune)
