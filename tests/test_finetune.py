@@ -165,7 +165,7 @@ def test_resume_after_a_kill_continues_bit_exactly(world, tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         finetune(world, tmp_path / "b", "epochs=3", "finetune.keep=best", *ALL_RANDOM)
     monkeypatch.setattr(train_module, "save_checkpoint", real_save)
-    with pytest.raises(ConfigError, match="pass --resume to continue it or --restart"):
+    with pytest.raises(ConfigError, match="pass --resume to continue it .* or --restart"):
         finetune(world, tmp_path / "b", "epochs=3", "finetune.keep=best", *ALL_RANDOM)
     with pytest.raises(CheckpointError, match="written for another config"):
         finetune(world, tmp_path / "b", "epochs=3", "finetune.keep=best", resume=True)
@@ -201,6 +201,11 @@ def test_cli_runs_the_recipe_on_the_imagenet_1pct_layout(world, tmp_path, capsys
     assert r.dataset["sizes"] == {"train": 24, "fit": 24, "val": 12} and r.dataset["split_info"]["official"] is False
     assert r.protocol["deviations"] == load_recipe("in1k_1pct_finetune").deviations and r.selection["split"] == "none"
     assert main(args) == 0 and "skip: " in capsys.readouterr().out  # same model, recipe and config: reused
+    # forced rerun of a finished run: its checkpoint is named for what it is, and --resume evaluates it again
+    assert main([*args, "--no-skip-existing"]) == 2
+    assert "earlier fine-tuning run of this result" in capsys.readouterr().err
+    assert main([*args, "--no-skip-existing", "--resume"]) == 0
+    assert load_result(path).metrics == r.metrics
 
 
 def test_cli_errors_are_one_line(world, tmp_path, capsys):

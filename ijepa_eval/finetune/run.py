@@ -43,8 +43,9 @@ def prepare_work_dir(work_dir: Path, resume: bool, restart: bool, is_main: bool)
             shutil.rmtree(work_dir)
         return False
     if exists and not resume:
-        raise ConfigError(f"{work_dir / LATEST} holds an unfinished fine-tuning run; pass --resume to continue it "
-                          "or --restart to start over (`ijepa-eval finetune`)")
+        raise ConfigError(f"{work_dir / LATEST} holds an earlier fine-tuning run of this result; pass --resume to "
+                          "continue it (a finished run is evaluated again, not retrained) or --restart to start over "
+                          "(`ijepa-eval finetune`)")
     if is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
     return resume
