@@ -89,7 +89,13 @@ def run_finetune(
     """Fine-tune one checkpoint with one recipe (same command under torchrun); returns the result JSON path."""
     from ijepa_eval.features.extract import check_dataset, default_workers, dist_context, resolve_device
     from ijepa_eval.features.extract import describe_transform as transform_text
-    from ijepa_eval.protocols.runner import existing_result, model_record, task_name, write_with_predictions
+    from ijepa_eval.protocols.runner import (
+        encoder_of,
+        existing_result,
+        model_record,
+        task_name,
+        write_with_predictions,
+    )
 
     started = time.perf_counter()
     recipe = load_recipe(name_or_yaml, overrides)
@@ -98,12 +104,7 @@ def run_finetune(
     rank, world_size = dist_context()
     is_main = rank == 0
     dev = resolve_device(device, world_size)
-    if isinstance(ckpt, torch.nn.Module):
-        encoder = ckpt
-    else:
-        from ijepa_eval.encoders import load_encoder
-
-        encoder = load_encoder(ckpt, branch, arch, trust_checkpoint=trust_checkpoint)
+    encoder = encoder_of(ckpt, branch, arch, trust_checkpoint)
     model = model_record(encoder, label, model_meta)
     task = task_name(recipe, name_or_yaml)
     out_dir = Path(out_dir)

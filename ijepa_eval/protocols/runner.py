@@ -37,6 +37,15 @@ from ijepa_eval.stats import bootstrap_ci, seed_summary
 from ijepa_eval.threads import fit_threads
 
 
+def encoder_of(ckpt: Any, branch: str | None, arch: str | dict | None, trust_checkpoint: bool) -> Any:
+    """The Encoder to evaluate: ``ckpt`` itself when it already is one, else ``load_encoder(ckpt, ...)``."""
+    if isinstance(ckpt, torch.nn.Module):
+        return ckpt
+    from ijepa_eval.encoders import load_encoder
+
+    return load_encoder(ckpt, branch, arch, trust_checkpoint=trust_checkpoint)
+
+
 def model_record(encoder: Any, label: str | None, model_meta: dict[str, Any] | None) -> dict[str, Any]:
     info = encoder.info
     return {"source": str(info.get("source")), "sha256": info.get("sha256"), "format": info.get("format"),
@@ -129,12 +138,7 @@ def run_protocol(
     unknown = sorted(set(recipe.metrics) - set(METRIC_DIRECTIONS))
     if unknown:
         raise ConfigError(f"recipe {recipe.name} lists metrics {unknown} that results.METRIC_DIRECTIONS lacks")
-    if isinstance(ckpt, torch.nn.Module):
-        encoder = ckpt
-    else:
-        from ijepa_eval.encoders import load_encoder
-
-        encoder = load_encoder(ckpt, branch, arch, trust_checkpoint=trust_checkpoint)
+    encoder = encoder_of(ckpt, branch, arch, trust_checkpoint)
     model = model_record(encoder, label, model_meta)
     out_dir = Path(out_dir)
     task = task_name(recipe, name_or_yaml)
