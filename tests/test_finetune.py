@@ -215,6 +215,11 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys):
     assert "32 training images < one batch of 64; lower batch_size" in capsys.readouterr().err
     assert main([*args, "--recipe", "cifar100"]) == 2
     assert "frozen 'linear' probe; run it with `ijepa-eval run`" in capsys.readouterr().err
+    run = ["run", "in1k_1pct_finetune", "--ckpt", str(world["ckpt"]), "--root", str(world["folder"]),
+           "--device", "cpu", "--cache-dir", str(tmp_path), "--out", str(tmp_path), "--quiet", "--seeds", "3"]
+    assert main(run) == 2  # was: the seeds were silently dropped and one unseeded fine-tuning ran
+    assert "--seeds retrains a frozen probe's head" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.json"))
 
 
 # ------------------------------------------------------------------------ predictions, intervals, pairing

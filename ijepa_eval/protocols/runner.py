@@ -129,6 +129,9 @@ def run_protocol(
         raise ConfigError(f"--seeds must be at least 2 to measure a spread, got {seeds}")
     recipe = load_recipe(name_or_yaml, overrides)
     if recipe.probe == "finetune":  # end-to-end training: its own loop, checkpoints and resume
+        if seeds:
+            raise ConfigError(f"--seeds retrains a frozen probe's head; {recipe.name} fine-tunes the whole network, "
+                              "which has no cheap head to retrain (run it once per seed=)")
         from ijepa_eval.finetune import run_finetune
 
         return run_finetune(name_or_yaml, ckpt, branch=branch, arch=arch, root=root, out_dir=out_dir,
