@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ijepa_eval.data import describe_transform, eval_transform, get_dataset
-from ijepa_eval.env import environment
+from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError
 from ijepa_eval.finetune.model import build_classifier, train_transform
 from ijepa_eval.finetune.train import LATEST, SeededItems, best_path, fit, predict, scores
@@ -195,8 +195,7 @@ def run_finetune(
         heads=heads,
         env=environment(),
         timings={"train_s": round(state.elapsed_s, 3), "test_s": round(test_s, 3), "wall_s": round(wall_s, 3),
-                 "total_s": round(time.perf_counter() - started, 3), "world_size": world_size,
-                 "gpu_hours": round(wall_s * world_size / 3600, 6) if dev.type == "cuda" else None},
+                 "total_s": round(time.perf_counter() - started, 3), **compute_cost(wall_s, dev, world_size)},
         seed=recipe.seed,
         adaptation="finetune",
         optimizer={"name": "adamw", "base_lr": spec.blr if spec.lr is None else None, "base_batch": spec.base_batch,
