@@ -143,6 +143,7 @@ def test_reported_split_is_opened_only_after_the_last_epoch(world, tmp_path, mon
     kept = int(r.selection["head"].split()[1])
     best = max(r.heads, key=lambda h: (h["scores"]["train_holdout"]["top1"], -h["epoch"]))
     assert kept == best["epoch"] and r.heads[kept - 1]["scores"]["test"] == r.metrics
+    assert r.timings["device"] == "cpu" and r.timings["device_count"] == 1  # env.compute_cost, as frozen probes
     assert r.timings["gpu_hours"] is None and r.timings["wall_s"] > 0 and r.optimizer["effective_lr"] == 0.01 * 8 / 256
     # the paper's / MAE's convention on request: every epoch scored on the reported split, all of train used
     events.clear()
@@ -215,6 +216,11 @@ def test_cli_errors_are_one_line(world, tmp_path, capsys):
     assert "32 training images < one batch of 64; lower batch_size" in capsys.readouterr().err
     assert main([*args, "--recipe", "cifar100"]) == 2
     assert "frozen 'linear' probe; run it with `ijepa-eval run`" in capsys.readouterr().err
+    run = ["run", "in1k_1pct_finetune", "--ckpt", str(world["ckpt"]), "--root", str(world["folder"]),
+           "--device", "cpu", "--cache-dir", str(tmp_path), "--out", str(tmp_path), "--quiet", "--seeds", "3"]
+    assert main(run) == 2  # was: the seeds were silently dropped and one unseeded fine-tuning ran
+    assert "--seeds retrains a frozen probe's head" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.json"))
 
 
 # ------------------------------------------------------------------------ predictions, intervals, pairing
@@ -304,7 +310,7 @@ def test_torchrun_two_processes_match_one(world, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     a, (b_path,) = load_result(one), list((tmp_path / "two").glob("*.json"))
     b = load_result(b_path)
-    assert b.timings["world_size"] == 2 and a.dataset["sizes"] == b.dataset["sizes"]
+    assert b.timings["device_count"] == 2 and b.timings["device"] == "cpu" and a.dataset["sizes"] == b.dataset["sizes"]
     la = np.array([h["scores"]["train"]["loss"] for h in a.heads])
     lb = np.array([h["scores"]["train"]["loss"] for h in b.heads])
     np.testing.assert_allclose(la, lb, rtol=1e-4)

@@ -1,6 +1,8 @@
 """Thread sizing: torch threads + loader workers fit the cores that are actually free."""
 
+import io
 import os
+import types
 
 import pytest
 import torch
@@ -35,4 +37,22 @@ def test_fit_threads_leaves_busy_cores_and_workers(monkeypatch, busy, workers, e
 
 
 def test_busy_cores_reads_running_threads_without_counting_itself():
-    assert 0 <= threads.busy_cores(samples=3) < 1000
+    assert 0 <= threads.busy_cores(samples=3) < 1000  # the real /proc/stat parses
+
+
+def test_busy_cores_is_the_median_of_procs_running_minus_this_thread(monkeypatch):
+    running = iter([3, 5, 4, 7, 2])  # minus this thread: 2, 4, 3, 6, 1 -> median 3
+
+    def fake_open(path, *args, **kwargs):
+        assert path == "/proc/stat"
+        return io.StringIO(f"cpu  1 2 3 4\nprocs_running {next(running)}\nprocs_blocked 0\n")
+
+    monkeypatch.setattr(threads, "open", fake_open, raising=False)
+    monkeypatch.setattr(threads, "time", types.SimpleNamespace(sleep=lambda s: None))
+    assert threads.busy_cores(samples=5) == 3
+
+    def missing(path, *args, **kwargs):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(threads, "open", missing, raising=False)  # no /proc (macOS): nothing known is busy
+    assert threads.busy_cores() == 0

@@ -74,6 +74,8 @@ def vtab_train_val(file_names: list[str]) -> tuple[list[int], list[int]]:
     order = tfds_order(file_names)
     cut = TRAIN_PERCENT * len(order) // 100
     return order[:cut], order[cut:]
+
+
 def check_scenes(scenes: object, path: Path) -> None:
     """The structure labels are read from: a string or a dict for ``objects`` would still have a len()."""
     def bad(where: str, what: str) -> DatasetError:
@@ -102,10 +104,7 @@ def clevr(name: str, root: Path, split: str, **kwargs) -> FileImageDataset:
     scenes_path = root / "scenes" / f"CLEVR_{clevr_split}_scenes.json"
     scenes = load_scenes(scenes_path)
     if clevr_split == "train":
-        try:
-            train, val = vtab_train_val([s["image_filename"] for s in scenes])
-        except (KeyError, TypeError) as err:
-            raise DatasetError(f"CLEVR scenes file {scenes_path} lacks image_filename ({err}); re-download it") from None
+        train, val = vtab_train_val([s["image_filename"] for s in scenes])  # check_scenes: every one is a str
         scenes = [scenes[i] for i in {"train": train, "val": val, "trainval": train + val}[split]]
     label_fn = count_label if name == "clevr_count" else dist_label
     try:

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from PIL import Image
 from torchvision import transforms as T
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -61,7 +62,8 @@ def resize_size(img_size: int) -> int:
     return round(256 * img_size / 224)
 
 
-def _to_rgb(img):
+def to_rgb(img: Image.Image) -> Image.Image:
+    """PIL images in any mode (CLEVR's RGBA, grayscale) as RGB: every transform starts with it."""
     return img.convert("RGB") if getattr(img, "mode", "RGB") != "RGB" else img
 
 
@@ -81,7 +83,7 @@ def eval_transform(name: str, img_size: int = 224) -> T.Compose:
         geometry = [T.Resize((img_size, img_size), interpolation=mode)]
     else:
         geometry = [T.Resize(resize_size(img_size), interpolation=mode), T.CenterCrop(img_size)]
-    return T.Compose([T.Lambda(_to_rgb), *geometry, *_tail()])
+    return T.Compose([T.Lambda(to_rgb), *geometry, *_tail()])
 
 
 def train_transform(name: str, img_size: int = 224) -> T.Compose:
@@ -92,7 +94,7 @@ def train_transform(name: str, img_size: int = 224) -> T.Compose:
         geometry = [T.Resize((img_size, img_size), interpolation=mode)]
     else:
         geometry = [T.RandomResizedCrop(img_size, interpolation=mode)]
-    return T.Compose([T.Lambda(_to_rgb), *geometry, T.RandomHorizontalFlip(), *_tail()])
+    return T.Compose([T.Lambda(to_rgb), *geometry, T.RandomHorizontalFlip(), *_tail()])
 
 
 def describe_transform(name: str, img_size: int = 224, train: bool = False) -> dict:

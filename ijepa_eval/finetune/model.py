@@ -73,23 +73,19 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
-def _to_rgb(image):
-    return image.convert("RGB") if getattr(image, "mode", "RGB") != "RGB" else image
-
-
 def train_transform(spec: FinetuneSpec, img_size: int):
     """timm's ImageNet training transform as MAE's ``build_transform(is_train=True)`` calls it."""
     from timm.data import create_transform
     from torchvision import transforms as T
 
-    from ijepa_eval.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from ijepa_eval.data.transforms import IMAGENET_MEAN, IMAGENET_STD, to_rgb
 
     timm_tf = create_transform(
         input_size=img_size, is_training=True, scale=tuple(spec.crop_scale), hflip=spec.hflip, color_jitter=None,
         auto_augment=spec.auto_augment, interpolation="bicubic", re_prob=spec.reprob, re_mode=spec.remode,
         re_count=spec.recount, mean=IMAGENET_MEAN, std=IMAGENET_STD,
     )
-    return T.Compose([T.Lambda(_to_rgb), timm_tf])
+    return T.Compose([T.Lambda(to_rgb), timm_tf])
 
 
 def mixup_and_loss(spec: FinetuneSpec, num_classes: int) -> tuple[Any, nn.Module]:

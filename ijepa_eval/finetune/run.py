@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ijepa_eval.data import describe_transform, eval_transform, get_dataset
-from ijepa_eval.env import environment
+from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError
 from ijepa_eval.finetune.model import build_classifier, train_transform
 from ijepa_eval.finetune.train import LATEST, SeededItems, best_path, fit, predict, scores
@@ -89,7 +89,13 @@ def run_finetune(
     """Fine-tune one checkpoint with one recipe (same command under torchrun); returns the result JSON path."""
     from ijepa_eval.features.extract import check_dataset, default_workers, dist_context, resolve_device
     from ijepa_eval.features.extract import describe_transform as transform_text
-    from ijepa_eval.protocols.runner import existing_result, model_record, task_name, write_with_predictions
+    from ijepa_eval.protocols.runner import (
+        encoder_of,
+        existing_result,
+        model_record,
+        task_name,
+        write_with_predictions,
+    )
 
     started = time.perf_counter()
     recipe = load_recipe(name_or_yaml, overrides)
@@ -98,12 +104,7 @@ def run_finetune(
     rank, world_size = dist_context()
     is_main = rank == 0
     dev = resolve_device(device, world_size)
-    if isinstance(ckpt, torch.nn.Module):
-        encoder = ckpt
-    else:
-        from ijepa_eval.encoders import load_encoder
-
-        encoder = load_encoder(ckpt, branch, arch, trust_checkpoint=trust_checkpoint)
+    encoder = encoder_of(ckpt, branch, arch, trust_checkpoint)
     model = model_record(encoder, label, model_meta)
     task = task_name(recipe, name_or_yaml)
     out_dir = Path(out_dir)
@@ -194,8 +195,7 @@ def run_finetune(
         heads=heads,
         env=environment(),
         timings={"train_s": round(state.elapsed_s, 3), "test_s": round(test_s, 3), "wall_s": round(wall_s, 3),
-                 "total_s": round(time.perf_counter() - started, 3), "world_size": world_size,
-                 "gpu_hours": round(wall_s * world_size / 3600, 6) if dev.type == "cuda" else None},
+                 "total_s": round(time.perf_counter() - started, 3), **compute_cost(wall_s, dev, world_size)},
         seed=recipe.seed,
         adaptation="finetune",
         optimizer={"name": "adamw", "base_lr": spec.blr if spec.lr is None else None, "base_batch": spec.base_batch,

@@ -111,10 +111,10 @@ def predict(model: nn.Module, dataset: Dataset, rows: np.ndarray, batch_size: in
     for images, y in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(images.to(device, non_blocking=True))
-        topk.append(topk_predictions(logits.float()).cpu())
+        topk.append(topk_predictions(logits.float()))  # stays on the device: one copy at the end, not a sync per batch
         labels.append(torch.as_tensor(y))
     model.train(was_training)
-    part = (torch.cat(topk), torch.cat(labels)) if topk else (torch.zeros(0, 5, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    part = (torch.cat(topk).cpu(), torch.cat(labels)) if topk else (torch.zeros(0, 5, dtype=torch.long), torch.zeros(0, dtype=torch.long))
     if world_size == 1:
         return part
     parts: list[Any] = [None] * world_size

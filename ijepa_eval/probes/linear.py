@@ -301,10 +301,6 @@ class LinearGrid:
             labels.append(y)  # moved once by scores_from_topk, not with a blocking copy per batch
         return torch.cat(preds, 1), torch.cat(labels)
 
-    def evaluate(self, batches: Iterable[tuple[Mapping[str, torch.Tensor], torch.Tensor]]) -> list[dict[str, float]]:
-        """Scores of every head on (representations, labels) batches; see probes.metrics."""
-        return scores_from_topk(*self.predict(batches), self.num_classes)
-
 
 def _resident(features: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Move features to the device when they fit comfortably (one copy beats a transfer per batch).

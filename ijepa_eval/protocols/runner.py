@@ -37,6 +37,15 @@ from ijepa_eval.stats import bootstrap_ci, seed_summary
 from ijepa_eval.threads import fit_threads
 
 
+def encoder_of(ckpt: Any, branch: str | None, arch: str | dict | None, trust_checkpoint: bool) -> Any:
+    """The Encoder to evaluate: ``ckpt`` itself when it already is one, else ``load_encoder(ckpt, ...)``."""
+    if isinstance(ckpt, torch.nn.Module):
+        return ckpt
+    from ijepa_eval.encoders import load_encoder
+
+    return load_encoder(ckpt, branch, arch, trust_checkpoint=trust_checkpoint)
+
+
 def model_record(encoder: Any, label: str | None, model_meta: dict[str, Any] | None) -> dict[str, Any]:
     info = encoder.info
     return {"source": str(info.get("source")), "sha256": info.get("sha256"), "format": info.get("format"),
@@ -120,6 +129,9 @@ def run_protocol(
         raise ConfigError(f"--seeds must be at least 2 to measure a spread, got {seeds}")
     recipe = load_recipe(name_or_yaml, overrides)
     if recipe.probe == "finetune":  # end-to-end training: its own loop, checkpoints and resume
+        if seeds:
+            raise ConfigError(f"--seeds retrains a frozen probe's head; {recipe.name} fine-tunes the whole network, "
+                              "which has no cheap head to retrain (run it once per seed=)")
         from ijepa_eval.finetune import run_finetune
 
         return run_finetune(name_or_yaml, ckpt, branch=branch, arch=arch, root=root, out_dir=out_dir,
@@ -129,12 +141,7 @@ def run_protocol(
     unknown = sorted(set(recipe.metrics) - set(METRIC_DIRECTIONS))
     if unknown:
         raise ConfigError(f"recipe {recipe.name} lists metrics {unknown} that results.METRIC_DIRECTIONS lacks")
-    if isinstance(ckpt, torch.nn.Module):
-        encoder = ckpt
-    else:
-        from ijepa_eval.encoders import load_encoder
-
-        encoder = load_encoder(ckpt, branch, arch, trust_checkpoint=trust_checkpoint)
+    encoder = encoder_of(ckpt, branch, arch, trust_checkpoint)
     model = model_record(encoder, label, model_meta)
     out_dir = Path(out_dir)
     task = task_name(recipe, name_or_yaml)
