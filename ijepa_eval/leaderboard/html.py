@@ -30,7 +30,13 @@ from markupsafe import Markup
 from ijepa_eval.errors import ConfigError
 from ijepa_eval.io import atomic_open, atomic_write_text
 from ijepa_eval.leaderboard import compare, plots
-from ijepa_eval.leaderboard.paper import PROTOCOL_SOURCES, load_compute, load_paper, our_protocols
+from ijepa_eval.leaderboard.paper import (
+    ADAPTATIONS,
+    PROTOCOL_SOURCES,
+    load_compute,
+    load_paper,
+    our_protocols,
+)
 from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result
 from ijepa_eval.leaderboard.render import MISSING, fmt
 from ijepa_eval.leaderboard.tables import OURS_MODEL, BuiltTable, Model, build_tables, group_models
@@ -165,11 +171,15 @@ def paper_section(t: BuiltTable, models: dict[str, Model], hrefs: dict[Path, str
     def decorate(row: dict[str, Any], column: str, cell: Cell) -> None:
         p = _protocol_of(column, protocols)
         model = models.get(str(row.get(OURS_MODEL)))
-        ours = model.best(p, metric, comparable=True) if p and model else None
+        if not p or not model:
+            return
+        # the result the cell shows: a mixed-adaptation column's `ours {kind}`, else the paper's adaptation
+        kind = next((a for a in ADAPTATIONS if column == f"{p} ours {a}"), row.get(f"{p} paper adaptation"))
+        ours = model.best(p, metric, comparable=True, adaptation=kind)
         if ours is None:
             return
         ci = ours.ci(metric)
-        if column == f"{p} ours":
+        if column in (f"{p} ours", f"{p} ours {kind}"):
             cell.href = hrefs[ours.path]
             cell.title = f"{ours.protocol}: 95% interval {_ci_text(ci)}" if ci else ours.protocol
         elif column.endswith("Δ") and cell.value is not None:
