@@ -210,8 +210,7 @@ def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str, refer
     cells_of = dict(rows)
 
     def decorate(row: dict[str, Any], column: str, cell: Cell) -> None:
-        name = row["model"]  # compare_frames marks context rows whose label did not carry the mark yet
-        r = (cells_of.get(name) or cells_of[name.removesuffix(CONTEXT_MARK)]).get(column)
+        r = cells_of[row["model"]].get(column)  # rows_from_results names rows by Result.display, † included
         if r is not None and cell.value is not None:
             cell.href = hrefs[r.path]
             cell.title = f"95% interval {_ci_text(ci)}" if (ci := r.ci(metric)) else None
