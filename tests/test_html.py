@@ -434,3 +434,11 @@ def test_mixed_adaptation_column_links_and_colours_the_result_the_table_shows(tm
     assert not re.search(r'in1k_1pct_linear[^"]*"[^>]*>72.0', table2)  # 72.0 never links to the frozen run
     assert re.search(r'href="pages/[^"]*in1k_1pct_finetune[^"]*"[^>]*>72.0', table2)
     assert re.search(r'href="pages/[^"]*in1k_1pct_linear[^"]*"[^>]*>90.0', table2)  # its own `ours frozen` cell
+
+
+def test_index_bar_plot_draws_the_intervals(site):
+    """The page's bar plot shows each bar's 95% interval as `plot bars` and `compare --plot` do."""
+    html = (site / "index.html").read_text()
+    uri = re.search(r'src="data:image/svg\+xml;base64,([^"]+)" alt="top1 per protocol and model', html).group(1)
+    svg = base64.b64decode(uri).decode()
+    assert svg.count("LineCollection") >= 1 and "95% bootstrap intervals" in svg

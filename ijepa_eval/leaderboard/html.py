@@ -447,8 +447,9 @@ def write_html(
     metrics = [m for m in METRIC_TITLES if any(r.metric(m) is not None for r in results)] or ["top1"]
     plot_list = []
     if results:
-        plot_list.append({"uri": svg_uri(lambda s: plots.bars(plots.bar_values(results, None, metric), s, metric)),
-                          "alt": f"{metric} per protocol and model"})
+        plot_list.append({"uri": svg_uri(lambda s: plots.bars(plots.bar_values(results, None, metric), s, metric,
+                                                              plots.bar_intervals(results, None, metric))),
+                          "alt": f"{metric} per protocol and model, with 95% intervals"})
     plot_list.append({"uri": svg_uri(lambda s: plots.scatter(paper, load_compute(), results, s)),
                       "alt": "IN-1k 1% top-1 vs pretraining GPU-hours (paper Figure 1 style)"})
     deviations: dict[str, list[str]] = {}
