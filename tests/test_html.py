@@ -411,3 +411,34 @@ def screenshot(png: Path) -> None:
 
 if __name__ == "__main__":
     screenshot(Path(sys.argv[1]))
+
+
+def test_mixed_adaptation_column_links_and_colours_the_result_the_table_shows(tmp_path):
+    """Table 2's in1k_1pct column shows MAE's fine-tuned result (the paper fine-tuned MAE): the link, the
+    interval tooltip and the Δ colour must be that result's, not those of MAE's better frozen probe."""
+    runs = tmp_path / "runs"
+    mae = {"method": "MAE", "arch_name": "ViT-H/14", "epochs": 1600, "data": "IN-1k"}
+    data = {"name": "imagenet_1pct", "test_split": "val", "num_classes": 1000,
+            "sizes": {"train": 12811, "val": 50000}}
+    tuned = make_run(runs, "mae", "in1k_1pct_finetune", 72.0, ci=1.0, meta=mae, dataset=data)
+    record = json.loads(tuned.read_text())
+    tuned.write_text(json.dumps({**record, "adaptation": "finetune"}))
+    make_run(runs, "mae", "in1k_1pct_linear", 90.0, ci=1.0, meta=mae, dataset=data)  # better, but frozen
+    write_html(tmp_path / "site", load_results([runs]), sources=[str(runs)])
+    html = (tmp_path / "site" / "index.html").read_text()
+    start = html.index('id="table2"')
+    table2 = html[start:html.index("</table>", start)]
+    # Δ = 72.0 − 71.5; the paper's 71.5 lies inside the fine-tuned interval [71.0, 72.9]
+    assert re.search(r'class="num[^"]* delta-in-ci" data-value="0.5" title="paper 71.5 is inside our 95% '
+                     r'interval \[71.0, 72.9\]"', table2)
+    assert not re.search(r'in1k_1pct_linear[^"]*"[^>]*>72.0', table2)  # 72.0 never links to the frozen run
+    assert re.search(r'href="pages/[^"]*in1k_1pct_finetune[^"]*"[^>]*>72.0', table2)
+    assert re.search(r'href="pages/[^"]*in1k_1pct_linear[^"]*"[^>]*>90.0', table2)  # its own `ours frozen` cell
+
+
+def test_index_bar_plot_draws_the_intervals(site):
+    """The page's bar plot shows each bar's 95% interval as `plot bars` and `compare --plot` do."""
+    html = (site / "index.html").read_text()
+    uri = re.search(r'src="data:image/svg\+xml;base64,([^"]+)" alt="top1 per protocol and model', html).group(1)
+    svg = base64.b64decode(uri).decode()
+    assert svg.count("LineCollection") >= 1 and "95% bootstrap intervals" in svg

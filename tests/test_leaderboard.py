@@ -528,3 +528,19 @@ def test_real_protocol_run_on_synthetic_data_is_kept_out_of_paper_cells(tmp_path
     assert (row["cifar100 ours"], row["cifar100 Δ"]) == (f"{top1} ± {(hi - lo) / 2:.1f}",
                                                          f"{record['metrics']['top1'] - 87.5:+.1f} ↓")
     assert not (out / "table3_ours_only.csv").exists()
+
+
+def test_paper_row_footnotes_cover_both_adaptation_cells(tmp_path, capsys):
+    """Table 2's MAE row shows `ours finetune` and `ours frozen`; the footnotes name the protocols of both
+    numbers shown, not only the one the row's Δ uses."""
+    runs = tmp_path / "runs"
+    mae = {"method": "MAE", "arch_name": "ViT-H/14", "epochs": 1600, "data": "IN-1k"}
+    data = real_dataset("in1k_1pct_linear")
+    finetuned = make_result(runs, "mae", "in1k_1pct_finetune", 72.0, mae, dataset=data)
+    finetuned.write_text(json.dumps({**json.loads(finetuned.read_text()), "adaptation": "finetune"}))
+    make_result(runs, "mae", "in1k_1pct_linear", 60.0, mae, dataset=data)
+    assert main(["table", str(runs), "--out", str(tmp_path / "t"), "--format", "md"]) == 0
+    capsys.readouterr()
+    md = (tmp_path / "t" / "table2.md").read_text()
+    assert "| MAE | ViT-H/14 | 1600 | mae (target) | 71.5 | finetune | 72.0 | 60.0 | 72.0 | +0.5 |" in md
+    assert "- **in1k_1pct_finetune** v1" in md and "- **in1k_1pct_linear** v1" in md

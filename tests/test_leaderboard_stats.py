@@ -161,3 +161,21 @@ def test_scatter_draws_our_interval(tmp_path):
     assert [(p["x"], p["y"], p["ci"]) for p in ours] == [(900.0, 100.0, (97.0, 100.0))]
     svg = plots.scatter(load_paper(), load_compute(), results, tmp_path / "scatter")[1].read_text()
     assert "LineCollection" in svg
+
+
+def test_compare_of_checkpoints_keeps_the_mark_of_a_context_row(tmp_path):
+    """`compare CKPT...` names rows by checkpoint; a context-encoder row (an HF I-JEPA conversion) gets † added
+    in the table, and its significance mark must still be found under the row's own name."""
+    runs = tmp_path / "runs"
+    folder = {"name": "folder", "test_split": "val", "num_classes": 3, "fingerprint": {"val": "abc"},
+              "sizes": {"val": 425}}
+    labels, a, b = constructed(300, 30, 5, 90)
+    base = write_run(runs, "baseline", "shapes", labels, b, dataset=folder)
+    hf = write_run(runs, "hf", "shapes", labels, a, dataset=folder)
+    hf.write_text(hf.read_text().replace('"branch": "target"', '"branch": "context"'))
+    rows = [("baseline", {"shapes": load_results([base])[0]}), ("hf", {"shapes": load_results([hf])[0]})]
+    tests, skipped = compare.significance(rows, ["shapes"], "top1")
+    assert tests[("hf", "shapes")].verdict == "win" and not skipped
+    shown, flat = compare.compare_frames(rows, ["shapes"], "top1", tests)
+    assert shown["model"].tolist() == ["baseline", "hf†"]
+    assert shown.loc[1, "shapes"].endswith("↑ (h)") and flat.loc[1, "shapes vs ref"] == "win"

@@ -102,17 +102,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from ijepa_eval.errors import ConfigError
-    from ijepa_eval.leaderboard import compare, plots
+    from ijepa_eval.leaderboard import plots
     from ijepa_eval.leaderboard.paper import load_compute, load_paper
     from ijepa_eval.leaderboard.records import load_manifest, load_results
 
     results = load_results(args.results, load_manifest(args.models), skip_missing=args.kind == "scatter")
     if args.kind == "bars":
         protocols = _csv_list(args.protocols) if args.protocols else None
-        values = plots.bar_values(results, protocols, args.metric)
-        protocols = protocols or sorted({p for v in values.values() for p in v})
-        cis = compare.intervals(compare.rows_from_results(results), protocols, args.metric)
-        written = plots.bars(values, args.out, args.metric, cis)
+        written = plots.bars(plots.bar_values(results, protocols, args.metric), args.out, args.metric,
+                             plots.bar_intervals(results, protocols, args.metric))
     elif args.kind == "scatter":
         written = plots.scatter(load_paper(args.paper), load_compute(), results, args.out)
     else:

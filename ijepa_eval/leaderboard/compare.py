@@ -145,9 +145,10 @@ def compare_frames(rows: list[Row], protocols: Sequence[str] | None, metric: str
     tests = tests or {}
     shown, flat = [], []
     for name, cells in rows:
+        shown_name = name  # tests stay keyed by the row's own name
         if CONTEXT_MARK not in name and any(r.record.model.get("branch") == "context" for r in cells.values()):
-            name += CONTEXT_MARK
-        s, f = {"model": name}, {"model": name}
+            shown_name += CONTEXT_MARK
+        s, f = {"model": shown_name}, {"model": shown_name}
         for p in protocols:
             r = cells.get(p)
             value = r.metric(metric) if r else None

@@ -30,7 +30,13 @@ from markupsafe import Markup
 from ijepa_eval.errors import ConfigError
 from ijepa_eval.io import atomic_open, atomic_write_text
 from ijepa_eval.leaderboard import compare, plots
-from ijepa_eval.leaderboard.paper import PROTOCOL_SOURCES, load_compute, load_paper, our_protocols
+from ijepa_eval.leaderboard.paper import (
+    ADAPTATIONS,
+    PROTOCOL_SOURCES,
+    load_compute,
+    load_paper,
+    our_protocols,
+)
 from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result
 from ijepa_eval.leaderboard.render import MISSING, fmt
 from ijepa_eval.leaderboard.tables import OURS_MODEL, BuiltTable, Model, build_tables, group_models
@@ -165,11 +171,15 @@ def paper_section(t: BuiltTable, models: dict[str, Model], hrefs: dict[Path, str
     def decorate(row: dict[str, Any], column: str, cell: Cell) -> None:
         p = _protocol_of(column, protocols)
         model = models.get(str(row.get(OURS_MODEL)))
-        ours = model.best(p, metric, comparable=True) if p and model else None
+        if not p or not model:
+            return
+        # the result the cell shows: a mixed-adaptation column's `ours {kind}`, else the paper's adaptation
+        kind = next((a for a in ADAPTATIONS if column == f"{p} ours {a}"), row.get(f"{p} paper adaptation"))
+        ours = model.best(p, metric, comparable=True, adaptation=kind)
         if ours is None:
             return
         ci = ours.ci(metric)
-        if column == f"{p} ours":
+        if column in (f"{p} ours", f"{p} ours {kind}"):
             cell.href = hrefs[ours.path]
             cell.title = f"{ours.protocol}: 95% interval {_ci_text(ci)}" if ci else ours.protocol
         elif column.endswith("Δ") and cell.value is not None:
@@ -200,8 +210,7 @@ def grid_table(results: list[Result], hrefs: dict[Path, str], metric: str, refer
     cells_of = dict(rows)
 
     def decorate(row: dict[str, Any], column: str, cell: Cell) -> None:
-        name = row["model"]  # compare_frames marks context rows whose label did not carry the mark yet
-        r = (cells_of.get(name) or cells_of[name.removesuffix(CONTEXT_MARK)]).get(column)
+        r = cells_of[row["model"]].get(column)  # rows_from_results names rows by Result.display, † included
         if r is not None and cell.value is not None:
             cell.href = hrefs[r.path]
             cell.title = f"95% interval {_ci_text(ci)}" if (ci := r.ci(metric)) else None
@@ -438,8 +447,9 @@ def write_html(
     metrics = [m for m in METRIC_TITLES if any(r.metric(m) is not None for r in results)] or ["top1"]
     plot_list = []
     if results:
-        plot_list.append({"uri": svg_uri(lambda s: plots.bars(plots.bar_values(results, None, metric), s, metric)),
-                          "alt": f"{metric} per protocol and model"})
+        plot_list.append({"uri": svg_uri(lambda s: plots.bars(plots.bar_values(results, None, metric), s, metric,
+                                                              plots.bar_intervals(results, None, metric))),
+                          "alt": f"{metric} per protocol and model, with 95% intervals"})
     plot_list.append({"uri": svg_uri(lambda s: plots.scatter(paper, load_compute(), results, s)),
                       "alt": "IN-1k 1% top-1 vs pretraining GPU-hours (paper Figure 1 style)"})
     deviations: dict[str, list[str]] = {}

@@ -7,8 +7,9 @@ each plot is written as PNG and SVG (SVG without a date, so reruns are byte-iden
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -160,8 +161,19 @@ def heatmap(result: Result, stem: str | os.PathLike, split: str | None = None, m
     return save(fig, stem)
 
 
-def bar_values(results: list[Result], protocols: Sequence[str] | None, metric: str = "top1") -> dict[str, dict[str, float | None]]:
-    """Per-model values over ``protocols`` (all found when None) for ``bars``."""
+def _per_model(results: list[Result], protocols: Sequence[str] | None, get: Callable[[Result], Any]) -> dict[str, dict[str, Any]]:
+    """model -> protocol -> ``get(result)`` over ``protocols`` (all found when None); None where there is no run."""
     models = group_models(results)
     protocols = protocols or sorted({p for m in models for p in m.by_protocol})
-    return {m.display: {p: (m.by_protocol[p].metric(metric) if p in m.by_protocol else None) for p in protocols} for m in models}
+    return {m.display: {p: (get(m.by_protocol[p]) if p in m.by_protocol else None) for p in protocols} for m in models}
+
+
+def bar_values(results: list[Result], protocols: Sequence[str] | None, metric: str = "top1") -> dict[str, dict[str, float | None]]:
+    """Per-model values over ``protocols`` (all found when None) for ``bars``."""
+    return _per_model(results, protocols, lambda r: r.metric(metric))
+
+
+def bar_intervals(results: list[Result], protocols: Sequence[str] | None,
+                  metric: str = "top1") -> dict[str, dict[str, tuple[float, float] | None]]:
+    """The 95% intervals beside ``bar_values`` (None where a result has none), for ``bars``' error bars."""
+    return _per_model(results, protocols, lambda r: r.ci(metric))

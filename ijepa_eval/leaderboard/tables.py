@@ -164,6 +164,7 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
                         line[f"{p} ours {kind}"] = value_cell(r.metric(metric), r.ci(metric)) if r else MISSING
                         if r and r is not ours:
                             sources.append(_source(model, p, r))
+                            shown_results.append(r)
                 line[f"{p} ours"] = value_cell(value, ci)
                 line[f"{p} Δ"] = delta_cell(value, ref, ci)
                 if ours:
