@@ -220,7 +220,13 @@ FORMATS: dict[str, Format] = {
 
 
 def detect_format(obj: Any, source: str) -> Format:
-    matches = [f for f in FORMATS.values() if f.detect(obj)]
+    try:
+        matches = [f for f in FORMATS.values() if f.detect(obj)]
+    except (TypeError, AttributeError) as err:  # e.g. a state dict with int keys: no layout has those
+        raise CheckpointError(
+            f"'{source}' holds data that is not a checkpoint of named weights ({type(err).__name__}: "
+            f"{str(err)[:100]}); save the encoder's state_dict (timm names) instead"
+        ) from err
     if len(matches) == 1:
         return matches[0]
     if matches:
