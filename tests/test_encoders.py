@@ -296,8 +296,12 @@ def test_bad_files_fail_with_one_line(tmp_path, ckpts):
     truncated.write_bytes(ckpts[0]["mae"].read_bytes()[:5000])
     unknown = tmp_path / "unknown.pth"
     torch.save({"weights": [1, 2, 3], "step": 4}, unknown)
+    int_keys, wrapped_int_keys = tmp_path / "int_keys.pth", tmp_path / "wrapped_int_keys.pth"
+    torch.save({1: torch.zeros(2)}, int_keys)  # weights_only loads int keys; no detector may trip over them
+    torch.save({"model": {1: torch.zeros(2)}}, wrapped_int_keys)
     cases = [(text, "not a PyTorch checkpoint"), (truncated, "truncated"), (unknown, "matches no known checkpoint format"),
-             (tmp_path / "empty.pth", "does not exist")]
+             (tmp_path / "empty.pth", "does not exist"), (int_keys, "not a checkpoint of named weights"),
+             (wrapped_int_keys, "not a checkpoint of named weights")]
     (tmp_path / "empty.safetensors").write_bytes(b"")
     cases.append((tmp_path / "empty.safetensors", "is empty"))
     for path, fragment in cases:

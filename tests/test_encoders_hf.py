@@ -150,6 +150,9 @@ def test_bad_folders_fail_with_one_line(tmp_path):
     (tmp_path / "m" / "model.safetensors.index.json").write_text('{"metadata": {}}')
     with pytest.raises(CheckpointError, match="cannot read the shard index .*KeyError"):
         load_encoder(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("[1, 2]")  # JSON, but not the object save_pretrained writes
+    with pytest.raises(CheckpointError, match="config.json' holds a JSON list, not an object"):
+        load_encoder(tmp_path / "m")
     (tmp_path / "m" / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="cannot read .*config.json"):
         load_encoder(tmp_path / "m")

@@ -4,11 +4,11 @@ Official (facebookresearch/data2vec_vision ``beit/run_cyclical.py`` + ``utils.sa
 ``{'model', 'optimizer', 'epoch', 'scaler', 'args', 'model_ema'}``; ``model`` is the student
 (``modeling_cyclical.VisionTransformerForCyclicalTraining``: shared relative position bias, LayerScale,
 q/v biases, ``mask_token``, a D x D ``lm_head`` regression head), ``model_ema`` the EMA teacher. Fine-tuning
-and the transformers conversion read ``model``, the default branch here. Pretraining never applies the
-model's ``norm`` (targets and predictions come from raw block outputs), so it stays at its init; data2vec's
-own downstream model (``modeling_finetune``, ``use_mean_pooling``) averages the patch tokens and only then
-normalises (``fc_norm``; without affine for linear probing). That pooled path defines the features:
-``norm.*`` is loaded as the ``fc_norm``.
+and the transformers conversion read ``model``, the default branch here. The features are data2vec's own
+linear probe (``modeling_finetune`` with ``use_mean_pooling`` and ``linear_classifier``): the mean of the
+patch tokens, then ``fc_norm = LayerNorm(elementwise_affine=False)``, here a unit-affine ``fc_norm``. The
+checkpoint's ``norm.*`` is dropped: pretraining trains it (the student's predictions pass ``norm`` before
+``lm_head``), but ``run_class_finetuning.py`` never loads it (``norm`` is Identity with mean pooling).
 
 transformers (``Data2VecVisionModel`` / ``...ForImageClassification`` saved with ``save_pretrained``):
 ``config.json`` + ``model.safetensors`` or ``pytorch_model.bin`` (or a sharded safetensors index), read
@@ -30,9 +30,9 @@ from ijepa_eval.encoders.hf import HFFolder
 from ijepa_eval.errors import CheckpointError
 
 OFFICIAL_BRANCHES = {"student": "model", "teacher": "model_ema"}
-OFFICIAL_NOTE = ("features: mean of the patch tokens, then LayerNorm: data2vec's own pooled path "
-                 "(modeling_finetune use_mean_pooling, fc_norm); the checkpoint's norm.*, which pretraining "
-                 "never applies, is that fc_norm")
+OFFICIAL_NOTE = ("features: mean of the patch tokens, then LayerNorm without affine: data2vec's own linear "
+                 "probe (modeling_finetune use_mean_pooling, linear_classifier fc_norm); the checkpoint's norm.*, "
+                 "which its fine-tuning never loads, is dropped")
 HF_NOTES = {
     "tokens": "features: transformers' layernorm on every token, then pooled (use_mean_pooling: false)",
     "pooled": "features: mean of the patch tokens, then pooler.layernorm, as pooler_output (use_mean_pooling: true)",
@@ -64,9 +64,10 @@ def convert_data2vec(obj: Mapping[str, Any], branch: str | None):
         _no_branch(branch, "data2vec checkpoint without model_ema")
         state_dict = obj["model"]
     state_dict = drop_position_indices(strip_prefix(state_dict, "module."))
-    encoder = {("fc_norm" + k[4:] if k.startswith("norm.") else k): v for k, v in state_dict.items()}
-    dropped = sorted(k for k in state_dict if k.startswith(("lm_head.", "mask_token")))
-    encoder = {k: v for k, v in encoder.items() if k not in dropped}
+    dropped = sorted(k for k in state_dict if k.startswith(("lm_head.", "mask_token", "norm.")))
+    encoder = {k: v for k, v in state_dict.items() if k not in dropped}
+    dim = encoder["patch_embed.proj.weight"].shape[0]  # unit affine = LayerNorm(elementwise_affine=False)
+    encoder.update({"fc_norm.weight": torch.ones(dim), "fc_norm.bias": torch.zeros(dim)})
     return Converted(
         encoder, branch, list(branches) if branch else [], dropped,
         scalar_meta(obj, {"model", "model_ema", "optimizer"}), family="beit", notes=[OFFICIAL_NOTE],

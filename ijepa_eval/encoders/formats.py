@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ijepa_eval.encoders import dinov2, hf
+from ijepa_eval.encoders import cae, data2vec, dinov2, hf, msn
 from ijepa_eval.errors import CheckpointError, unknown_choice
 
 
@@ -185,34 +185,6 @@ def _convert_state_dict(obj: Mapping[str, torch.Tensor], branch: str | None) -> 
     return Converted(state_dict, dropped_keys=dropped)
 
 
-def _official_formats() -> tuple[Format, ...]:
-    """The paper's other baselines in their release layouts (their modules build on the helpers above)."""
-    from ijepa_eval.encoders import cae, data2vec, msn
-
-    return (
-        Format("msn", "MSN training checkpoint (encoder, target_encoder, prototypes, ...)",
-               msn.detect_msn, msn.convert_msn),
-        Format("data2vec", "data2vec vision checkpoint (BEiT-style {'model', 'model_ema'} with a D x D lm_head)",
-               data2vec.detect_data2vec, data2vec.convert_data2vec),
-        Format("hf-data2vec-vision", "transformers Data2VecVision* folder (config.json + safetensors/bin)",
-               data2vec.detect_hf_data2vec, data2vec.convert_hf_data2vec),
-        Format("cae", "CAE training checkpoint ({'model'} with encoder.* and pretext_neck.*)",
-               cae.detect_cae, cae.convert_cae),
-    )
-
-
-# -- transformers folders / hf-hub ids (encoders/hf.py), DINOv2 releases (encoders/dinov2.py) -------------
-def _hf_and_dinov2_formats() -> tuple[Format, ...]:
-    return (
-        Format("hf", "transformers save_pretrained folder or hf-hub:<org>/<name> (config.json + weights)",
-               hf.detect, hf.convert),
-        Format("timm-hub", "timm hub folder or hf-hub:timm/<model> (config.json with architecture, timm names)",
-               hf.detect_timm, hf.convert_timm),
-        Format("dinov2", "DINOv2 release (facebookresearch/dinov2 *_pretrain.pth: mask_token, ls1.gamma, ...)",
-               dinov2.detect, dinov2.convert),
-    )
-
-
 FORMATS: dict[str, Format] = {
     f.name: f
     for f in (
@@ -227,14 +199,34 @@ FORMATS: dict[str, Format] = {
                _detect_wrapped, _convert_wrapped),
         Format("state_dict", "plain timm-named state dict (bare encoder, DINO backbone, safetensors)",
                _detect_state_dict, _convert_state_dict),
-        *_official_formats(),
-        *_hf_and_dinov2_formats(),
+        # the paper's other baselines in their release layouts (their modules build on the helpers above)
+        Format("msn", "MSN training checkpoint (encoder, target_encoder, prototypes, ...)",
+               msn.detect_msn, msn.convert_msn),
+        Format("data2vec", "data2vec vision checkpoint (BEiT-style {'model', 'model_ema'} with a D x D lm_head)",
+               data2vec.detect_data2vec, data2vec.convert_data2vec),
+        Format("hf-data2vec-vision", "transformers Data2VecVision* folder (config.json + safetensors/bin)",
+               data2vec.detect_hf_data2vec, data2vec.convert_hf_data2vec),
+        Format("cae", "CAE training checkpoint ({'model'} with encoder.* and pretext_neck.*)",
+               cae.detect_cae, cae.convert_cae),
+        # transformers folders / hf-hub ids (encoders/hf.py), DINOv2 releases (encoders/dinov2.py)
+        Format("hf", "transformers save_pretrained folder or hf-hub:<org>/<name> (config.json + weights)",
+               hf.detect, hf.convert),
+        Format("timm-hub", "timm hub folder or hf-hub:timm/<model> (config.json with architecture, timm names)",
+               hf.detect_timm, hf.convert_timm),
+        Format("dinov2", "DINOv2 release (facebookresearch/dinov2 *_pretrain.pth: mask_token, ls1.gamma, ...)",
+               dinov2.detect, dinov2.convert),
     )
 }
 
 
 def detect_format(obj: Any, source: str) -> Format:
-    matches = [f for f in FORMATS.values() if f.detect(obj)]
+    try:
+        matches = [f for f in FORMATS.values() if f.detect(obj)]
+    except (TypeError, AttributeError) as err:  # e.g. a state dict with int keys: no layout has those
+        raise CheckpointError(
+            f"'{source}' holds data that is not a checkpoint of named weights ({type(err).__name__}: "
+            f"{str(err)[:100]}); save the encoder's state_dict (timm names) instead"
+        ) from err
     if len(matches) == 1:
         return matches[0]
     if matches:

@@ -131,6 +131,9 @@ def read_hf_folder(source: str | os.PathLike) -> tuple[HFFolder, dict[str, str]]
         config = json.loads((folder / CONFIG).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise CheckpointError(f"cannot read '{folder / CONFIG}' ({type(err).__name__}); re-download or re-save it") from err
+    if not isinstance(config, dict):
+        raise CheckpointError(f"'{folder / CONFIG}' holds a JSON {type(config).__name__}, not an object; "
+                              "re-download or re-save it")
     state_dict, files = _read_weights(folder)
     return HFFolder(folder, config, state_dict, files), {}
 
