@@ -35,6 +35,7 @@ from ijepa_eval.schedules import cosine_wd, warmup_cosine_lr
 
 Precision = Literal["float16", "bfloat16", "float32"]
 TokenSource = Literal["online", "cached"]
+TransformKind = Literal["vjepa", "resize"]
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -57,6 +58,9 @@ class AttentiveSpec:
     clip_grad: float | None = 1.0  # V-JEPA: clip_grad_norm_ 1.0 after unscale; V-JEPA 2: none
     precision: Precision = "float16"  # probe autocast on CUDA (V-JEPA: float16 + GradScaler); CPU runs float32
     tokens: TokenSource = "online"  # online: encoder every step on fresh augmentations; cached: stored tokens
+    # vjepa: timm create_transform(auto_augment='original', bicubic, re_prob 0.25 pixel) / Resize(int(s*256/224))
+    # + CenterCrop(s); resize: the whole image to s x s (+ flip when training), for CLEVR, where crops change labels
+    transforms: TransformKind = "vjepa"
 
 
 @dataclass(frozen=True)
