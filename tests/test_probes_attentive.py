@@ -198,9 +198,10 @@ def test_our_checkpoint_gives_the_same_logits_in_vjepas_class(variant, depth):
     with torch.no_grad():  # trained-looking weights: nothing left at its init value
         for p in ours.parameters():
             p.add_(torch.randn_like(p) * 0.1)
-    blob = vjepa_checkpoint(ours, epoch=20, batch_size=16, world_size=64, lr=1e-3)
+    blob = vjepa_checkpoint([ours], epoch=20, batch_size=16, world_size=64, lr=1e-3)
     ref = DDPLike(RefClassifier(depth=depth, v2=variant == "vjepa2"))
-    ref.load_state_dict(blob["classifier"])  # strict, as V-JEPA's load_checkpoint
+    # strict, as the load_checkpoint of V-JEPA (one probe) and of V-JEPA 2 (a list, one per grid member)
+    ref.load_state_dict(blob["classifier"] if variant == "vjepa" else blob["classifiers"][0])
     x = tokens()
     torch.testing.assert_close(ours(x), ref.module(x), rtol=1e-5, atol=1e-5)
 

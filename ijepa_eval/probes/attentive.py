@@ -26,7 +26,7 @@ are timm's ``Block`` with torch's LayerNorm (eps 1e-5): the same keys, order and
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -196,11 +196,16 @@ def load_vjepa_probes(blob: Mapping[str, Any], num_heads: int) -> list[Attentive
     return probes
 
 
-def vjepa_checkpoint(probe: AttentiveClassifier, *, epoch: int, batch_size: int, world_size: int = 1,
-                     lr: float | None = None, optimizer: Mapping[str, Any] | None = None,
-                     scaler: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A dict laid out as V-JEPA's eval ``save_checkpoint`` writes it (keys with the DDP ``module.`` prefix),
-    so its ``load_checkpoint`` restores our probe (and, given ours, its AdamW state: same param groups)."""
-    return {"classifier": {f"module.{k}": v.detach().cpu() for k, v in probe.state_dict().items()},
-            "opt": optimizer, "scaler": scaler, "epoch": epoch, "batch_size": batch_size,
-            "world_size": world_size, "lr": lr}
+def vjepa_checkpoint(probes: Sequence[AttentiveClassifier], *, epoch: int, batch_size: int, world_size: int = 1,
+                     lr: float | None = None, optimizers: Sequence[Mapping[str, Any]] | None = None,
+                     scalers: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """A dict laid out as the eval ``save_checkpoint`` of V-JEPA (one ``vjepa`` probe: ``classifier``,
+    ``opt``, ``scaler``) or of V-JEPA 2 (``classifiers``, ``opt``, ``scaler`` as lists), keys with the DDP
+    ``module.`` prefix, so its ``load_checkpoint`` restores our probes (and AdamW states: same param groups)."""
+    states = [{f"module.{k}": v.detach().cpu() for k, v in p.state_dict().items()} for p in probes]
+    if len(probes) == 1 and probes[0].config["variant"] == "vjepa":
+        return {"classifier": states[0], "opt": optimizers[0] if optimizers else None,
+                "scaler": scalers[0] if scalers else None, "epoch": epoch, "batch_size": batch_size,
+                "world_size": world_size, "lr": lr}
+    return {"classifiers": states, "opt": list(optimizers or []), "scaler": list(scalers) if scalers else None,
+            "epoch": epoch, "batch_size": batch_size, "world_size": world_size}
