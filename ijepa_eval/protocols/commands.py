@@ -262,7 +262,7 @@ def _add_common(parser: argparse.ArgumentParser, aug: bool = True, seeds: bool =
 
 
 def register(subparsers) -> None:
-    from ijepa_eval.cli import HelpFormatter
+    from ijepa_eval.cli_base import HelpFormatter
 
     for verb, spec in VERBS.items():
         parser = subparsers.add_parser(verb, help=spec["help"], description=spec["help"].replace("%%", "%"),
