@@ -222,7 +222,7 @@ def print_finetune_summary(path: Path) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from ijepa_eval.finetune import run_finetune
+    from ijepa_eval.protocols.finetuning import run_finetune
 
     path = run_finetune(
         args.recipe, args.ckpt, branch=args.branch, arch=parse_arch(args.arch), root=args.root, out_dir=args.out,
