@@ -1,5 +1,8 @@
 """``run_protocol``: checkpoint + recipe -> cached features -> probe grid -> one result JSON.
 
+A ``probe: finetune`` recipe is handed to ``finetuning.run_finetune``; what both runners record the same
+way (model, reuse of an identical result, predictions and intervals) is in ``run_record``.
+
 Order matters for honest numbers: with the default selection the reported split's features are not even
 requested until the head has been chosen on held-out training data (or the dataset's own val split).
 """
