@@ -77,7 +77,7 @@ def random_init_like(encoder, seed: int = 0):
 
 def pretrain(out: Path, clevr_root: Path, steps: int) -> Path:
     from ijepa_eval.pretrain.configs import apply_overrides, get_config
-    from ijepa_eval.pretrain.train import train
+    from ijepa_eval.pretrain.loop import train
 
     ckpt = out / "pretrain" / "latest.pth.tar"
     summary = out / "pretrain" / "summary.json"

@@ -17,14 +17,14 @@ from ijepa_eval.data.clevr_mini import render_clevr_mini
 from ijepa_eval.data.synthetic import write_imagenet
 from ijepa_eval.encoders import load_encoder
 from ijepa_eval.errors import CheckpointError, ConfigError
-from ijepa_eval.finetune import run as run_module
 from ijepa_eval.finetune import train as train_module
 from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.finetune.model import build_classifier, build_optimizer, lr_at
-from ijepa_eval.finetune.run import run_finetune
 from ijepa_eval.leaderboard.compare import reference_cell
 from ijepa_eval.leaderboard.records import load_results
 from ijepa_eval.protocols import RECIPES_DIR, load_recipe, run_protocol
+from ijepa_eval.protocols import finetuning as run_module
+from ijepa_eval.protocols.finetuning import run_finetune
 from ijepa_eval.results import load_predictions, load_result, predictions_path
 from ijepa_eval.stats import bootstrap_ci, paired_test
 

@@ -164,7 +164,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    from ijepa_eval.cli import HelpFormatter
+    from ijepa_eval.cli_base import HelpFormatter
 
     parser = subparsers.add_parser(
         "inspect", help="show a checkpoint's format, branches, architecture, dropped keys and metadata",

@@ -141,7 +141,7 @@ def _add_results_inputs(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ijepa_eval.cli import HelpFormatter
+    from ijepa_eval.cli_base import HelpFormatter
 
     p = subparsers.add_parser(
         "table", help="paper tables 1-6 with our results beside them (Markdown, CSV, LaTeX, HTML)",

@@ -222,7 +222,7 @@ def print_finetune_summary(path: Path) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from ijepa_eval.finetune import run_finetune
+    from ijepa_eval.protocols.finetuning import run_finetune
 
     path = run_finetune(
         args.recipe, args.ckpt, branch=args.branch, arch=parse_arch(args.arch), root=args.root, out_dir=args.out,
@@ -262,7 +262,7 @@ def _add_common(parser: argparse.ArgumentParser, aug: bool = True, seeds: bool =
 
 
 def register(subparsers) -> None:
-    from ijepa_eval.cli import HelpFormatter
+    from ijepa_eval.cli_base import HelpFormatter
 
     for verb, spec in VERBS.items():
         parser = subparsers.add_parser(verb, help=spec["help"], description=spec["help"].replace("%%", "%"),

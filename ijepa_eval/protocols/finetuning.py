@@ -1,5 +1,9 @@
 """``run_finetune``: checkpoint + ``probe: finetune`` recipe -> fine-tuned classifier -> one result JSON.
 
+The protocol side of fine-tuning, beside ``runner`` (frozen probes): it reads the recipe, plans the splits
+and writes the result; the training itself is ``ijepa_eval.finetune`` (model, loop, checkpoints), which
+knows nothing of recipes. ``run_protocol`` hands ``probe: finetune`` recipes here.
+
 Honest numbers: with ``finetune.keep: last`` no choice is made (all of the training split, the recipe's
 epochs, the last weights); with ``keep: best`` the epoch is chosen on a class-balanced held-out part of
 the training split (or the dataset's own val split). Either way the reported split is opened only after
@@ -25,6 +29,13 @@ from ijepa_eval.finetune.model import build_classifier, train_transform
 from ijepa_eval.finetune.train import LATEST, SeededItems, best_path, fit, predict, scores
 from ijepa_eval.probes import class_balanced_holdout
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
+from ijepa_eval.protocols.run_record import (
+    encoder_of,
+    existing_result,
+    model_record,
+    task_name,
+    write_with_predictions,
+)
 from ijepa_eval.results import ResultRecord, result_filename
 
 
@@ -87,15 +98,9 @@ def run_finetune(
     progress: bool = True,
 ) -> Path:
     """Fine-tune one checkpoint with one recipe (same command under torchrun); returns the result JSON path."""
-    from ijepa_eval.features.extract import check_dataset, default_workers, dist_context, resolve_device
-    from ijepa_eval.features.extract import describe_transform as transform_text
-    from ijepa_eval.protocols.runner import (
-        encoder_of,
-        existing_result,
-        model_record,
-        task_name,
-        write_with_predictions,
-    )
+    from ijepa_eval.features.distributed import default_workers, dist_context, resolve_device
+    from ijepa_eval.features.planning import check_dataset
+    from ijepa_eval.features.planning import describe_transform as transform_text
 
     started = time.perf_counter()
     recipe = load_recipe(name_or_yaml, overrides)
