@@ -62,7 +62,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     grid = Comparison.of_results(results, reference=args.reference) if args.html or args.reference else None
     written = write_tables(tables, args.out, formats)
     if grid is not None:
-        for line in grid.skipped:
+        for line in grid.not_tested:
             print(f"note: leaderboard: {line}", file=sys.stderr)
         if args.reference:
             written += grid.write(args.out, grid_formats)

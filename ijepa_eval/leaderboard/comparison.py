@@ -31,7 +31,7 @@ from ijepa_eval.leaderboard.tables import CELL_LEGEND, group_models, marked, val
 from ijepa_eval.stats import PairedTest, paired_test
 
 Row = tuple[str, dict[str, Result]]  # (row label, our protocol name -> result)
-REAL = {"win": "real (better)", "loss": "real (worse)", "tie": "not significant"}
+VERDICT_WORDS = {"win": "real (better)", "loss": "real (worse)", "tie": "not significant"}
 
 
 @dataclass(frozen=True)
@@ -58,10 +58,22 @@ class CellTest:
         other = "" if self.reference_protocol == self.protocol else f" ({self.reference_protocol})"
         how = f"{self.method} p = {t.p_value:.3g}" if t.p_value is not None else self.method
         return (f"{self.protocol}: {self.row} − {reference}{other} = {t.diff:+.1f} {t.metric} points "
-                f"[{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}], {how}: {REAL[t.verdict]}")
+                f"[{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}], {how}: {VERDICT_WORDS[t.verdict]}")
 
 
 Tests = dict[tuple[str, str], CellTest]  # (row label, protocol) -> its test against the reference row
+
+
+@dataclass(frozen=True)
+class SkippedPair:
+    """A cell that could not be tested against the reference row, and why (``comparable``)."""
+
+    row: str
+    protocol: str
+    why: str
+
+    def sentence(self, reference: str) -> str:
+        return f"{self.protocol}: {self.row} vs {reference} not tested: {self.why}"
 
 
 def rows_from_results(results: list[Result]) -> list[Row]:
@@ -110,11 +122,11 @@ def reference_cell(ref_cells: dict[str, Result], protocol: str, ours: Result) ->
 
 
 def significance(rows: list[Row], protocols: Sequence[str], metric: str = "top1",
-                 reference: str | None = None) -> tuple[Tests, list[str]]:
-    """Paired tests of every row against the reference row, per protocol; plus a note for each pair skipped."""
+                 reference: str | None = None) -> tuple[Tests, list[SkippedPair]]:
+    """Paired tests of every row against the reference row, per protocol; plus each pair skipped, and why."""
     ref_name = reference_row(rows, reference)
     ref_cells = dict(rows).get(ref_name, {})
-    tests, notes = {}, []
+    tests, skipped = {}, []
     for name, cells in rows:
         for p in protocols:
             ours = cells.get(p)
@@ -124,11 +136,11 @@ def significance(rows: list[Row], protocols: Sequence[str], metric: str = "top1"
             q, ref = found
             why = comparable(ours, ref)
             if why:
-                notes.append(f"{p}: {name} vs {ref_name} not tested: {why}")
+                skipped.append(SkippedPair(name, p, why))
                 continue
             pred, ref_pred = ours.predictions, ref.predictions
             tests[(name, p)] = CellTest(name, p, q, paired_test(pred.labels, pred.top5, ref_pred.top5, metric))
-    return tests, notes
+    return tests, skipped
 
 
 def compare_frames(rows: list[Row], protocols: Sequence[str] | None, metric: str = "top1",
@@ -175,7 +187,7 @@ class Comparison:
     metric: str
     reference: str | None  # the reference row's label; None only when there are no rows
     tests: Tests  # every tested cell, in row then protocol order
-    skipped: list[str]  # one sentence per pair that could not be tested, and why
+    skipped: list[SkippedPair]  # every pair that could not be tested, and why
 
     @classmethod
     def of(cls, rows: list[Row], protocols: Sequence[str] | None = None, metric: str = "top1",
@@ -208,9 +220,14 @@ class Comparison:
         return self._frames[1]
 
     @property
+    def not_tested(self) -> list[str]:
+        """One sentence per skipped pair."""
+        return [s.sentence(self.reference) for s in self.skipped]
+
+    @property
     def lines(self) -> list[str]:
         """One sentence per tested cell, then one per skipped pair."""
-        return [t.sentence(self.reference) for t in self.tests.values()] + self.skipped
+        return [t.sentence(self.reference) for t in self.tests.values()] + self.not_tested
 
     @property
     def footnotes(self) -> list[str]:

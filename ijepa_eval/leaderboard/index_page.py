@@ -161,7 +161,8 @@ def index_context(results: list[Result], hrefs: dict[Path, str], paper: pd.DataF
         "context_note": CONTEXT_NOTE if any(r.display.endswith(CONTEXT_MARK) for r in results) else None,
         "protocols": protocols, "models": sorted(models),
         "grid": grid_table(comparison, hrefs) if results else None,
-        "untested": comparison.skipped if results else [],
+        "untested": [(s.sentence(comparison.reference), protocol_tokens(s.protocol), s.row)
+                     for s in comparison.skipped] if results else [],
         "runs": results_table(results, hrefs, metrics) if results else None,
         "plots": plot_list, "deviations": [(p, protocol_tokens(p), items) for p, items in sorted(deviations.items())],
         "paper_tables": [paper_section(t, models, hrefs) for t in tables],
