@@ -22,7 +22,7 @@ from ijepa_eval.finetune import train as train_module
 from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.finetune.model import build_classifier, build_optimizer, lr_at
 from ijepa_eval.finetune.run import run_finetune
-from ijepa_eval.leaderboard.compare import reference_cell
+from ijepa_eval.leaderboard.comparison import reference_cell
 from ijepa_eval.leaderboard.records import load_results
 from ijepa_eval.protocols import RECIPES_DIR, load_recipe, run_protocol
 from ijepa_eval.results import load_predictions, load_result, predictions_path
