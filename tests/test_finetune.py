@@ -20,7 +20,7 @@ from ijepa_eval.errors import CheckpointError, ConfigError
 from ijepa_eval.finetune import train as train_module
 from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.finetune.model import build_classifier, build_optimizer, lr_at
-from ijepa_eval.leaderboard.compare import reference_cell
+from ijepa_eval.leaderboard.comparison import reference_cell
 from ijepa_eval.leaderboard.records import load_results
 from ijepa_eval.protocols import RECIPES_DIR, load_recipe, run_protocol
 from ijepa_eval.protocols import finetuning as run_module

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from ijepa_eval.cli import main
-from ijepa_eval.leaderboard import compare, plots
+from ijepa_eval.leaderboard import compare, comparison, plots
 from ijepa_eval.leaderboard.paper import load_compute, load_paper, normalize, row_matches
 from ijepa_eval.leaderboard.records import load_results
 from ijepa_eval.results import ResultRecord, write_result
@@ -401,7 +401,7 @@ def test_compare_with_real_run_protocol(tmp_path, capsys):
     kwargs = {"labels": ["r0", "r1"], "root": str(root), "out_dir": tmp_path / "runs", "cache_dir": tmp_path / "cache",
               "device": "cpu", "progress": False}
     rows = compare.run_checkpoints(encoders, [str(p) for p in recipes], **kwargs)
-    shown, flat = compare.compare_frames(rows, None)
+    shown, flat = comparison.compare_frames(rows, None)
     assert shown.columns.tolist() == ["model", "cifar100", "cifar100_small"] and flat["model"].tolist() == ["r0", "r1"]
     for (name, cells), (_, line) in zip(rows, flat.iterrows(), strict=True):
         for protocol, result in cells.items():
