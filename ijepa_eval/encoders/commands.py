@@ -89,15 +89,12 @@ def summarize_keys(keys: list[str]) -> dict[str, int]:
 
 def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint: bool) -> dict[str, Any]:
     """What `inspect` shows; works when the architecture is only partly known (no model is built then)."""
-    from ijepa_eval.encoders.arch import final_norm_of_arch, resolve_arch
+    from ijepa_eval.encoders.architecture.base import final_norm_of_arch
+    from ijepa_eval.encoders.architecture.families import resolve_arch
     from ijepa_eval.encoders.encoder import FEATURE_PATHS
-    from ijepa_eval.encoders.formats import FORMATS
-    from ijepa_eval.encoders.load import (
-        check_checkpoint_fits,
-        is_checkpoint_source,
-        load_encoder,
-        read_encoder_checkpoint,
-    )
+    from ijepa_eval.encoders.load import check_checkpoint_fits, load_encoder, read_encoder_checkpoint
+    from ijepa_eval.encoders.read import is_checkpoint_source
+    from ijepa_eval.encoders.registry import FORMATS
 
     if not is_checkpoint_source(source):  # timm model name: build it, nothing to read
         enc = load_encoder(source, branch, arch)
