@@ -287,6 +287,21 @@ def write_hf_cache(cache: str | Path, repo_id: str, folder: str | Path, revision
     return snapshot
 
 
+def write_hf_data2vec(path: str | Path, cls_name: str, **overrides):
+    """A tiny random transformers Data2VecVision model, every parameter perturbed, saved with save_pretrained."""
+    import transformers  # the test extra; the runtime reads these folders without it
+    config = transformers.Data2VecVisionConfig(
+        hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, image_size=TINY["img_size"],
+        patch_size=16, layer_norm_eps=1e-12, **overrides)
+    torch.manual_seed(1)
+    model = getattr(transformers, cls_name)(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    model.save_pretrained(path)
+    return model
+
+
 # -- DINOv2 official release (facebookresearch/dinov2 hub *_pretrain.pth) ---------------------------------
 def write_dinov2_release(path: str | Path, *, registers: int = 0, swiglu: bool = False, seed: int = 0,
                          dim: int = 64, depth: int = 3, patch: int = 8, grid: int = 4) -> dict:

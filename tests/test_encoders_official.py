@@ -13,6 +13,7 @@ from fixtures_checkpoints import (
     beit_style_state_dict,
     write_cae_checkpoint,
     write_data2vec_checkpoint,
+    write_hf_data2vec,
     write_ijepa_checkpoint,
     write_mae_finetuned_checkpoint,
     write_msn_checkpoint,
@@ -153,21 +154,6 @@ HF_VARIANTS = {  # name: (model class, config overrides, final norm)
                                use_absolute_position_embeddings=True, num_labels=5), "pooled"),
     "model_no_norm": ("Data2VecVisionModel", dict(use_mean_pooling=True, use_relative_position_bias=True), "none"),
 }
-
-
-def write_hf_data2vec(path, cls_name: str, **overrides):
-    """A tiny random transformers model, every parameter perturbed, saved with save_pretrained."""
-    import transformers  # the test extra; the runtime reads these folders without it
-    config = transformers.Data2VecVisionConfig(
-        hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, image_size=TINY["img_size"],
-        patch_size=16, layer_norm_eps=1e-12, **overrides)
-    torch.manual_seed(1)
-    model = getattr(transformers, cls_name)(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    model.save_pretrained(path)
-    return model
 
 
 def hf_reference(model, images, n: int, final_norm: str) -> torch.Tensor:
