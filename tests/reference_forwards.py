@@ -14,6 +14,11 @@ import torch.nn.functional as F
 EPS = 1e-6
 
 
+def close(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal up to float32 reordering: what a correct loader and an independent forward agree to."""
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 def ln(t: torch.Tensor, sd: dict, name: str, eps: float = EPS) -> torch.Tensor:
     return F.layer_norm(t, t.shape[-1:], sd[f"{name}.weight"], sd[f"{name}.bias"], eps=eps)
 

@@ -20,6 +20,7 @@ from fixtures_checkpoints import (
     write_msn_checkpoint,
     write_safetensors,
 )
+from reference_forwards import close
 
 from ijepa_eval.encoders import load_encoder
 
@@ -61,10 +62,6 @@ def sources(tmp_path_factory):
         paths[name] = folder / (name + ("" if folder_layout else ".safetensors" if name == "state_dict" else ".pth"))
         write(paths[name])
     return paths
-
-
-def close(a, b):
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", list(WRITERS))

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from fixtures_checkpoints import TINY, beit_finetune_args, write_beit_finetuned_checkpoint
-from reference_forwards import ln, plain_ln, pooled, raw_blocks
+from reference_forwards import close, ln, plain_ln, pooled, raw_blocks
 
 from ijepa_eval.cli import main
 from ijepa_eval.encoders import load_encoder
@@ -21,10 +21,6 @@ HEADS = TINY["num_heads"]
 def images():
     torch.manual_seed(0)
     return torch.randn(3, 3, TINY["img_size"], TINY["img_size"])
-
-
-def close(a, b):
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_beit_release_mean_of_patches_then_fc_norm(tmp_path, images):

@@ -19,7 +19,7 @@ from fixtures_checkpoints import (
     write_msn_checkpoint,
     write_safetensors,
 )
-from reference_forwards import ln, plain_ln, pooled, raw_blocks
+from reference_forwards import close, ln, plain_ln, pooled, raw_blocks
 
 from ijepa_eval.cli import main
 from ijepa_eval.encoders import load_encoder
@@ -31,10 +31,6 @@ from ijepa_eval.errors import ArchitectureError, CheckpointError
 def images():
     torch.manual_seed(0)
     return torch.randn(3, 3, TINY["img_size"], TINY["img_size"])
-
-
-def close(a, b):
-    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------- MSN
