@@ -28,7 +28,7 @@ from ijepa_eval.encoders.build import (
 )
 from ijepa_eval.encoders.encoder import Encoder, state_dict_sha256
 from ijepa_eval.encoders.formats.base import Converted, Format
-from ijepa_eval.encoders.formats.timm import context_branch
+from ijepa_eval.encoders.formats.timm_weights import context_branch
 from ijepa_eval.encoders.read import content_sha256, is_checkpoint_source, read_file
 from ijepa_eval.encoders.registry import detect_format
 from ijepa_eval.errors import ArchitectureError, CheckpointError

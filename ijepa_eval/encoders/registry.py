@@ -10,7 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ijepa_eval.encoders.formats import beit, cae, data2vec, dino, dinov2, ijepa, mae, msn, timm, transformers
+from ijepa_eval.encoders.formats import (
+    beit,
+    cae,
+    data2vec,
+    dino,
+    dinov2,
+    ijepa,
+    mae,
+    msn,
+    timm_weights,
+    transformers,
+)
 from ijepa_eval.encoders.formats.base import Format
 from ijepa_eval.encoders.read import HFFolder
 from ijepa_eval.errors import CheckpointError
@@ -26,7 +37,7 @@ FORMATS: dict[str, Format] = {
         Format("wrapped", "{'model': state_dict} or {'state_dict': state_dict} (MAE/iBOT releases, DeiT)",
                mae.detect_wrapped, mae.convert),
         Format("state_dict", "plain timm-named state dict (bare encoder, DINO backbone, safetensors)",
-               timm.detect_state_dict, timm.convert_state_dict),
+               timm_weights.detect_state_dict, timm_weights.convert_state_dict),
         Format("msn", "MSN training checkpoint (encoder, target_encoder, prototypes, ...)", msn.detect, msn.convert),
         Format("data2vec", "data2vec vision checkpoint (BEiT-style {'model', 'model_ema'} with a D x D lm_head)",
                data2vec.detect, data2vec.convert),
@@ -36,7 +47,7 @@ FORMATS: dict[str, Format] = {
         Format("hf", "transformers save_pretrained folder or hf-hub:<org>/<name> (config.json + weights)",
                transformers.detect, transformers.convert),
         Format("timm-hub", "timm hub folder or hf-hub:timm/<model> (config.json with architecture, timm names)",
-               timm.detect_hub, timm.convert_hub),
+               timm_weights.detect_hub, timm_weights.convert_hub),
         Format("dinov2", "DINOv2 release (facebookresearch/dinov2 *_pretrain.pth: mask_token, ls1.gamma, ...)",
                dinov2.detect, dinov2.convert),
         Format("beit", "BEiT-style fine-tuned checkpoint ({'model'} with q/v biases and a classifier head: BEiT, "
