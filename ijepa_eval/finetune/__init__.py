@@ -1,8 +1,9 @@
 """End-to-end fine-tuning (``probe: finetune`` recipes, ``ijepa-eval finetune``): the paper's Table 2
-rows that were adapted by fine-tuning (MAE, data2vec), built from timm's parts.
+rows that were adapted by fine-tuning (I-JEPA's own, App. A.2: ``in1k_1pct_finetune``; MAE's, Semi-ViT's
+recipe: ``in1k_1pct_finetune_semivit``), built from timm's parts.
 
     from ijepa_eval.finetune import run_finetune
-    path = run_finetune("in1k_1pct_finetune", "mae_pretrain_vit_huge.pth", root="/data/imagenet")
+    path = run_finetune("in1k_1pct_finetune_semivit", "mae_pretrain_vit_huge.pth", root="/data/imagenet")
 """
 
 from __future__ import annotations
