@@ -1,6 +1,7 @@
 """End-to-end fine-tuning, the engine: classifier, optimizer and schedule from timm's parts (``model``) and a
 deterministic, resumable DDP loop (``train``), configured by a recipe's ``finetune:`` section (``config``).
-The paper's Table 2 rows that were adapted by fine-tuning (MAE, data2vec) run through it.
+The paper's Table 2 rows that were adapted by fine-tuning (I-JEPA's own, App. A.2: ``in1k_1pct_finetune``;
+MAE's, Semi-ViT's recipe: ``in1k_1pct_finetune_semivit``) run through it.
 
 It knows nothing of recipes or result files: ``ijepa_eval.protocols.finetuning`` (``ijepa-eval finetune``,
 ``run_protocol`` on a ``probe: finetune`` recipe) drives it.
