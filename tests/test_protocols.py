@@ -67,7 +67,8 @@ VERB_OF = {
 
 def test_every_recipe_loads_with_versions_and_metric_directions():
     # fine-tuning and attentive probes run in test_finetune.py and test_attentive.py
-    assert available_recipes() == sorted([*ALL_PROTOCOLS, "in1k_1pct_finetune", *ATTENTIVE])
+    assert available_recipes() == sorted([*ALL_PROTOCOLS, "in1k_1pct_finetune", "in1k_1pct_finetune_semivit",
+                                          *ATTENTIVE])
     for name in [*ALL_PROTOCOLS, *ATTENTIVE]:
         r = load_recipe(name)
         assert r.name == name and r.version >= 1 and r.reference and r.description
