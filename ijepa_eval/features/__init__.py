@@ -22,6 +22,9 @@ _EXPORTS = {
     "parse_representation": "featureset",
     "cache_entry_for": "planning",
     "get_features": "extract",
+    "tokens_bytes": "extract",
+    "encode": "encoding",
+    "prepare_encoder": "encoding",
     "resolve_device": "distributed",
 }
 __all__ = sorted(_EXPORTS)

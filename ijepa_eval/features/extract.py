@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ijepa_eval.errors import CacheError, ConfigError, DatasetError
-from ijepa_eval.features.cache import LABELS, CacheEntry, shard_ranges
+from ijepa_eval.features.cache import LABELS, STORAGE_DTYPE, CacheEntry, shard_ranges
 from ijepa_eval.features.distributed import barrier, broadcast, default_workers, dist_context, resolve_device
 from ijepa_eval.features.featureset import FeatureSet
 from ijepa_eval.features.planning import (
@@ -55,6 +55,7 @@ def get_features(
     progress: bool = True,
     skip_bad_images: bool = False,
     shard_rows: int = DEFAULT_SHARD_ROWS,
+    tokens: bool = False,
 ) -> FeatureSet:
     """Features of ``dataset`` under ``encoder``, from the cache or extracted into it (then cached).
 
@@ -63,7 +64,10 @@ def get_features(
     ``skip_bad_images`` drops undecodable images (indices and messages in ``meta["bad"]``) instead of
     failing. The encoder is moved to ``device`` (CUDA when available). Under torchrun every rank must call
     this with the same arguments; each extracts its share and all return the same FeatureSet.
+    ``tokens`` stores the last block's patch tokens instead of pooled blocks (``FeatureSet.tokens()``;
+    ``n_last_blocks`` is then 1): ``tokens_bytes`` says how much disk that takes.
     """
+    n_last_blocks = 1 if tokens else n_last_blocks
     if not 1 <= n_last_blocks <= encoder.depth:
         raise ConfigError(f"n_last_blocks (--n-last-blocks) must be in [1, {encoder.depth}] for this "
                           f"{encoder.depth}-block encoder, got {n_last_blocks}")
@@ -78,8 +82,8 @@ def get_features(
         torch.cuda.set_device(device)  # collectives (broadcast_object_list) use the current device
     transform = default_transform(encoder, dataset)
     entry, fields = cache_entry_for(encoder, dataset, cache_dir=cache_dir, n_last_blocks=n_last_blocks,
-                                    device=device)
-    pools = pools_of(encoder)
+                                    device=device, tokens=tokens)
+    pools = pools_of(encoder, tokens)
 
     # Rank 0 holds the entry's lock from planning to commit: a second process asking for the same features
     # waits, then finds them complete (a cache hit) instead of extracting them again beside us.
@@ -103,7 +107,7 @@ def get_features(
                 extract_shards(encoder, dataset, entry, ranges, mine, transform=transform, batch_size=batch_size,
                                num_workers=default_workers(world_size) if num_workers is None else num_workers,
                                device=device, n_last_blocks=n_last_blocks, progress=progress and rank == 0,
-                               skip_bad_images=skip_bad_images)
+                               skip_bad_images=skip_bad_images, tokens=tokens)
                 barrier(device)
                 extraction_s = time.perf_counter() - started
                 if rank == 0:
@@ -116,6 +120,11 @@ def get_features(
                 entry.discard_if_unused()  # a run that failed before its first shard leaves no trace
             raise
     return load_featureset(entry, skip_bad_images=skip_bad_images, cache_hit=hit, extraction_s=extraction_s)
+
+
+def tokens_bytes(encoder: Any, n_images: int) -> int:
+    """Disk (and memory) that ``get_features(..., tokens=True)`` needs for ``n_images`` images (float16)."""
+    return n_images * encoder.num_patches * encoder.embed_dim * np.dtype(STORAGE_DTYPE).itemsize
 
 
 def load_featureset(entry: CacheEntry, *, skip_bad_images: bool, cache_hit: bool, extraction_s: float) -> FeatureSet:

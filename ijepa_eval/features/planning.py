@@ -34,7 +34,8 @@ def describe_transform(transform: Callable | None) -> str:
     return re.sub(r" at 0x[0-9a-fA-F]+", "", re.sub(r"\s+", " ", repr(transform))).strip()
 
 
-def key_fields(encoder: Any, dataset: Any, transform: str, n_last_blocks: int, precision: str) -> dict[str, Any]:
+def key_fields(encoder: Any, dataset: Any, transform: str, n_last_blocks: int, precision: str,
+               tokens: bool = False) -> dict[str, Any]:
     """Everything that changes the stored numbers (STYLE 8); its hash names the cache folder."""
     from ijepa_eval.encoders import state_dict_sha256
 
@@ -51,7 +52,7 @@ def key_fields(encoder: Any, dataset: Any, transform: str, n_last_blocks: int, p
         "fingerprint": dataset.fingerprint(),
         "transform": transform,
         "n_last_blocks": int(n_last_blocks),
-        "pools": pools_of(encoder),
+        "pools": pools_of(encoder, tokens),
         "precision": precision,
     }
 
@@ -66,15 +67,19 @@ def default_transform(encoder: Any, dataset: Any) -> Callable | None:
 
 
 def cache_entry_for(encoder: Any, dataset: Any, *, cache_dir: str | os.PathLike | None = None, n_last_blocks: int = 4,
-                    device: str | torch.device = "cpu") -> tuple[CacheEntry, dict[str, Any]]:
+                    device: str | torch.device = "cpu", tokens: bool = False) -> tuple[CacheEntry, dict[str, Any]]:
     """Where get_features keeps (or will keep) these features, and the key fields naming it."""
     transform = default_transform(encoder, dataset) or dataset.transform
     precision = "bf16-autocast" if torch.device(device).type == "cuda" else "fp32"
-    fields = key_fields(encoder, dataset, describe_transform(transform), n_last_blocks, precision)
+    fields = key_fields(encoder, dataset, describe_transform(transform), n_last_blocks, precision, tokens)
     return CacheEntry(resolve_cache_dir(cache_dir) / make_key(fields)), fields
 
 
-def pools_of(encoder: Any) -> list[str]:
+def pools_of(encoder: Any, tokens: bool = False) -> list[str]:
+    """What a cache entry stores per row: pooled block outputs ("avg", "cls": [n_last_blocks, D]) or the last
+    block's patch tokens ("tokens": [num_patches, D], attentive probes' ``tokens: cached``)."""
+    if tokens:
+        return ["tokens"]
     return ["avg", "cls"] if encoder.has_class_token else ["avg"]
 
 

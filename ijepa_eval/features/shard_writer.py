@@ -8,7 +8,6 @@ CacheError instead of being stored as inf. ``commit`` seals the entry once every
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ijepa_eval.errors import CacheError, DatasetError
 from ijepa_eval.features.cache import STORAGE_DTYPE, CacheEntry
+from ijepa_eval.features.encoding import encode, prepare_encoder
 from ijepa_eval.features.planning import pools_of
 from ijepa_eval.threads import fit_threads
 
@@ -89,10 +89,11 @@ class Extraction:
     """Extracts the given shards of one dataset and commits each to ``entry`` as soon as it is full."""
 
     def __init__(self, encoder: Any, dataset: Any, entry: CacheEntry, *, ranges: list[tuple[int, int]],
-                 n_last_blocks: int, device: torch.device, skip_bad_images: bool) -> None:
+                 n_last_blocks: int, device: torch.device, skip_bad_images: bool, tokens: bool = False) -> None:
         self.encoder, self.dataset, self.entry, self.ranges = encoder, dataset, entry, ranges
         self.n_last_blocks, self.device, self.skip_bad_images = n_last_blocks, device, skip_bad_images
-        self.pools = pools_of(encoder)
+        self.tokens = tokens  # last-layer patch tokens [num_patches, D] per row instead of pooled blocks
+        self.pools = pools_of(encoder, tokens)
         self.shard_rows = ranges[0][1] - ranges[0][0]
         self.open: dict[int, ShardBuffer] = {}
         self.writes: list[Future] = []
@@ -100,18 +101,16 @@ class Extraction:
     def run(self, loader: DataLoader, bar: tqdm, writer: ThreadPoolExecutor) -> None:
         self.writer = writer
         cuda = self.device.type == "cuda"
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
         pending = None  # on CUDA, batch t's device->host copy is consumed after batch t+1 is queued
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode():
             for indices, images, labels, bad in loader:
                 for row, message in bad:
                     self.record_bad(row, message)
                 if images is not None:
-                    images = images.to(self.device, non_blocking=True)
-                    if cuda:
-                        images = images.contiguous(memory_format=torch.channels_last)
-                    pooled = self.encoder.forward_pooled(images, n_last_blocks=self.n_last_blocks)
-                    host = {p: pooled[p].to(torch.float16).to("cpu", non_blocking=cuda) for p in self.pools}
+                    out = encode(self.encoder, images, self.device, tokens=self.tokens,
+                                 n_last_blocks=self.n_last_blocks)
+                    out = {"tokens": out} if self.tokens else out
+                    host = {p: out[p].to(torch.float16).to("cpu", non_blocking=cuda) for p in self.pools}
                     ready = torch.cuda.Event() if cuda else None
                     if ready is not None:
                         ready.record()
@@ -157,7 +156,8 @@ class Extraction:
         index = row // self.shard_rows
         if index not in self.open:
             start, stop = self.ranges[index]
-            shape = (self.n_last_blocks, int(self.encoder.embed_dim))
+            rows = self.encoder.num_patches if self.tokens else self.n_last_blocks
+            shape = (rows, int(self.encoder.embed_dim))
             self.open[index] = ShardBuffer(index, start, stop, shape, self.pools)
         return self.open[index]
 
@@ -172,20 +172,18 @@ class Extraction:
 
 def extract_shards(encoder: Any, dataset: Any, entry: CacheEntry, ranges: list[tuple[int, int]], shards: list[int],
                    *, transform: Callable | None, batch_size: int, num_workers: int, device: torch.device,
-                   n_last_blocks: int, progress: bool, skip_bad_images: bool) -> None:
+                   n_last_blocks: int, progress: bool, skip_bad_images: bool, tokens: bool = False) -> None:
     entry.path.mkdir(parents=True, exist_ok=True)
     if not shards:
         return
-    encoder.to(device)
+    prepare_encoder(encoder, device)
     fit_threads(num_workers)  # intra-op threads + loader workers within the free cores
-    if device.type == "cuda":
-        encoder.to(memory_format=torch.channels_last)  # the patch-embedding conv runs faster in NHWC
     indices = [i for s in shards for i in range(*ranges[s])]
     loader = DataLoader(IndexedImages(dataset, indices, transform), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate_indexed, pin_memory=device.type == "cuda",
                         persistent_workers=False)
     job = Extraction(encoder, dataset, entry, ranges=ranges, n_last_blocks=n_last_blocks, device=device,
-                     skip_bad_images=skip_bad_images)
+                     skip_bad_images=skip_bad_images, tokens=tokens)
     bar = tqdm(total=len(indices), unit="img", disable=not progress, dynamic_ncols=True,
                desc=f"features {dataset.name}/{dataset.split}")
     with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from ijepa_eval.features import parse_representation
+from ijepa_eval.features import encode, parse_representation, prepare_encoder
 from ijepa_eval.features.distributed import default_workers
 from ijepa_eval.probes import (
     few_shot_rows,
@@ -79,7 +79,7 @@ class LinearProbe(Probe):
         slices = {r: parse_representation(r, n_blocks, pools) for r in {s.representation for s in self.specs}}
         dims = {r: n * encoder.embed_dim for r, (_, n) in slices.items()}
         grid = LinearGrid(self.specs, dims, self.num_classes, cfg, seed=self.recipe.seed, device=self.device)
-        encoder.to(self.device)
+        prepare_encoder(encoder, self.device)
         cuda = self.device.type == "cuda"
         workers = default_workers(1) if num_workers is None else num_workers
         loader = DataLoader(Subset(dataset, dataset_rows.tolist()), batch_size=cfg.batch_size, shuffle=True,
@@ -94,9 +94,7 @@ class LinearProbe(Probe):
             torch.default_generator.manual_seed(self.recipe.seed)
             for _ in tqdm(range(cfg.epochs), desc="linear grid (augmented)", unit="ep", disable=not self.progress):
                 for images, labels in loader:
-                    images = images.to(self.device, non_blocking=True)
-                    with torch.no_grad(), torch.autocast(self.device.type, torch.bfloat16, enabled=cuda):
-                        pooled = encoder.forward_pooled(images, n_blocks)
+                    pooled = encode(encoder, images, self.device, n_last_blocks=n_blocks, inference=False)
                     reps = {r: pooled[pool][:, -n:].flatten(1).float() for r, (pool, n) in slices.items()}
                     grid.train_step(reps, labels, len(loader))
                 self.train_stats = grid.end_epoch()
