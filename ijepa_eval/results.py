@@ -23,6 +23,7 @@ results files::
     date            ISO 8601 UTC
     seed            int
     adaptation      "frozen" | "finetune"
+    probe           "linear" | "logreg" | "knn" | "finetune" | "attentive" or null (results before it was recorded)
     optimizer       {base_lr, base_batch, effective_lr} or null    lr rule: effective = base * batch / base_batch
     metrics_ci      {metric: [lo, hi]}                   95% percentile bootstrap over test examples
                                                          (ijepa_eval.stats: 1000 resamples, seed = `seed`)
@@ -82,6 +83,7 @@ class ResultRecord:
     seed: int = 0
     date: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     adaptation: str = "frozen"
+    probe: str | None = None
     optimizer: dict[str, Any] | None = None
     metrics_ci: dict[str, list[float]] = field(default_factory=dict)
     predictions: dict[str, Any] | None = None

@@ -8,7 +8,7 @@
 from ijepa_eval.data.base import ImageDataset, open_rgb
 from ijepa_eval.data.registry import DATASET_NAMES, get_dataset
 from ijepa_eval.data.roots import resolve_root
-from ijepa_eval.data.transforms import describe_transform, eval_transform, train_transform
+from ijepa_eval.data.transforms import describe_transform, eval_transform, train_transform, vjepa_transform
 
 __all__ = [
     "DATASET_NAMES",
@@ -19,4 +19,5 @@ __all__ = [
     "open_rgb",
     "resolve_root",
     "train_transform",
+    "vjepa_transform",
 ]

@@ -105,3 +105,19 @@ def describe_transform(name: str, img_size: int = 224, train: bool = False) -> d
     if spec.geometry == "crop" and not train:
         desc["resize"] = resize_size(img_size)
     return desc
+
+
+def vjepa_transform(img_size: int = 224, train: bool = False) -> T.Compose:
+    """V-JEPA's image-eval transforms (facebookresearch/jepa ``evals/image_classification_frozen/eval.py``,
+    ``make_dataloader``): train = timm ``create_transform(auto_augment='original', interpolation='bicubic',
+    re_prob=0.25, re_mode='pixel', re_count=1)`` (RandomResizedCrop 0.08-1 + flip + AutoAugment + random
+    erasing); eval = ``Resize(int(s * 256 / 224))`` (torchvision's default bilinear) + ``CenterCrop(s)``."""
+    if train:
+        from timm.data import create_transform
+
+        timm_tf = create_transform(input_size=img_size, is_training=True, auto_augment="original",
+                                   interpolation="bicubic", re_prob=0.25, re_mode="pixel", re_count=1,
+                                   mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        return T.Compose([T.Lambda(to_rgb), timm_tf])
+    geometry = [T.Resize(int(img_size * 256 / 224)), T.CenterCrop(img_size)]
+    return T.Compose([T.Lambda(to_rgb), *geometry, *_tail()])

@@ -35,7 +35,7 @@ from ijepa_eval.schedules import cosine_wd, warmup_cosine_lr
 
 Precision = Literal["float16", "bfloat16", "float32"]
 TokenSource = Literal["online", "cached"]
-TransformKind = Literal["vjepa", "resize"]
+TransformKind = Literal["vjepa", "dataset"]
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -59,7 +59,7 @@ class AttentiveSpec:
     precision: Precision = "float16"  # probe autocast on CUDA (V-JEPA: float16 + GradScaler); CPU runs float32
     tokens: TokenSource = "online"  # online: encoder every step on fresh augmentations; cached: stored tokens
     # vjepa: timm create_transform(auto_augment='original', bicubic, re_prob 0.25 pixel) / Resize(int(s*256/224))
-    # + CenterCrop(s); resize: the whole image to s x s (+ flip when training), for CLEVR, where crops change labels
+    # + CenterCrop(s); dataset: the dataset's VISSL transforms (CLEVR: whole image to s x s, + flip when training)
     transforms: TransformKind = "vjepa"
 
 
@@ -112,7 +112,7 @@ class AttentiveGrid:
         if steps_per_epoch < 1 or epochs < 1 or batch_size < 1:
             raise ConfigError(f"attentive probe needs epochs, batch_size and steps per epoch >= 1 "
                               f"(got {epochs}, {batch_size}, {steps_per_epoch})")
-        self.spec, self.num_classes, self.device = spec, num_classes, torch.device(device)
+        self.spec, self.num_classes, self.device, self.ddp = spec, num_classes, torch.device(device), ddp
         self.members = grid_members(spec)
         self.total_steps, self.warmup_steps = epochs * steps_per_epoch, int(spec.warmup_epochs * steps_per_epoch)
         self.lr_scale = batch_size / spec.base_batch
@@ -179,10 +179,18 @@ class AttentiveGrid:
         self._seen += len(labels)
         self.step_count += 1
 
+    def running_loss(self) -> float:
+        """The lowest mean train loss of any probe so far this epoch (this process's batches; a host sync)."""
+        return (self._loss_sum / max(self._seen, 1)).min().item()
+
     def end_epoch(self) -> list[dict[str, float]]:
-        """Mean train loss and top-1 (percent) of every probe since the last call (one host sync)."""
-        n = max(self._seen, 1)
-        loss, acc = (self._loss_sum / n).tolist(), (self._correct * 100.0 / n).tolist()
+        """Mean train loss and top-1 (percent) of every probe since the last call, over every rank's batches
+        under DDP (one host sync)."""
+        sums = torch.stack([self._loss_sum, self._correct, torch.full_like(self._loss_sum, self._seen)])
+        if self.ddp:
+            torch.distributed.all_reduce(sums)
+        n = sums[2].clamp(min=1)
+        loss, acc = (sums[0] / n).tolist(), (sums[1] * 100.0 / n).tolist()
         self._reset_epoch_stats()
         return [{"loss": a, "top1": b} for a, b in zip(loss, acc, strict=True)]
 

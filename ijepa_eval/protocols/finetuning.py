@@ -210,6 +210,7 @@ def run_finetune(
                  "total_s": round(time.perf_counter() - started, 3), **compute_cost(wall_s, dev, world_size)},
         seed=recipe.seed,
         adaptation="finetune",
+        probe="finetune",
         optimizer={"name": "adamw", "base_lr": spec.blr if spec.lr is None else None, "base_batch": spec.base_batch,
                    "effective_lr": lr, "batch_size": recipe.batch_size, "layer_decay": spec.layer_decay,
                    "weight_decay": spec.weight_decay},

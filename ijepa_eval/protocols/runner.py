@@ -81,6 +81,16 @@ def run_protocol(
     if seeds is not None and seeds < 2:
         raise ConfigError(f"--seeds must be at least 2 to measure a spread, got {seeds}")
     recipe = load_recipe(name_or_yaml, overrides)
+    if recipe.probe == "attentive":  # V-JEPA's probe: online (encoder every step) or on cached patch tokens
+        if seeds:
+            raise ConfigError(f"--seeds retrains a frozen head on cached features; {recipe.name} trains attentive "
+                              "probes (run it once per seed=)")
+        from ijepa_eval.protocols.attentive import run_attentive
+
+        return run_attentive(name_or_yaml, ckpt, branch=branch, arch=arch, root=root, out_dir=out_dir,
+                             cache_dir=cache_dir, overrides=overrides, model_meta=model_meta,
+                             skip_existing=skip_existing, device=device, label=label,
+                             trust_checkpoint=trust_checkpoint, num_workers=num_workers, progress=progress)
     if recipe.probe == "finetune":  # end-to-end training: its own loop, checkpoints and resume
         if seeds:
             raise ConfigError(f"--seeds retrains a frozen probe's head; {recipe.name} fine-tunes the whole network, "
@@ -208,6 +218,7 @@ def run_protocol(
         env=environment(),
         timings=timings,
         seed=recipe.seed,
+        probe=recipe.probe,
         optimizer=recipe.train_config().lr_record() if recipe.probe == "linear" else None,
         seeds=seed_runs,
     )
