@@ -45,6 +45,7 @@ from ijepa_eval.protocols.run_record import (
     write_with_predictions,
 )
 from ijepa_eval.results import ResultRecord, result_filename
+from ijepa_eval.threads import fit_threads
 
 EVAL_BATCH = 256
 
@@ -175,6 +176,7 @@ def run_attentive(
             return fs.tokens(), torch.from_numpy(fs.labels), fs.indices
 
         train_tokens, train_labels, _ = tokens_of(ds.train_split)
+        fit_threads(0)  # the probes train in this process alone: every free core
         rows = torch.from_numpy(fit_rows)
         grid, last_train = fit_on_tokens(train_tokens[rows], train_labels[rows], spec, num_classes,
                                          num_heads=num_heads, epochs=recipe.epochs, batch_size=recipe.batch_size,

@@ -27,6 +27,7 @@ from ijepa_eval.features import encode, prepare_encoder
 from ijepa_eval.finetune.train import EpochBatches, item_seed, read_checkpoint, seed_all
 from ijepa_eval.io import atomic_open
 from ijepa_eval.probes.attentive_grid import AttentiveGrid
+from ijepa_eval.threads import fit_threads
 
 LATEST = "latest.pth"
 POSTFIX_EVERY = 20  # steps between progress-bar updates: reading the running loss is a host sync
@@ -81,6 +82,7 @@ def fit_online(grid: AttentiveGrid, encoder: nn.Module, items: Dataset, rows: np
     the encoder re-run on each batch; a checkpoint in ``work_dir`` after every epoch."""
     is_main = rank == 0
     prepare_encoder(encoder, device)
+    fit_threads(num_workers)  # intra-op threads + loader workers within the free cores
     state = load_checkpoint(work_dir, grid, identity) if resume else OnlineState()
     if state.epoch >= epochs and is_main:
         print(f"attentive: {work_dir / LATEST} already holds all {epochs} epochs")
