@@ -171,3 +171,62 @@ def test_the_chosen_probe_is_written_in_vjepas_layout(world, tmp_path):
     with torch.no_grad():
         top5 = probe(encoder.forward_tokens(images)).topk(5).indices
     np.testing.assert_array_equal(top5.numpy(), load_predictions(load_result(path), path).top5)
+
+
+def paper_run(runs: Path, protocol: str, correct: np.ndarray, labels: np.ndarray, config: dict) -> Path:
+    """A result JSON on ImageNet-1k's real sizes whose top-1 is right exactly where ``correct`` says."""
+    from ijepa_eval.protocols.run_record import write_with_predictions
+    from ijepa_eval.results import ResultRecord
+
+    top5 = np.stack([np.where(correct, labels, (labels + 1) % 1000)] + [(labels + k) % 1000 for k in range(2, 6)], 1)
+    record = ResultRecord(
+        protocol={"name": protocol, "task": protocol, "version": 1, "config": config},
+        model={"source": "/ckpts/IN1K-vit.h.14-300e.pth.tar", "sha256": "ab" * 32, "format": "ijepa",
+               "branch": "target", "arch": {}, "label": "ijepa-h14",
+               "meta": {"method": "I-JEPA", "arch_name": "ViT-H/14", "epochs": 300, "data": "IN-1k"}},
+        features={}, metrics={"top1": 100 * correct.mean()}, probe=config.get("probe"),
+        dataset={"name": "imagenet", "train_split": "train", "test_split": "val", "num_classes": 1000,
+                 "fingerprint": {"val": "f" * 16}, "sizes": {"train": 1_281_167, "val": 50_000}},
+        selection={"split": "none", "head": "h"}, heads=[{"name": "h", "scores": {}}])
+    return write_with_predictions(record, runs, labels, top5, np.arange(len(labels)))
+
+
+def test_attentive_table_places_ours_beside_the_published_numbers_and_our_linear_probe(tmp_path, capsys):
+    from scipy.stats import binomtest
+
+    g = np.random.default_rng(0)
+    labels = g.integers(0, 1000, 50_000)
+    linear = g.random(50_000) < 0.78
+    attentive = linear.copy()
+    flip = g.choice(np.flatnonzero(~linear), 600, replace=False)  # 600 wins, 100 losses against the linear probe
+    attentive[flip] = True
+    attentive[g.choice(np.flatnonzero(linear), 100, replace=False)] = False
+    runs = tmp_path / "runs"
+    paper_run(runs, "in1k_linear", linear, labels, {"probe": "linear"})
+    paper_run(runs, "in1k_attentive", attentive, labels, {"probe": "attentive",
+                                                          "attentive": {"linear_pair": "in1k_linear"}})
+    assert main(["table", str(runs), "--out", str(tmp_path / "tables"), "--format", "md,csv"]) == 0
+    csv = (tmp_path / "tables" / "attentive.csv").read_text()
+    row = next(line for line in csv.splitlines() if line.startswith("I-JEPA,ViT-H/14,300,IN-1k,in1k_attentive,ep_q32"))
+    ours = 100 * attentive.mean()
+    assert f"test,79.0,78.1,ijepa-h14 (target),{ours:.1f} ± " in row  # the reported (best-epoch) EP number
+    assert binomtest(600, 700, 0.5).pvalue < 0.05
+    assert f",{ours - 79.0:+.1f}" in row  # Δ = ours − paper
+    assert f"{100 * linear.mean():.1f} ± " in row and f"{ours - 100 * linear.mean():+.1f} ↑" in row
+    md = (tmp_path / "tables" / "README.md").read_text()
+    assert "## Attentive probes" in md and "`ep_q32` = Efficient Probing's EP, a different probe" in md
+    # compare pairs the attentive result with the same checkpoint's linear one
+    assert main(["compare", "--results", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert f"in1k_attentive: ijepa-h14 (target), attentive − linear (in1k_linear) = {ours - 100 * linear.mean():+.1f}" in out
+    assert f"McNemar exact p = {binomtest(600, 700, 0.5).pvalue:.3g}: real (better)" in out
+
+
+def test_linear_pairs_name_recipes_on_the_same_data():
+    from ijepa_eval.protocols.recipes import available_recipes, load_recipe
+
+    attentive = [load_recipe(n) for n in available_recipes() if load_recipe(n).probe == "attentive"]
+    assert len(attentive) == 8
+    for recipe in attentive:
+        pair = load_recipe(recipe.attentive.linear_pair)
+        assert pair.probe == "linear" and pair.dataset.name == recipe.dataset.name, recipe.name

@@ -9,7 +9,9 @@ The paired test runs on the two results' per-example predictions of the same tes
 test for top-1/top-5, a paired bootstrap for mean per-class accuracy, ``ijepa_eval.stats``); a fine-tuned
 result whose protocol the reference row lacks is tested against its frozen result on the same examples
 (and vice versa), as the paper's Table 2 compares methods. A pair that cannot be tested (another test set,
-no predictions, a predictions file gone missing) is skipped with a note saying why.
+no predictions, a predictions file gone missing) is skipped with a note saying why. Within a row, every
+attentive-probe cell is also tested against the same checkpoint's linear probe on the same data (its recipe's
+``attentive.linear_pair``), shown or not: how much the attentive probe adds, beyond noise.
 """
 
 from __future__ import annotations
@@ -109,6 +111,68 @@ def comparable(a: Result, b: Result) -> str | None:
     if not (np.array_equal(pa.indices, pb.indices) and np.array_equal(pa.labels, pb.labels)):
         return "the predictions cover different test examples"
     return None
+
+
+def is_attentive(r: Result) -> bool:
+    config = r.record.protocol.get("config") or {}
+    return r.record.probe == "attentive" or config.get("probe") == "attentive"
+
+
+def linear_pair(r: Result) -> str | None:
+    """The protocol (task) name of the linear probe an attentive result pairs with, on the same dataset."""
+    pair = ((r.record.protocol.get("config") or {}).get("attentive") or {}).get("linear_pair")
+    if not pair:
+        return None
+    _, at, dataset = r.protocol.partition("@")
+    return f"{pair}@{dataset}" if at else pair
+
+
+@dataclass(frozen=True)
+class ProbePair:
+    """An attentive result tested against the same model's linear result on the same test examples."""
+
+    row: str
+    attentive: str  # protocol (task) names
+    linear: str
+    test: PairedTest
+
+    def sentence(self) -> str:
+        t = self.test
+        how = f"McNemar exact p = {t.p_value:.3g}" if t.p_value is not None else "paired bootstrap"
+        words = {"win": "real (better)", "loss": "real (worse)", "tie": "not significant"}[t.verdict]
+        return (f"{self.attentive}: {self.row}, attentive − linear ({self.linear}) = {t.diff:+.1f} {t.metric} points "
+                f"[{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}], {how}: {words}")
+
+
+def pair_with_linear(row: str, cells: dict[str, Result], protocol: str, metric: str = "top1",
+                     ) -> tuple[Result | None, ProbePair | str | None]:
+    """(the linear result, its paired test — or why there is none) for the attentive cell ``protocol``."""
+    ours, linear_name = cells.get(protocol), None
+    if ours is not None and is_attentive(ours):
+        linear_name = linear_pair(ours)
+    linear = cells.get(linear_name) if linear_name else None
+    if ours is None or linear is None or ours.metric(metric) is None:
+        return linear, None
+    why = comparable(ours, linear)
+    if why:
+        return linear, why
+    pred, ref = ours.predictions, linear.predictions
+    return linear, ProbePair(row, protocol, linear_name, paired_test(pred.labels, pred.top5, ref.top5, metric))
+
+
+def probe_pairs(rows: list[tuple[str, dict[str, Result]]], metric: str = "top1",
+                protocols: Sequence[str] | None = None) -> tuple[list[ProbePair], list[str]]:
+    """Every attentive cell (of ``protocols``, default all) of every row against the same row's linear cell,
+    shown or not: (tests, one line per pair that could not be tested)."""
+    tests, skipped = [], []
+    for name, cells in rows:
+        for p in (q for q in cells if protocols is None or q in protocols):
+            linear, test = pair_with_linear(name, cells, p, metric)
+            if isinstance(test, ProbePair):
+                tests.append(test)
+            elif test is not None:
+                skipped.append(f"{p}: {name} attentive vs linear ({linear.protocol}) not tested: {test}")
+    return tests, skipped
 
 
 def reference_cell(ref_cells: dict[str, Result], protocol: str, ours: Result) -> tuple[str, Result] | None:
@@ -224,10 +288,17 @@ class Comparison:
         """One sentence per skipped pair."""
         return [s.sentence(self.reference) for s in self.skipped]
 
+    @cached_property
+    def _probe_pairs(self) -> tuple[list[ProbePair], list[str]]:
+        return probe_pairs(self.rows, self.metric, self.protocols)
+
     @property
     def lines(self) -> list[str]:
-        """One sentence per tested cell, then one per skipped pair."""
-        return [t.sentence(self.reference) for t in self.tests.values()] + self.not_tested
+        """One sentence per tested cell, then one per skipped pair; then each attentive cell against the same
+        row's linear cell (``attentive.linear_pair``), and the pairs of those that could not be tested."""
+        pairs, skipped = self._probe_pairs
+        return ([t.sentence(self.reference) for t in self.tests.values()] + self.not_tested
+                + [t.sentence() for t in pairs] + skipped)
 
     @property
     def footnotes(self) -> list[str]:

@@ -61,6 +61,7 @@ class AttentiveSpec:
     # vjepa: timm create_transform(auto_augment='original', bicubic, re_prob 0.25 pixel) / Resize(int(s*256/224))
     # + CenterCrop(s); dataset: the dataset's VISSL transforms (CLEVR: whole image to s x s, + flip when training)
     transforms: TransformKind = "vjepa"
+    linear_pair: str | None = None  # the linear-probe recipe on the same data, which `compare` pairs it with
 
 
 @dataclass(frozen=True)

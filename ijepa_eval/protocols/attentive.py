@@ -48,6 +48,9 @@ from ijepa_eval.results import ResultRecord, result_filename
 from ijepa_eval.threads import fit_threads
 
 EVAL_BATCH = 256
+CACHED_DEVIATION = ("features: attentive.tokens=cached: last-layer patch tokens of the eval transform are stored once and "
+                    "the probes train on them without augmentation, a different protocol (<name>_cached); V-JEPA "
+                    "re-encodes freshly augmented images every step")
 
 
 def transforms_of(recipe: Recipe, img_size: int) -> tuple[Any, Any]:
@@ -83,7 +86,8 @@ def prepare_work_dir(work_dir: Path, resume: bool, restart: bool, is_main: bool)
         return False
     if (work_dir / LATEST).is_file() and not resume:
         raise ConfigError(f"{work_dir / LATEST} holds an earlier attentive run of this result; pass --resume to "
-                          "continue it (a finished run is evaluated again, not retrained) or --restart to start over")
+                          "continue it (a finished run is evaluated again, not retrained) or --restart to start over "
+                          "(`ijepa-eval attentive --recipe NAME`)")
     if is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
     return resume
@@ -238,7 +242,8 @@ def run_attentive(
     wall_s = train_s + test_s
     result = ResultRecord(
         protocol={"name": recipe.name, "task": task, "version": recipe.version, "config": recipe.to_dict(),
-                  "reference": recipe.reference, "deviations": list(recipe.deviations)},
+                  "reference": recipe.reference, "deviations": [*recipe.deviations, *([CACHED_DEVIATION] if cached
+                                                                                       else [])]},
         model=model,
         features={"representations": ["lastTOKENS"], "n_last_blocks": 1, "pool": "tokens", "img_size": img,
                   "mode": "cached tokens" if cached else "online", "num_tokens": encoder.num_patches,
@@ -246,7 +251,8 @@ def run_attentive(
                                 "eval": describe_transform(eval_tf)}},
         dataset={"name": ds.name, "train_split": ds.train_split, "val_split": ds.val_split,
                  "test_split": ds.test_split, "num_classes": int(num_classes),
-                 "fingerprint": {ds.train_split: train_raw.fingerprint()},
+                 "fingerprint": {ds.train_split: train_raw.fingerprint(),
+                                 ds.test_split: split_dataset(ds.test_split).fingerprint()},
                  "sizes": {ds.train_split: len(train_raw), "fit": len(fit_rows), ds.test_split: len(test_labels),
                            **({"holdout": len(hold_rows)} if hold_rows is not None else {})},
                  **({"split_info": train_raw.split_info} if getattr(train_raw, "split_info", None) else {})},
