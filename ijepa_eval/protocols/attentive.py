@@ -15,7 +15,6 @@ own val split), the probe is chosen there, and the reported split is opened once
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from ijepa_eval.data import eval_transform, get_dataset, train_transform, vjepa_
 from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError
 from ijepa_eval.features import get_features, tokens_bytes
-from ijepa_eval.features.cache import MAX_TOKENS_GB, resolve_cache_dir
+from ijepa_eval.features.cache import MAX_TOKENS_GB
 from ijepa_eval.features.distributed import default_workers, dist_context, resolve_device
 from ijepa_eval.features.planning import check_dataset, describe_transform
 from ijepa_eval.finetune.train import SeededItems, predict
@@ -41,7 +40,9 @@ from ijepa_eval.protocols.run_record import (
     encoder_of,
     existing_result,
     model_record,
+    prepare_work_dir,
     task_name,
+    work_dir_for,
     write_with_predictions,
 )
 from ijepa_eval.results import ResultRecord, result_filename
@@ -76,21 +77,6 @@ def selection_plan(recipe: Recipe, labels: np.ndarray) -> tuple[np.ndarray, str 
         return every, "val", None
     fit_rows, hold_rows = class_balanced_holdout(labels, sel.holdout_fraction, recipe.seed)
     return fit_rows, "train_holdout", hold_rows
-
-
-def prepare_work_dir(work_dir: Path, resume: bool, restart: bool, is_main: bool) -> bool:
-    """Whether to resume. Refuses to silently overwrite (or silently continue) an earlier run."""
-    if restart:
-        if is_main and work_dir.exists():
-            shutil.rmtree(work_dir)
-        return False
-    if (work_dir / LATEST).is_file() and not resume:
-        raise ConfigError(f"{work_dir / LATEST} holds an earlier attentive run of this result; pass --resume to "
-                          "continue it (a finished run is evaluated again, not retrained) or --restart to start over "
-                          "(`ijepa-eval attentive --recipe NAME`)")
-    if is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    return resume
 
 
 def check_cache_size(encoder: Any, sizes: dict[str, int], max_cache_gb: float) -> None:
@@ -157,9 +143,12 @@ def run_attentive(
     train_tf, eval_tf = transforms_of(recipe, img)
     num_heads = spec.num_heads or encoder.num_heads
 
+    fingerprints: dict[str, str] = {}  # of every split opened, for the result (compare pairs on them)
+
     def split_dataset(split: str, transform=None):
         dataset = get_dataset(ds.name, root, split, transform=transform, **ds.options)
         check_dataset(dataset)
+        fingerprints[split] = dataset.fingerprint()
         return dataset
 
     train_raw = split_dataset(ds.train_split)
@@ -194,11 +183,9 @@ def run_attentive(
             return topk, y, (np.arange(len(y)) if indices is None else indices[index.numpy()])
         train_s = time.perf_counter() - train_started
     else:
-        probe_record = ResultRecord(protocol={"name": recipe.name, "task": task}, model=model, features={},
-                                    dataset={}, metrics={}, selection={})
-        work = Path(work_dir) if work_dir else resolve_cache_dir(cache_dir) / "attentive" / Path(
-            result_filename(probe_record)).stem
-        resume = prepare_work_dir(work, resume, restart, is_main)
+        work = Path(work_dir) if work_dir else work_dir_for(cache_dir, task, model, "attentive")
+        resume = prepare_work_dir(work, LATEST, resume=resume, restart=restart, is_main=is_main, job="attentive",
+                                  command=f"ijepa-eval attentive --recipe {recipe.name}")
         if world_size > 1:
             torch.distributed.barrier()  # rank 0 has created (or cleared) the folder
         grid = AttentiveGrid(spec, encoder.embed_dim, num_heads, num_classes, batch_size=recipe.batch_size,
@@ -251,8 +238,7 @@ def run_attentive(
                                 "eval": describe_transform(eval_tf)}},
         dataset={"name": ds.name, "train_split": ds.train_split, "val_split": ds.val_split,
                  "test_split": ds.test_split, "num_classes": int(num_classes),
-                 "fingerprint": {ds.train_split: train_raw.fingerprint(),
-                                 ds.test_split: split_dataset(ds.test_split).fingerprint()},
+                 "fingerprint": fingerprints,
                  "sizes": {ds.train_split: len(train_raw), "fit": len(fit_rows), ds.test_split: len(test_labels),
                            **({"holdout": len(hold_rows)} if hold_rows is not None else {})},
                  **({"split_info": train_raw.split_info} if getattr(train_raw, "split_info", None) else {})},

@@ -14,7 +14,6 @@ main_finetune prints the best val accuracy over epochs), which the result then r
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,33 +33,12 @@ from ijepa_eval.protocols.run_record import (
     encoder_of,
     existing_result,
     model_record,
+    prepare_work_dir,
     task_name,
+    work_dir_for,
     write_with_predictions,
 )
 from ijepa_eval.results import ResultRecord, result_filename
-
-
-def work_dir_for(cache_dir: str | os.PathLike | None, record: ResultRecord) -> Path:
-    """Checkpoints live in the cache (large, transient), one folder per result file."""
-    from ijepa_eval.features.cache import resolve_cache_dir
-
-    return resolve_cache_dir(cache_dir) / "finetune" / Path(result_filename(record)).stem
-
-
-def prepare_work_dir(work_dir: Path, resume: bool, restart: bool, is_main: bool) -> bool:
-    """Whether to resume. Refuses to silently overwrite (or silently continue) an earlier run."""
-    exists = (work_dir / LATEST).is_file()
-    if restart:
-        if is_main and work_dir.exists():
-            shutil.rmtree(work_dir)
-        return False
-    if exists and not resume:
-        raise ConfigError(f"{work_dir / LATEST} holds an earlier fine-tuning run of this result; pass --resume to "
-                          "continue it (a finished run is evaluated again, not retrained) or --restart to start over "
-                          "(`ijepa-eval finetune`)")
-    if is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    return resume
 
 
 def selection_plan(recipe: Recipe, labels: np.ndarray) -> tuple[np.ndarray, str | None, np.ndarray | None]:
@@ -122,10 +100,9 @@ def run_finetune(
         if is_main:
             print(f"skip: {path} already holds {recipe.name} v{recipe.version} for this model and config")
         return path
-    probe_record = ResultRecord(protocol={"name": recipe.name, "task": task}, model=model, features={}, dataset={},
-                                metrics={}, selection={})
-    work = Path(work_dir) if work_dir else work_dir_for(cache_dir, probe_record)
-    resume = prepare_work_dir(work, resume, restart, is_main)
+    work = Path(work_dir) if work_dir else work_dir_for(cache_dir, task, model, "finetune")
+    resume = prepare_work_dir(work, LATEST, resume=resume, restart=restart, is_main=is_main, job="fine-tuning",
+                              command="ijepa-eval finetune")
     if world_size > 1:
         torch.distributed.barrier()  # rank 0 has created (or cleared) the folder
 

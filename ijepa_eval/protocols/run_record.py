@@ -1,18 +1,20 @@
-"""What both protocol runners (``runner`` for frozen probes, ``finetuning`` for end-to-end fine-tuning)
-share about a run's record: the encoder to evaluate, its model record, the task name, an earlier identical
-result to reuse, and writing a result with its per-example predictions and intervals."""
+"""What the protocol runners (``runner`` for frozen probes, ``finetuning`` for end-to-end fine-tuning,
+``attentive`` for attentive probes) share about a run's record: the encoder to evaluate, its model record, the
+task name, an earlier identical result to reuse, the folder a training run checkpoints into, and writing a
+result with its per-example predictions and intervals."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ijepa_eval.errors import IjepaEvalError
+from ijepa_eval.errors import ConfigError, IjepaEvalError
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
 from ijepa_eval.results import (
     ResultRecord,
@@ -71,6 +73,31 @@ def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe, task: 
             and old.protocol.get("version") == recipe.version and old.protocol.get("config") == recipe.to_dict())
     seeded = not seeds or (old.seeds or {}).get("n") == seeds
     return path if same and intact and seeded else None
+
+
+def work_dir_for(cache_dir: str | os.PathLike | None, task: str, model: dict[str, Any], job: str) -> Path:
+    """Training checkpoints live in the cache (large, transient): ``CACHE/<job>/<result file stem>``."""
+    from ijepa_eval.features.cache import resolve_cache_dir
+
+    probe = ResultRecord(protocol={"name": task, "task": task}, model=model, features={}, dataset={}, metrics={},
+                         selection={})
+    return resolve_cache_dir(cache_dir) / job / Path(result_filename(probe)).stem
+
+
+def prepare_work_dir(work_dir: Path, checkpoint: str, *, resume: bool, restart: bool, is_main: bool, job: str,
+                     command: str) -> bool:
+    """Whether to resume. Refuses to silently overwrite (or silently continue) an earlier run."""
+    if restart:
+        if is_main and work_dir.exists():
+            shutil.rmtree(work_dir)
+        return False
+    if (work_dir / checkpoint).is_file() and not resume:
+        raise ConfigError(f"{work_dir / checkpoint} holds an earlier {job} run of this result; pass --resume to continue "
+                          "it (a finished run is evaluated again, not retrained) or --restart to start over "
+                          f"(`{command}`)")
+    if is_main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    return resume
 
 
 def write_with_predictions(result: ResultRecord, out_dir: Path, labels: np.ndarray, topk: np.ndarray,
