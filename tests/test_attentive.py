@@ -155,8 +155,11 @@ def test_cached_tokens_are_a_labelled_protocol_with_a_size_check(world, tmp_path
     again = attentive(world, tmp_path, "clevr_count_attentive", "clevr", "attentive.tokens=cached", *GRID,
                       skip_existing=False)
     assert load_result(again).metrics == r.metrics  # tokens from the cache: the same numbers
-    with pytest.raises(ConfigError, match="probe: attentive|'linear' probe"):
+    with pytest.raises(ConfigError, match="'linear' probe; run it with `ijepa-eval run`"):
         run_attentive("cifar100", world["ckpt"], root=world["cifar100"], device="cpu")
+    run = ["run", "cifar100_attentive", "--ckpt", str(world["ckpt"]), "--root", str(world["cifar100"]), "--device",
+           "cpu", "--out", str(tmp_path), "--quiet", "--seeds", "3"]
+    assert main(run) == 2 and "trains attentive probes, which has no cheap head" in capsys.readouterr().err
 
 
 def test_the_chosen_probe_is_written_in_vjepas_layout(world, tmp_path):
