@@ -419,6 +419,7 @@ def test_suite_runs_configured_datasets_and_skips_the_rest(world, tmp_path, monk
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "skipping in1k_linear: no data root configured for 'imagenet'" in err
+    assert "skipping cifar100_attentive: an online attentive probe; run `ijepa-eval attentive --recipe" in err
     assert sorted(p.name.split("__")[-1] for p in (tmp_path / "out").glob("*.json")) == ["cifar100.json"]
 
 

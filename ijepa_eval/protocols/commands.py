@@ -105,7 +105,8 @@ def protocols_for(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
             print(f"suite: skipping {name}: fine-tuning; run `ijepa-eval finetune --recipe {name}`", file=sys.stderr)
             continue
         if recipe.probe == "attentive":  # the encoder runs on every training batch for 20 epochs: only when asked for
-            print(f"suite: skipping {name}: an online attentive probe; run `ijepa-eval run {name}`", file=sys.stderr)
+            print(f"suite: skipping {name}: an online attentive probe; run `ijepa-eval attentive --recipe {name}`",
+                  file=sys.stderr)
             continue
         dataset = recipe.dataset.name
         try:
