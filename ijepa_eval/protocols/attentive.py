@@ -131,8 +131,9 @@ def run_attentive(
     dev = resolve_device(device, world_size)
     encoder = encoder_of(ckpt, branch, arch, trust_checkpoint)
     model = model_record(encoder, label, model_meta)
-    task = task_name(recipe, name_or_yaml).replace(recipe.name, f"{recipe.name}_cached", 1) if cached else \
-        task_name(recipe, name_or_yaml)
+    task = task_name(recipe, name_or_yaml)
+    if cached:  # another protocol: <name>_cached (then @<dataset> when overridden)
+        task = task.replace(recipe.name, f"{recipe.name}_cached", 1)
     out_dir = Path(out_dir)
     if skip_existing and (path := existing_result(out_dir, model, recipe, task)):
         if is_main:
@@ -155,7 +156,7 @@ def run_attentive(
     num_classes, labels = train_raw.num_classes, np.asarray(train_raw.labels)
     fit_rows, selection_split, hold_rows = selection_plan(recipe, labels)
     sel_name = {"train_holdout": ds.train_split, "val": ds.val_split, "test": ds.test_split}.get(selection_split)
-    if cached:  # the size of every split's tokens, checked before anything is extracted
+    if cached:  # every split's token size, checked before anything is extracted (test: its length only)
         needed = dict.fromkeys([ds.train_split, *([sel_name] if selection_split == "val" else []), ds.test_split])
         check_cache_size(encoder, {s: len(train_raw) if s == ds.train_split else len(split_dataset(s))
                                    for s in needed}, max_cache_gb)
