@@ -152,7 +152,8 @@ def leaderboard(out: Path, result_paths: list[Path]) -> dict:
     for r in results:
         top1[r.label][r.protocol] = r.metric("top1")
         top1_ci[r.label][r.protocol] = r.record.metrics_ci.get("top1")
-    margins = {p: round(top1["ijepa-target"][p] - top1["random-init"][p], 2) for p in PROTOCOLS}
+    margins = {p: round(top1["ijepa-target"][p] - top1["random-init"][p], 2) for p in PROTOCOLS
+               if p in top1["ijepa-target"] and p in top1["random-init"]}
     target = next(r.display for r in results if r.label == "ijepa-target")
     verdicts = {p: t.verdict for (name, p), t in comparison.tests.items() if name == target}
     atomic_write_json(out / "summary.json", {"top1": top1, "top1_ci": top1_ci, "target_minus_random": margins,
