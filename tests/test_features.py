@@ -275,6 +275,7 @@ def test_patch_tokens_are_cached_with_the_same_rules(tmp_path, cifar_test, cls_t
     assert enc.forward_tokens.calls == 3  # shard 0 was kept: shard 1 (2 batches) + shard 2 (1 batch)
     tokens = fs.tokens()
     assert tokens.dtype == torch.float16 and tokens.shape == (40, enc.num_patches, 48) and fs.pools == ["tokens"]
+    assert fs.available_representations() == ["lastTOKENS"]  # what `cache ls` lists
     torch.testing.assert_close(tokens.float(), direct, atol=2e-3, rtol=1e-3)
     pooled_entry, _ = cache_entry_for(enc, cifar_test, cache_dir=tmp_path)
     tokens_entry, fields = cache_entry_for(enc, cifar_test, cache_dir=tmp_path, tokens=True)

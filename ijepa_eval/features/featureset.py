@@ -22,6 +22,8 @@ REPRESENTATION_NAME = re.compile(r"^(last|concat)(POOL|CLS)(\d*)$")
 
 
 def available_representations(n_last_blocks: int, pools: list[str]) -> list[str]:
+    if "tokens" in pools:  # last-layer patch tokens (attentive probes), read with FeatureSet.tokens()
+        return ["lastTOKENS"]
     names = []
     for kind, pool in POOL_OF_KIND.items():
         if pool in pools:
