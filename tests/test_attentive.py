@@ -147,6 +147,12 @@ def test_cached_tokens_are_a_labelled_protocol_with_a_size_check(world, tmp_path
         attentive(world, tmp_path, "clevr_count_attentive", "clevr", "attentive.tokens=cached", max_cache_gb=1e-6)
     assert "cached patch tokens need" in capsys.readouterr().out
     assert not (tmp_path / "cache").exists()  # refused before anything was extracted
+    cli = ["attentive", "--recipe", "clevr_count_attentive", "--tokens", "cached", "--max-cache-gb", "0.000001",
+           "--ckpt", str(world["ckpt"]), "--root", str(world["clevr"]), "--device", "cpu", "--cache-dir",
+           str(tmp_path / "cache"), "--out", str(tmp_path), "--quiet"]
+    assert main(cli) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "above --max-cache-gb 1e-06" in err[0] and "Traceback" not in err[0]
     path = attentive(world, tmp_path, "clevr_count_attentive", "clevr", "attentive.tokens=cached", *GRID)
     assert path.name.endswith("__clevr_count_attentive_cached.json")
     r = load_result(path)
