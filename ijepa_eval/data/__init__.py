@@ -5,13 +5,15 @@
     ds.labels, ds.num_classes, ds.fingerprint()     # no image decoded
 """
 
-from ijepa_eval.data.base import ImageDataset, open_rgb
+from ijepa_eval.data.base import ImageDataset
+from ijepa_eval.data.decode import DECODE_BACKENDS, open_rgb
 from ijepa_eval.data.registry import DATASET_NAMES, get_dataset
 from ijepa_eval.data.roots import resolve_root
 from ijepa_eval.data.transforms import describe_transform, eval_transform, train_transform
 
 __all__ = [
     "DATASET_NAMES",
+    "DECODE_BACKENDS",
     "ImageDataset",
     "describe_transform",
     "eval_transform",
