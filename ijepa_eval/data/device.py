@@ -1,0 +1,103 @@
+"""Device-side preprocessing: loaders ship uint8 images, the device converts, normalises (and erases).
+
+timm's ``PrefetchLoader`` pattern (timm/data/loader.py): loader workers stop at uint8 [B, 3, H, W] — a
+quarter of float32's bytes to pin and copy, and no float work in the workers — and the device of the step
+converts and normalises. On CUDA that happens on a side stream one batch ahead, so the next batch's copy
+and normalisation overlap this batch's forward. Feature extraction, fine-tuning and the attentive probe
+share it:
+
+    loader = DataLoader(get_dataset(..., decode="tensor", transform=eval_transform(name, s, normalize=False)),
+                        collate_fn=collate_uint8, pin_memory=True, ...)
+    prep = DevicePreprocess(device)
+    for images, labels in prefetch(loader, lambda b: (prep(b[0]), b[1].to(device, non_blocking=True)), device):
+        ...
+
+With ``decode: gpu`` the batch is a list (encoded JPEG bytes, or host-decoded images of any size): the
+device decodes the JPEGs in one nvJPEG call and applies ``transform`` (the uint8 geometry) image by image
+before stacking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
+
+import torch
+from torch.utils.data import default_collate
+
+from ijepa_eval.data.decode import decode_on_device
+from ijepa_eval.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize
+
+Batch = TypeVar("Batch")
+
+
+def collate_images(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
+    """One uint8 [B, 3, H, W] tensor when every image has one shape; else the list (``decode: gpu`` items)."""
+    first = images[0]
+    if first.ndim == 3 and all(image.shape == first.shape for image in images):
+        return torch.stack(images)
+    return list(images)
+
+
+def collate_uint8(items: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """``default_collate`` for ``(image, label, ...)`` items whose images may be a ``decode: gpu`` list."""
+    images, *rest = zip(*items, strict=True)
+    return (collate_images(list(images)), *(default_collate(list(column)) for column in rest))
+
+
+class DevicePreprocess:
+    """uint8 batch (tensor, or ``decode: gpu`` list) on the host -> normalised float32 batch on ``device``.
+
+    ``transform`` runs per image on the device for list batches only (the uint8 eval or train transform:
+    ``eval_transform(name, s, normalize=False)``); ``erasing`` (e.g. timm's ``RandomErasing(device=...)``)
+    runs on the normalised batch, as timm's prefetcher applies it; ``channels_last`` suits a conv stem on CUDA.
+    """
+
+    def __init__(self, device: torch.device | str, *, transform: Callable | None = None,
+                 mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
+                 erasing: Callable[[torch.Tensor], torch.Tensor] | None = None, channels_last: bool = False) -> None:
+        self.device = torch.device(device)
+        self.transform, self.erasing, self.channels_last = transform, erasing, channels_last
+        self.normalize = Normalize(mean, std)
+
+    def __call__(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        if isinstance(images, list | tuple):
+            decoded = decode_on_device(list(images), self.device)
+            images = torch.stack([self.transform(image) if self.transform else image for image in decoded])
+        if images.dtype != torch.uint8:
+            raise TypeError(f"DevicePreprocess expects uint8 images, got {images.dtype}; build the transform "
+                            "with normalize=False")
+        x = self.normalize(images.to(self.device, non_blocking=True))
+        if self.erasing is not None:
+            x = self.erasing(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(device={self.device}, transform={self.transform!r}, "
+                f"normalize={self.normalize!r}, erasing={self.erasing!r}, channels_last={self.channels_last})")
+
+
+def prefetch(batches: Iterable[Batch], prepare: Callable[[Batch], Batch], device: torch.device | str) -> Iterator[Batch]:
+    """``prepare(batch)`` for every batch in order; on CUDA one batch ahead on a side stream.
+
+    As timm's PrefetchLoader: the side stream first waits for the consumer's queued work (blocks the
+    consumer has released may be handed to the new allocations), and the consumer waits for the side
+    stream before it receives a prepared batch. Elsewhere ``prepare`` simply runs in line.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        for batch in batches:
+            yield prepare(batch)
+        return
+    side = torch.cuda.Stream(device)
+    pending, have = None, False
+    for batch in batches:
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            ready = prepare(batch)
+        if have:
+            yield pending
+        torch.cuda.current_stream(device).wait_stream(side)
+        pending, have = ready, True
+    if have:
+        yield pending
