@@ -32,10 +32,11 @@ Batch = TypeVar("Batch")
 
 
 def collate_images(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
-    """One uint8 [B, 3, H, W] tensor when every image has one shape; else the list (``decode: gpu`` items)."""
+    """One uint8 [B, 3, H, W] tensor when every image has one shape (``default_collate``: in a loader worker
+    it stacks straight into shared memory); else the list (``decode: gpu`` items)."""
     first = images[0]
     if first.ndim == 3 and all(image.shape == first.shape for image in images):
-        return torch.stack(images)
+        return default_collate(images)
     return list(images)
 
 
