@@ -119,6 +119,7 @@ def test_datasets_deliver_each_backends_images(tmp_path):
             image, label = ds[i]
             (image,) = decode.decode_on_device([image], "cpu") if backend == "gpu" else (image,)
             assert np.array_equal(hwc(image), np.asarray(pil[i][0])) and label == pil[i][1]
+    assert np.array_equal(hwc(pil.read(0, "tensor")), np.asarray(pil.read(0)))  # a backend per call
     cifar = write_cifar100(tmp_path / "c", 3, 3)
     tensor, pil = get_dataset("cifar100", cifar, "test", decode="tensor"), get_dataset("cifar100", cifar, "test")
     assert all(np.array_equal(hwc(tensor[i][0]), np.asarray(pil[i][0])) for i in range(len(pil)))

@@ -41,8 +41,10 @@ def test_erasing_and_layout_options():
     x = torch.full((2, 3, 8, 8), 128, dtype=torch.uint8)
     zeroed = DevicePreprocess("cpu", erasing=lambda t: t.mul(0), channels_last=True)(x)
     assert zeroed.abs().sum() == 0 and zeroed.is_contiguous(memory_format=torch.channels_last)
-    with pytest.raises(TypeError, match="normalize=False"):
-        DevicePreprocess("cpu")(x.float())
+    floats = torch.randn(2, 3, 8, 8)
+    assert torch.equal(DevicePreprocess("cpu")(floats), floats)  # a float transform normalised already
+    with pytest.raises(TypeError, match="takes uint8 images"):
+        DevicePreprocess("cpu")(x.int())
 
 
 def test_collate_keeps_odd_sized_images_as_a_list():

@@ -89,11 +89,12 @@ class ImageDataset(Dataset):
         """The ``gpu`` backend's item: encoded JPEG bytes where the source has them, else ``load_uint8``."""
         return self.load_uint8(index)
 
-    def read(self, index: int) -> Image.Image | torch.Tensor:
-        """The image at ``index`` as this dataset's decode backend delivers it."""
-        if self.decode == "tensor":
+    def read(self, index: int, decode: str | None = None) -> Image.Image | torch.Tensor:
+        """The image at ``index`` as decode backend ``decode`` (None = this dataset's) delivers it."""
+        decode = self.decode if decode is None else check_decode(decode)
+        if decode == "tensor":
             return self.load_uint8(index)
-        return self.load_for_device(index) if self.decode == "gpu" else self.load(index)
+        return self.load_for_device(index) if decode == "gpu" else self.load(index)
 
     def __getitem__(self, index: int) -> tuple[Any, int]:
         label = int(self.labels[index])

@@ -48,6 +48,7 @@ def collate_uint8(items: list[tuple[Any, ...]]) -> tuple[Any, ...]:
 
 class DevicePreprocess:
     """uint8 batch (tensor, or ``decode: gpu`` list) on the host -> normalised float32 batch on ``device``.
+    A float batch (a dataset with its own float transform) is taken as normalised already and only moved.
 
     ``transform`` runs per image on the device for list batches only (the uint8 eval or train transform:
     ``eval_transform(name, s, normalize=False)``); ``erasing`` (e.g. timm's ``RandomErasing(device=...)``)
@@ -65,10 +66,11 @@ class DevicePreprocess:
         if isinstance(images, list | tuple):
             decoded = decode_on_device(list(images), self.device)
             images = torch.stack([self.transform(image) if self.transform else image for image in decoded])
-        if images.dtype != torch.uint8:
-            raise TypeError(f"DevicePreprocess expects uint8 images, got {images.dtype}; build the transform "
-                            "with normalize=False")
-        x = self.normalize(images.to(self.device, non_blocking=True))
+        x = images.to(self.device, non_blocking=True)
+        if x.dtype == torch.uint8:
+            x = self.normalize(x)
+        elif not x.is_floating_point():
+            raise TypeError(f"DevicePreprocess takes uint8 images (or float ones already normalised), got {x.dtype}")
         if self.erasing is not None:
             x = self.erasing(x)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
