@@ -4,7 +4,8 @@ For each case the test images go through every backend's loader (uint8, normalis
 ``DevicePreprocess``) into one frozen encoder; a logistic-regression probe fit on the PIL path's train
 features then classifies each backend's test features. Printed per backend against ``pil``: max and mean
 |pixel difference| (0-255) after the transform, the fraction of differing pixels, the per-image feature
-cosine (min, mean), and how many test predictions are identical (k / n).
+cosine (min, mean), and how many test predictions are identical (k / n, with its Clopper-Pearson 95%
+interval).
 
 Cases: ``imagenet_like`` — generated ImageNet-like JPEGs (q90, ~400x350) through ImageNet's eval transform
 at the encoder's size; ``demo`` — CLEVR-mini as `make demo` renders it (64 px PNGs, a 64 px encoder);
@@ -49,6 +50,7 @@ def encode(encoder: Any, dataset: Any, prep: Any, batch_size: int = 64) -> tuple
 
 def compare(encoder: Any, make_dataset: Any, transform: Any, device: torch.device) -> dict[str, Any]:
     """Every backend against ``pil`` on one case; ``make_dataset(split, decode, transform)``."""
+    from scipy.stats import binomtest
     from sklearn.linear_model import LogisticRegression
 
     from ijepa_eval.data.device import DevicePreprocess
@@ -74,6 +76,9 @@ def compare(encoder: Any, make_dataset: Any, transform: Any, device: torch.devic
                "feature_cosine_min": float(cos.min()), "feature_cosine_mean": float(cos.mean()),
                "identical_predictions": f"{int((pred == ref_pred).sum())}/{len(pred)}",
                "identical_fraction": float((pred == ref_pred).mean()),
+               # Clopper-Pearson 95%: what k of n can say about the rate on unseen images
+               "identical_ci95_clopper_pearson": [round(v, 5) for v in binomtest(
+                   int((pred == ref_pred).sum()), len(pred)).proportion_ci(method="exact")],
                "top1": round(100 * float((pred == test_y).mean()), 2)}
         if pixels is not None:
             diff = (pixels.int() - ref_pixels.int()).abs()

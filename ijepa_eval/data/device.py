@@ -19,7 +19,8 @@ before stacking.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -48,7 +49,8 @@ def collate_uint8(items: list[tuple[Any, ...]]) -> tuple[Any, ...]:
 
 class DevicePreprocess:
     """uint8 batch (tensor, or ``decode: gpu`` list) on the host -> normalised float32 batch on ``device``.
-    A float batch (a dataset with its own float transform) is taken as normalised already and only moved.
+    A float batch (a dataset with its own float transform) is taken as normalised (and erased) by that
+    transform already, and only moved.
 
     ``transform`` runs per image on the device for list batches only (the uint8 eval or train transform:
     ``eval_transform(name, s, normalize=False)``); ``erasing`` (e.g. timm's ``RandomErasing(device=...)``)
@@ -62,22 +64,40 @@ class DevicePreprocess:
         self.transform, self.erasing, self.channels_last = transform, erasing, channels_last
         self.normalize = Normalize(mean, std)
 
-    def __call__(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor | list[torch.Tensor], seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """``seeds`` (one per image) make ``erasing`` a function of each image's seed, not of the batch it
+        lands in: a batch split over ranks is erased exactly as one process would erase it."""
         if isinstance(images, list | tuple):
             decoded = decode_on_device(list(images), self.device)
             images = torch.stack([self.transform(image) if self.transform else image for image in decoded])
         x = images.to(self.device, non_blocking=True)
         if x.dtype == torch.uint8:
             x = self.normalize(x)
+            if self.erasing is not None:
+                x = self.erasing(x) if seeds is None else erase_per_item(x, self.erasing, seeds)
         elif not x.is_floating_point():
             raise TypeError(f"DevicePreprocess takes uint8 images (or float ones already normalised), got {x.dtype}")
-        if self.erasing is not None:
-            x = self.erasing(x)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(device={self.device}, transform={self.transform!r}, "
                 f"normalize={self.normalize!r}, erasing={self.erasing!r}, channels_last={self.channels_last})")
+
+
+def erase_per_item(x: torch.Tensor, erasing: Callable[[torch.Tensor], torch.Tensor],
+                   seeds: Sequence[int]) -> torch.Tensor:
+    """``erasing`` (timm's RandomErasing: python ``random`` decides, torch fills) image by image in place,
+    each under its own seed; the caller's random streams are left as they were."""
+    state = random.getstate()
+    try:
+        for i, seed in enumerate(seeds):
+            with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+                random.seed(int(seed))
+                torch.manual_seed(int(seed))
+                erasing(x[i:i + 1])
+    finally:
+        random.setstate(state)
+    return x
 
 
 def prefetch(batches: Iterable[Batch], prepare: Callable[[Batch], Batch], device: torch.device | str) -> Iterator[Batch]:
