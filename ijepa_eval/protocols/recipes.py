@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ijepa_eval.data.decode import Decode
 from ijepa_eval.errors import ConfigError, unknown_choice
 from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.probes.linear import LinearTrainConfig, OptimizerConfig, ScheduleConfig
@@ -127,6 +128,7 @@ class Recipe:
     aug: AugMode = "cached"
     n_last_blocks: int = 4
     extraction_batch_size: int = 64
+    decode: Decode = "pil"  # image decoding and resizing: pil (the reference) | tensor | gpu (ijepa_eval.data.decode)
     seed: int = 0
 
     def __post_init__(self) -> None:
