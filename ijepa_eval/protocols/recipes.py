@@ -143,6 +143,12 @@ class Recipe:
         if self.probe == "finetune" and self.finetune.keep == "last" and self.selection.split == "test":
             raise ConfigError(f"protocol {self.name} reports the last epoch, so there is nothing to select on test; "
                               "add finetune.keep=best")
+        if self.decode != "pil" and self.probe == "finetune":
+            raise ConfigError(f"protocol {self.name}: fine-tuning augments with timm's RandAugment, which works on PIL "
+                              f"images; use decode=pil (got {self.decode})")
+        if self.decode == "gpu" and self.aug == "paper":
+            raise ConfigError(f"protocol {self.name}: aug=paper crops and flips every image on the host; "
+                              "use decode=tensor (or pil) with it")
         if self.probe == "finetune" and self.selection.retrain_on_full_train:
             raise ConfigError(f"protocol {self.name}: fine-tuning reports the kept epoch's weights and does not "
                               "retrain; set selection.retrain_on_full_train=false")
