@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ijepa_eval.data.device import DevicePreprocess, prefetch
 from ijepa_eval.features import parse_representation
-from ijepa_eval.features.extract import default_workers
+from ijepa_eval.features.distributed import default_workers
 from ijepa_eval.probes import (
     few_shot_rows,
     fit_linear_grid,
