@@ -6,7 +6,9 @@ Per core (one thread, in process, best of a few passes):
                 in the float variant we ran before uint8 loaders);
   tensor path   TorchCodec decode + torchvision v2 Resize (antialias, uint8) + CenterCrop, uint8 out.
 Then the tensor path through a DataLoader with 1 → cores workers (img/s against workers × the per-core
-rate: the loader's overhead and the machine's scaling). Goals (issue 23): tensor path ≥ 0.5× of PIL
+rate: the loader's overhead and the machine's scaling), and extraction through ``get_features``
+(``decode: tensor``, uint8 loader, device normalisation, cache shards) with a trivially cheap encoder
+against decode-only. Goals (issue 23): tensor path ≥ 0.5× of PIL
 decode-only per core; loader ≥ 0.9× of workers × per-core rate.
 
 Absolute numbers depend on the CPU and on what else runs (the busy cores are printed); the ratios are
@@ -30,6 +32,12 @@ import torch
 
 GOAL_PIPELINE = 0.5  # tensor path ÷ PIL decode-only, per core
 GOAL_SCALING = 0.9  # loader img/s ÷ (workers × per-core tensor path)
+
+
+def free_cores(busy: int) -> int:
+    from ijepa_eval.threads import affinity_cores
+
+    return max(1, affinity_cores() - busy)
 
 
 def per_core_rates(fns: dict[str, Callable[[Path], Any]], paths: list[Path], repeats: int) -> dict[str, float]:
@@ -72,6 +80,38 @@ def loader_rate(root: Path, split: str, workers: int, n: int, batch_size: int = 
     return seen / elapsed if seen else len(first) / max(elapsed, 1e-9)
 
 
+def cheap_encoder(img_size: int = 224):
+    """A one-block, 32-wide ViT: a forward costs next to nothing beside decoding, so get_features runs at
+    the loader's limit."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    from ijepa_eval.encoders import encoder_from_vit
+
+    vit = VisionTransformer(img_size=img_size, patch_size=16, embed_dim=32, depth=1, num_heads=1, num_classes=0,
+                            class_token=False, global_pool="avg", fc_norm=False)
+    return encoder_from_vit(vit)
+
+
+def extraction_rate(root: Path, split: str, workers: int, n: int, decode: str = "tensor") -> float:
+    """Images per second of get_features (loader, device normalisation, cache shards) with a cheap encoder,
+    in its steady loop (meta.json's ``loop_images_per_s``: worker start-up and key hashing excluded)."""
+    from torch.utils.data import Subset
+
+    from ijepa_eval.data import get_dataset
+    from ijepa_eval.features import get_features
+
+    ds = get_dataset("folder", root, split)
+    part = Subset(ds, range(min(n, len(ds))))
+    for attr in ("name", "split", "num_classes", "read", "decode"):
+        setattr(part, attr, getattr(ds, attr))
+    part.labels, part.transform = ds.labels[: len(part)], None
+    part.fingerprint = lambda: f"{ds.fingerprint()}:{len(part)}"
+    with tempfile.TemporaryDirectory(prefix="bench-extract-") as cache:
+        fs = get_features(cheap_encoder(), part, cache_dir=cache, num_workers=workers, device="cpu", n_last_blocks=1,
+                          progress=False, decode=decode, batch_size=32)
+        return fs.meta["timings"]["loop_images_per_s"]
+
+
 def run(quick: bool = False, *, root: str | None = None, split: str = "train", n: int | None = None,
         max_workers: int | None = None, repeats: int = 3) -> dict[str, Any]:
     from ijepa_eval.data import eval_transform, get_dataset
@@ -106,15 +146,21 @@ def run(quick: bool = False, *, root: str | None = None, split: str = "train", n
             rate = loader_rate(Path(root), split, workers, len(paths))
             scaling[workers] = {"images_per_s": round(rate, 1),
                                 "vs_linear": round(rate / (workers * rates["tensor_path_uint8"]), 3)}
+        extract = extraction_rate(Path(root), split, max(1, free_cores(busy) - 1), len(paths))
     pipeline_ratio = rates["tensor_path_uint8"] / rates["decode_pil"]
     # Worker counts beyond the cores other processes leave free measure the neighbours, not the loader.
-    free = max(1, affinity_cores() - busy)
+    free = free_cores(busy)
     worst_scaling = min(s["vs_linear"] for w, s in scaling.items() if w <= free)
     result = {
         "ratio": round(pipeline_ratio, 3),
         "per_core_images_per_s": {k: round(v, 1) for k, v in rates.items()},
         "vs_decode_pil": {k: round(v / rates["decode_pil"], 3) for k, v in rates.items()},
         "tensor_vs_pil_path": round(rates["tensor_path_uint8"] / rates["pil_path_float"], 2),
+        "get_features_cheap_encoder": {
+            "workers": max(1, free - 1), "images_per_s": round(extract, 1),
+            "vs_decode_pil_x_workers": round(extract / (max(1, free - 1) * rates["decode_pil"]), 3),
+            "vs_loader": round(extract / scaling.get(max(1, free - 1), {"images_per_s": float("nan")})["images_per_s"], 3),
+        },
         "loader_scaling": scaling,
         "goals": {
             f"tensor path >= {GOAL_PIPELINE} x PIL decode-only per core": pipeline_ratio >= GOAL_PIPELINE,

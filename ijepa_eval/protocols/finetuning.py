@@ -192,7 +192,7 @@ def run_finetune(
                   **({"by_width": sizes} if sizes["listed"] else {})},
         model=model,
         features={"representations": [rep], "n_last_blocks": 1, "pool": pool,
-                  "head_norm": spec.head_norm, "img_size": img, "mode": "finetune",
+                  "head_norm": spec.head_norm, "img_size": img, "mode": "finetune", "decode": recipe.decode,
                   "transform": {"train": transform_text(train_transform(spec, img)),
                                 "eval": describe_transform(ds.name, img)}},
         dataset={"name": ds.name, "train_split": ds.train_split, "val_split": ds.val_split,
