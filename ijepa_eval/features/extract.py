@@ -11,7 +11,7 @@ Transform: a dataset whose ``transform`` is None gets the paper's eval preproces
 ``ijepa_eval.data.eval_transform(dataset.name, encoder.img_size, normalize=False)``, through the decode
 backend asked for; loaders ship uint8 and the device normalises (``ijepa_eval.data.device``). A dataset
 that already has a transform is used as is. Either way the transform's text and the backend are in the key.
-A loop that waits for its loader more than a fifth of the time prints a loader-bound warning.
+A loop of 10 s or more that waits for its loader over a fifth of the time prints a loader-bound warning.
 
 Storage is float16 (half the bytes of float32; probes see float32). Features that are NaN or beyond the
 float16 range (|x| > 65504, far above what a final LayerNorm produces) raise a CacheError instead of

@@ -26,6 +26,7 @@ from ijepa_eval.features.planning import pools_of
 from ijepa_eval.threads import fit_threads
 
 LOADER_BOUND = 0.2  # waiting for images more than this share of the loop: warn (loader-bound)
+LOADER_BOUND_MIN_S = 10.0  # ... in a loop at least this long (a few batches say nothing; ImageNet takes minutes)
 
 
 class IndexedImages(Dataset):
@@ -110,9 +111,10 @@ class LoaderClock:
         return {"loop_images_per_s": round(rates[0], 2), "encoder_images_per_s": round(rates[1], 2),
                 "loader_wait_fraction": round(self.waited / self.elapsed, 3)}
 
-    def warning(self, decode: str = "pil") -> str | None:
+    def warning(self, decode: str = "pil", min_seconds: float = LOADER_BOUND_MIN_S) -> str | None:
+        """The loader-bound line for a loop of at least ``min_seconds`` that waited too long, else None."""
         rates = self.rates()
-        if rates is None or self.waited <= LOADER_BOUND * self.elapsed:
+        if rates is None or self.elapsed < min_seconds or self.waited <= LOADER_BOUND * self.elapsed:
             return None
         advice = "use --decode tensor or more --workers" if decode == "pil" else "use more --workers"
         return f"loader-bound: {rates[0]:.0f} img/s, encoder {rates[1]:.0f} img/s; {advice}"
