@@ -31,7 +31,7 @@ SOURCES: dict[str, tuple[Callable[..., ImageDataset], tuple[str, ...], tuple[str
 }
 HF_PREFIX = "hf:"
 HF_OPTIONS = ("image_column", "label_column", "num_classes", "cache_dir")
-COMMON_OPTIONS = ("skip_bad_images",)
+COMMON_OPTIONS = ("skip_bad_images", "decode")
 DATASET_NAMES = (*SOURCES, f"{HF_PREFIX}<hub id or local path>")
 
 
@@ -45,7 +45,8 @@ def get_dataset(
     """A torch Dataset of ``(image, int label)`` with ``num_classes``, ``labels``, ``fingerprint()``.
 
     ``root`` defaults to $IJEPA_EVAL_DATA/<family> or the data config (see ``ijepa_eval.data.roots``).
-    Options: ``skip_bad_images`` (all), ``split_file``/``allow_custom_split`` (imagenet subsets),
+    Options: ``skip_bad_images`` and ``decode`` (all: ``pil`` | ``tensor`` | ``gpu``, see
+    ``ijepa_eval.data.decode``), ``split_file``/``allow_custom_split`` (imagenet subsets),
     ``image_column``/``label_column``/``num_classes``/``cache_dir`` (hf:).
     """
     if name.startswith(HF_PREFIX):

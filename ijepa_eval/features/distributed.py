@@ -47,9 +47,9 @@ def resolve_device(device: str | torch.device | None, world_size: int) -> torch.
 
 
 def default_workers(world_size: int) -> int:
-    """One loader worker per spare core this process may use (cgroup/slurm affinity), at most 12: JPEG
-    decoding and resizing feed a ViT-H on one GPU only with many workers."""
-    return loader_workers(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+    """One loader worker per core of this rank's share (affinity, SLURM_CPUS_PER_TASK, the ranks on the node)
+    but one: JPEG decoding and resizing feed a ViT-H on one GPU only with many workers. Printed once."""
+    return loader_workers(int(os.environ.get("LOCAL_WORLD_SIZE", world_size)), announce=True)
 
 
 def broadcast(obj: Any) -> Any:

@@ -7,9 +7,11 @@ waits at a barrier and commits meta.json. This module is the sequence; each step
 ``planning`` (the cache key, the entry, the missing shards), ``shard_writer`` (loading by index, the
 extraction loop, committing shards) and ``distributed`` (ranks, devices, collectives).
 
-Transform: a dataset whose ``transform`` is None yields PIL images, and gets
-``ijepa_eval.data.eval_transform(dataset.name, encoder.img_size)`` (the paper's eval preprocessing);
-a dataset that already has a transform is used as is. Either way the transform's repr is in the key.
+Transform: a dataset whose ``transform`` is None gets the paper's eval preprocessing,
+``ijepa_eval.data.eval_transform(dataset.name, encoder.img_size, normalize=False)``, through the decode
+backend asked for; loaders ship uint8 and the device normalises (``ijepa_eval.data.device``). A dataset
+that already has a transform is used as is. Either way the transform's text and the backend are in the key.
+A loop of 10 s or more that waits for its loader over a fifth of the time prints a loader-bound warning.
 
 Storage is float16 (half the bytes of float32; probes see float32). Features that are NaN or beyond the
 float16 range (|x| > 65504, far above what a final LayerNorm produces) raise a CacheError instead of
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from typing import Any
 
@@ -55,12 +58,15 @@ def get_features(
     progress: bool = True,
     skip_bad_images: bool = False,
     shard_rows: int = DEFAULT_SHARD_ROWS,
+    decode: str | None = None,
 ) -> FeatureSet:
     """Features of ``dataset`` under ``encoder``, from the cache or extracted into it (then cached).
 
     A cache hit never calls the encoder. ``cache_dir`` None = ``$IJEPA_EVAL_CACHE`` or
-    ``~/.cache/ijepa-eval``. ``num_workers`` None = one loader worker per spare core (at most 12).
-    ``skip_bad_images`` drops undecodable images (indices and messages in ``meta["bad"]``) instead of
+    ``~/.cache/ijepa-eval``. ``num_workers`` None = one loader worker per core of this rank's share
+    (``ijepa_eval.threads.loader_workers``). ``decode`` (``pil`` | ``tensor`` | ``gpu``, None = the
+    dataset's, ``pil`` by default) picks the decode backend; it is part of the cache key, so one backend's
+    features are never served for another. ``skip_bad_images`` drops undecodable images (indices and messages in ``meta["bad"]``) instead of
     failing. The encoder is moved to ``device`` (CUDA when available). Under torchrun every rank must call
     this with the same arguments; each extracts its share and all return the same FeatureSet.
     """
@@ -78,7 +84,7 @@ def get_features(
         torch.cuda.set_device(device)  # collectives (broadcast_object_list) use the current device
     transform = default_transform(encoder, dataset)
     entry, fields = cache_entry_for(encoder, dataset, cache_dir=cache_dir, n_last_blocks=n_last_blocks,
-                                    device=device)
+                                    device=device, decode=decode)
     pools = pools_of(encoder)
 
     # Rank 0 holds the entry's lock from planning to commit: a second process asking for the same features
@@ -100,16 +106,20 @@ def get_features(
             if not hit:
                 started = time.perf_counter()
                 mine = [s for s in missing if s % world_size == rank]
-                extract_shards(encoder, dataset, entry, ranges, mine, transform=transform, batch_size=batch_size,
-                               num_workers=default_workers(world_size) if num_workers is None else num_workers,
-                               device=device, n_last_blocks=n_last_blocks, progress=progress and rank == 0,
-                               skip_bad_images=skip_bad_images)
+                clock = extract_shards(
+                    encoder, dataset, entry, ranges, mine, transform=transform, batch_size=batch_size,
+                    num_workers=default_workers(world_size) if num_workers is None else num_workers, device=device,
+                    n_last_blocks=n_last_blocks, progress=progress and rank == 0, skip_bad_images=skip_bad_images,
+                    decode=fields["decode"])
+                if rank == 0 and clock is not None and clock.warning(fields["decode"]):
+                    print(f"warning: {clock.warning(fields['decode'])}", file=sys.stderr)
                 barrier(device)
                 extraction_s = time.perf_counter() - started
                 if rank == 0:
                     commit(entry, ranges, pools, dataset,
                            base_meta(entry, fields, encoder, dataset, shard_rows, complete=True),
-                           extraction_s=extraction_s, extracted_rows=sum(ranges[s][1] - ranges[s][0] for s in missing))
+                           extraction_s=extraction_s, extracted_rows=sum(ranges[s][1] - ranges[s][0] for s in missing),
+                           clock=clock)
                 barrier(device)
         except BaseException:
             if rank == 0:

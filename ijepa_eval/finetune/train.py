@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from ijepa_eval.data.device import DevicePreprocess, prefetch
 from ijepa_eval.errors import CheckpointError, ConfigError, DatasetError
 from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.finetune.model import lr_at, mixup_and_loss, set_lr
@@ -71,10 +72,11 @@ class EpochBatches(Sampler):
 
 
 class SeededItems(Dataset):
-    """``dataset[index]`` through ``transform`` under RNGs seeded by (seed, epoch, index).
+    """``(transform(dataset[index] image), label, item seed)`` under RNGs seeded by (seed, epoch, index).
 
     timm's RandAugment draws from ``random`` and ``numpy``, crops and erasing from ``torch``: all three are
-    seeded for the item and restored afterwards, so the caller's streams are untouched.
+    seeded for the item and restored afterwards, so the caller's streams are untouched. The item seed goes
+    along so that the device-side random erasing of a uint8 transform is seeded per image too.
     """
 
     def __init__(self, dataset: Dataset, transform: Callable, seed: int):
@@ -87,10 +89,11 @@ class SeededItems(Dataset):
         epoch, index = item
         image, label = self.dataset[index]
         py_state, np_state = random.getstate(), np.random.get_state()
+        seed = item_seed(self.seed, epoch, index)
         try:
             with torch.random.fork_rng(devices=[]):
-                seed_all(item_seed(self.seed, epoch, index))
-                return self.transform(image), label
+                seed_all(seed)
+                return self.transform(image), label, seed
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
@@ -107,10 +110,12 @@ def predict(model: nn.Module, dataset: Dataset, rows: np.ndarray, batch_size: in
     mine = rows[rank::world_size]
     loader = DataLoader(Subset(dataset, mine.tolist()), batch_size=batch_size, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
+    prep = DevicePreprocess(device)
     topk, labels = [], []
-    for images, y in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
+    batches = prefetch(loader, lambda batch: (prep(batch[0]), batch[1]), device)
+    for images, y in tqdm(batches, total=len(loader), desc=desc, unit="batch", leave=False, disable=not progress):
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(images.to(device, non_blocking=True))
+            logits = model(images)
         topk.append(topk_predictions(logits.float()))  # stays on the device: one copy at the end, not a sync per batch
         labels.append(torch.as_tensor(y))
     model.train(was_training)
@@ -185,10 +190,12 @@ def fit(
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None, select_metric: str = "top1",
 ) -> FitState:
     """Train ``model`` on ``dataset[rows]`` (``dataset`` applies the training transform through
-    ``SeededItems``); ``evaluate`` scores the selection split every ``eval_every`` epochs and at the end."""
+    ``SeededItems``); ``evaluate`` scores the selection split every ``eval_every`` epochs and at the end.
+    A uint8 transform (``train_transform(spec, s, normalize=False)``) is normalised and randomly erased on
+    the device, one batch ahead on CUDA (``ijepa_eval.data.device``)."""
     from tqdm.auto import tqdm
 
-    from ijepa_eval.finetune.model import build_optimizer
+    from ijepa_eval.finetune.model import build_optimizer, device_erasing
 
     is_main = rank == 0
     model.to(device)
@@ -204,6 +211,12 @@ def fit(
         raise ConfigError(f"per-process batch {batch_size // world_size} does not split into "
                           f"{spec.accum_steps} accum_steps")
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+    prep = DevicePreprocess(device, erasing=device_erasing(spec, device))
+
+    def to_device(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels, seeds = batch
+        return prep(images, seeds.tolist()), labels.to(device, non_blocking=True)
+
     bar = tqdm(total=epochs, initial=state.epoch, desc="finetune", unit="ep", disable=not (is_main and progress))
     for epoch in range(state.epoch, epochs):
         started = time.perf_counter()
@@ -212,10 +225,9 @@ def fit(
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=device.type == "cuda")
         model.train()
         losses = []
-        for step, (images, labels) in enumerate(loader):
+        for step, (images, labels) in enumerate(prefetch(loader, to_device, device)):
             current_lr = lr_at(epoch + step / len(sampler), spec, lr, epochs)
             set_lr(optimizer, current_lr)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             if mixup is not None:
                 images, labels = mixup(images, labels)
             step_loss = torch.zeros((), device=device)

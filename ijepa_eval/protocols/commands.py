@@ -117,7 +117,7 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
     from ijepa_eval.protocols.recipes import parse_overrides
 
     flags = {k: v for k, v in (("selection.split", args.select_on), ("aug", getattr(args, "aug", None)),
-                               ("seed", args.seed)) if v is not None}
+                               ("seed", args.seed), ("decode", args.decode)) if v is not None}
     return {**parse_overrides(args.overrides), **flags}
 
 
@@ -258,7 +258,11 @@ def _add_common(parser: argparse.ArgumentParser, aug: bool = True, seeds: bool =
     if seeds:  # retrains a probe head; fine-tuning has no cheap head to retrain
         parser.add_argument("--seeds", type=int_at_least(2), default=None, metavar="N",
                             help="also retrain the selected head with N seeds (N >= 2) and record mean ± std")
-    parser.add_argument("--workers", type=int_at_least(0), default=None, help="data loader workers (default: spare cores)")
+    parser.add_argument("--workers", type=int_at_least(0), default=None,
+                        help="data loader workers (default: this rank's cores but one)")
+    parser.add_argument("--decode", default=None, metavar="BACKEND",
+                        help="image decoding: pil (the reference) | tensor (libjpeg-turbo + torch resize, ~2x per "
+                             "core) | gpu (nvJPEG); default: the recipe's, pil. Recorded in the result JSON")
     parser.add_argument("--label", default=None, help="model name in result files and tables")
     parser.add_argument("--no-skip-existing", action="store_true",
                         help="re-run even when a result for this model, protocol version and config exists")

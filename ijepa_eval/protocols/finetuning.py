@@ -147,7 +147,7 @@ def run_finetune(
     evaluate = None
     if selection_split is not None:
         sel_split = {"train_holdout": ds.train_split, "val": ds.val_split, "test": ds.test_split}[selection_split]
-        sel_data = split_dataset(sel_split, eval_transform(ds.name, img))
+        sel_data = split_dataset(sel_split, eval_transform(ds.name, img, normalize=False))
         sel_rows = hold_rows if hold_rows is not None else np.arange(len(sel_data))
 
         def evaluate(net):
@@ -157,7 +157,7 @@ def run_finetune(
 
     identity = {"config": recipe.to_dict(), "encoder_sha256": model["sha256"], "world_size": world_size}
     state = fit(
-        classifier, SeededItems(train_raw, train_transform(spec, img), recipe.seed), fit_rows, num_classes,
+        classifier, SeededItems(train_raw, train_transform(spec, img, normalize=False), recipe.seed), fit_rows, num_classes,
         spec=spec, epochs=recipe.epochs, batch_size=recipe.batch_size, seed=recipe.seed, device=dev,
         world_size=world_size, rank=rank, work_dir=work, identity=identity, resume=resume, num_workers=workers,
         progress=progress, evaluate=evaluate, select_metric=sel.metric,
@@ -167,7 +167,7 @@ def run_finetune(
         classifier.load_state_dict(torch.load(best_path(work, kept), map_location=dev, weights_only=True))
 
     test_started = time.perf_counter()
-    test_data = split_dataset(ds.test_split, eval_transform(ds.name, img))  # only now: training is over
+    test_data = split_dataset(ds.test_split, eval_transform(ds.name, img, normalize=False))  # only now: training is over
     topk, labels = predict(classifier, test_data, np.arange(len(test_data)), spec.eval_batch_size, dev, world_size,
                            rank, workers, progress and is_main, desc="eval test")
     test_scores = scores(topk, labels, num_classes)
@@ -192,7 +192,7 @@ def run_finetune(
                   **({"by_width": sizes} if sizes["listed"] else {})},
         model=model,
         features={"representations": [rep], "n_last_blocks": 1, "pool": pool,
-                  "head_norm": spec.head_norm, "img_size": img, "mode": "finetune",
+                  "head_norm": spec.head_norm, "img_size": img, "mode": "finetune", "decode": recipe.decode,
                   "transform": {"train": transform_text(train_transform(spec, img)),
                                 "eval": describe_transform(ds.name, img)}},
         dataset={"name": ds.name, "train_split": ds.train_split, "val_split": ds.val_split,

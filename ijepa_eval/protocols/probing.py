@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from ijepa_eval.data.device import DevicePreprocess, prefetch
 from ijepa_eval.features import parse_representation
 from ijepa_eval.features.distributed import default_workers
 from ijepa_eval.probes import (
@@ -90,11 +91,11 @@ class LinearProbe(Probe):
 
         # Loader workers seed their augmentations from ``generator``; in-process loading draws them from
         # the global CPU generator, so seed a private copy of it (the caller's stream is left as it was).
+        prep = DevicePreprocess(self.device)  # a uint8 transform is normalised on the device, one batch ahead
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(self.recipe.seed)
             for _ in tqdm(range(cfg.epochs), desc="linear grid (augmented)", unit="ep", disable=not self.progress):
-                for images, labels in loader:
-                    images = images.to(self.device, non_blocking=True)
+                for images, labels in prefetch(loader, lambda batch: (prep(batch[0]), batch[1]), self.device):
                     with torch.no_grad(), torch.autocast(self.device.type, torch.bfloat16, enabled=cuda):
                         pooled = encoder.forward_pooled(images, n_blocks)
                     reps = {r: pooled[pool][:, -n:].flatten(1).float() for r, (pool, n) in slices.items()}

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ijepa_eval.data.decode import Decode
 from ijepa_eval.errors import ConfigError, unknown_choice
 from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.probes.linear import LinearTrainConfig, OptimizerConfig, ScheduleConfig
@@ -127,6 +128,7 @@ class Recipe:
     aug: AugMode = "cached"
     n_last_blocks: int = 4
     extraction_batch_size: int = 64
+    decode: Decode = "pil"  # image decoding and resizing: pil (the reference) | tensor | gpu (ijepa_eval.data.decode)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -141,6 +143,12 @@ class Recipe:
         if self.probe == "finetune" and self.finetune.keep == "last" and self.selection.split == "test":
             raise ConfigError(f"protocol {self.name} reports the last epoch, so there is nothing to select on test; "
                               "add finetune.keep=best")
+        if self.decode != "pil" and self.probe == "finetune":
+            raise ConfigError(f"protocol {self.name}: fine-tuning augments with timm's RandAugment, which works on PIL "
+                              f"images; use decode=pil (got {self.decode})")
+        if self.decode == "gpu" and self.aug == "paper":
+            raise ConfigError(f"protocol {self.name}: aug=paper crops and flips every image on the host; "
+                              "use decode=tensor (or pil) with it")
         if self.probe == "finetune" and self.selection.retrain_on_full_train:
             raise ConfigError(f"protocol {self.name}: fine-tuning reports the kept epoch's weights and does not "
                               "retrain; set selection.retrain_on_full_train=false")

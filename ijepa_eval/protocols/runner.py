@@ -115,7 +115,8 @@ def run_protocol(
                 split_info[split] = dataset.split_info
             feature_sets[split] = get_features(
                 encoder, dataset, cache_dir=cache_dir, batch_size=recipe.extraction_batch_size,
-                num_workers=num_workers, device=dev, n_last_blocks=recipe.n_last_blocks, progress=progress)
+                num_workers=num_workers, device=dev, n_last_blocks=recipe.n_last_blocks, progress=progress,
+                decode=recipe.decode)
         fs = feature_sets[split]
         return representation_views(fs, representations), fs.labels, fs
 
@@ -126,8 +127,9 @@ def run_protocol(
 
     def fit(probe, feats, labels, rows) -> None:
         if recipe.aug == "paper":  # rows index the training split (Recipe refuses retraining on train+val)
-            dataset = get_dataset(ds_spec.name, root, ds_spec.train_split,
-                                  transform=train_transform(ds_spec.name, encoder.img_size), **ds_spec.options)
+            dataset = get_dataset(ds_spec.name, root, ds_spec.train_split, decode=recipe.decode,
+                                  transform=train_transform(ds_spec.name, encoder.img_size, normalize=False),
+                                  **ds_spec.options)
             probe.fit_augmented(encoder, dataset, train_fs.indices[rows], num_workers=num_workers)
         else:
             probe.fit(feats, labels, rows)
@@ -194,6 +196,7 @@ def run_protocol(
         model=model,
         features={"representations": representations, "n_last_blocks": recipe.n_last_blocks, "pool": pool,
                   "img_size": encoder.img_size, "transform": describe_transform(ds_spec.name, encoder.img_size),
+                  "decode": recipe.decode,
                   "cache_key": {s: fs.meta.get("cache_key") for s, fs in feature_sets.items()},
                   "mode": "augmented" if recipe.aug == "paper" else "cached"},
         dataset={"name": ds_spec.name, "train_split": ds_spec.train_split, "val_split": ds_spec.val_split,
