@@ -26,7 +26,7 @@ from ijepa_eval.leaderboard.compare import reference_cell
 from ijepa_eval.leaderboard.records import load_results
 from ijepa_eval.protocols import RECIPES_DIR, load_recipe, run_protocol
 from ijepa_eval.results import load_predictions, load_result, predictions_path
-from ijepa_eval.stats import bootstrap_ci, paired_test
+from ijepa_eval.stats import metric_intervals, paired_test
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint  # noqa: E402
@@ -243,7 +243,7 @@ def test_result_carries_predictions_and_intervals_like_a_frozen_probe(world, tmp
     np.testing.assert_array_equal(pred.labels, val.labels)
     assert pred.top5.shape == (12, 4)  # 4 classes: top-min(5, C)
     assert recomputed(pred) == {m: r.metrics[m] for m in ("top1", "top5")}
-    assert r.metrics_ci == bootstrap_ci(pred.labels, pred.top5, seed=3)  # the recipe's seed
+    assert (r.metrics_ci, r.ci) == metric_intervals(pred.labels, pred.top5, seed=3)  # the recipe's seed
     for metric, (lo, hi) in r.metrics_ci.items():
         assert lo <= r.metrics[metric] <= hi, metric
     assert r.metrics_ci["top1"][0] < r.metrics_ci["top1"][1]  # 12 examples: a real spread
