@@ -170,6 +170,13 @@ class PairedTest:
     verdict: Verdict  # win / loss: diff_ci lies above / below 0
     method: str  # "tango-score" (top1/top5) | "stratified-paired-percentile" | "paired-percentile"
     level: float = LEVEL
+    resamples: int | None = None  # bootstrap tests: their p-value is a multiple of 2 / resamples
+
+    def p_text(self) -> str:
+        """``p = 0.0312``; a bootstrap p-value of 0 as the bound it is, ``p < 0.002``."""
+        if self.p_value == 0 and self.resamples:
+            return f"p < {2 / self.resamples:.2g}"
+        return f"p = {self.p_value:.3g}"
 
     @property
     def significant(self) -> bool:
@@ -210,7 +217,8 @@ def paired_test(labels: np.ndarray, topk: np.ndarray, ref_topk: np.ndarray, metr
         lo, hi, p = order_interval(diffs, level)
         diff = point_metrics(labels, topk)[metric] - point_metrics(labels, ref_topk)[metric]
     verdict: Verdict = "win" if lo > 0 else "loss" if hi < 0 else "tie"
-    return PairedTest(metric, diff, [lo, hi], p, better, worse, verdict, method, level)
+    return PairedTest(metric, diff, [lo, hi], p, better, worse, verdict, method, level,
+                      None if method == "tango-score" else resamples)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
