@@ -117,6 +117,7 @@ def test_a_missing_predictions_file_skips_its_pair_with_a_note(tmp_path, capsys)
     # the tested cells keep their marks on the page (C ties; A's fine-tuned cell, whose file is there, wins);
     # A's run page offers no predictions to download
     assert html.count('class="num sig-tie"') == 1 and html.count('class="num sig-win"') == 1
+    assert "paired tests (2)" in html and "not significant (p = 1, unadjusted)" in html  # each test's sentence
     page = next((site / "pages").glob("A-*--shapes.html")).read_text()
     assert "per-example predictions" not in page
 
