@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from ijepa_eval.leaderboard.records import Result
-from ijepa_eval.leaderboard.render import MISSING, ValueCell
+from ijepa_eval.leaderboard.render import ValueCell
 from ijepa_eval.stats import widen_by_seeds
 
 WIN, LOSS, TIE = "↑", "↓", "≈"
@@ -51,11 +51,12 @@ def seed_note(r: Result, metric: str) -> tuple[str, ...]:
     return () if std is None else (f"seed sd {std:.2f}",)
 
 
-def result_cell(r: Result | None, metric: str, mark: str = "", notes: tuple[str, ...] = ()) -> ValueCell | str:
-    """A result's metric as every table shows it (see the module docstring); ``—`` without a value."""
+def result_cell(r: Result | None, metric: str, mark: str = "", notes: tuple[str, ...] = ()) -> ValueCell:
+    """A result's metric as every table shows it (see the module docstring); ``—`` without a value (still a
+    ValueCell, so a CSV column has its lo/hi/marks columns whether or not any row has a run)."""
     value = r.metric(metric) if r is not None else None
     if value is None:
-        return MISSING
+        return ValueCell(None)
     return ValueCell(value, r.ci(metric), mark, (*seed_note(r, metric), *notes), r.test_selected)
 
 
@@ -73,11 +74,11 @@ def paper_inside(r: Result, metric: str, paper: float) -> bool | None:
     return None if interval is None else interval[0] <= paper <= interval[1]
 
 
-def delta_cell(r: Result | None, metric: str, paper: float | None) -> ValueCell | str:
+def delta_cell(r: Result | None, metric: str, paper: float | None) -> ValueCell:
     """``ours − paper`` marked ∉ / ∈ (``paper_inside``); unmarked without an interval, ``—`` without both."""
     value = r.metric(metric) if r is not None else None
     if value is None or paper is None:
-        return MISSING
+        return ValueCell(None, signed=True)
     inside = paper_inside(r, metric, paper)
     mark = "" if inside is None else PAPER_INSIDE if inside else PAPER_OUTSIDE
     return ValueCell(value - paper, None, mark, signed=True)

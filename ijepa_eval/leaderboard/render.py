@@ -78,16 +78,20 @@ class ValueCell:
 
 
 def csv_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Every column holding ``ValueCell``s as four: the value, ``<column> lo``, ``<column> hi``, ``<column> marks``."""
+    """Every column holding ``ValueCell``s split: the value, ``<column> lo`` and ``<column> hi`` (not for a
+    column of differences, which carry no interval), ``<column> marks``."""
     out: dict[str, list[str]] = {}
     for name in df.columns:
         values = df[name].tolist()
-        if not any(isinstance(v, ValueCell) for v in values):
+        cells = [v for v in values if isinstance(v, ValueCell)]
+        if not cells:
             out[str(name)] = [str(v) for v in values]
             continue
         fields = [v.csv_fields() if isinstance(v, ValueCell) else (str(v), MISSING, MISSING, "") for v in values]
-        for suffix, column in zip(("", " lo", " hi", " marks"), zip(*fields, strict=True), strict=True):
-            out[f"{name}{suffix}"] = list(column)
+        keep = ("", " lo", " hi", " marks") if not all(c.signed for c in cells) else ("", None, None, " marks")
+        for suffix, column in zip(keep, zip(*fields, strict=True), strict=True):
+            if suffix is not None:
+                out[f"{name}{suffix}"] = list(column)
     return pd.DataFrame(out, columns=list(out))
 
 

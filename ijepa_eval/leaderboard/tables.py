@@ -44,7 +44,7 @@ from ijepa_eval.leaderboard.paper import (
     row_source,
 )
 from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result, latest_by_model_protocol
-from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
+from ijepa_eval.leaderboard.render import MISSING, ValueCell, fmt, markdown, write_frame
 
 KEY_TITLES = {"method": "Method", "arch": "Arch", "epochs": "Epochs", "data": "Data", "masking": "Masking"}
 OURS_MODEL = "Ours (model)"
@@ -63,6 +63,11 @@ class Choice:
 
     def notes(self) -> tuple[str, ...]:
         return (f"{self.result.protocol}, {self.rule}",) if self.rule else ()
+
+
+def choice_cell(choice: Choice | None, metric: str) -> ValueCell:
+    """The chosen result's cell, naming the protocol when it was chosen among several; ``—`` without one."""
+    return result_cell(choice.result, metric, notes=choice.notes()) if choice else result_cell(None, metric)
 
 
 @dataclass
@@ -165,11 +170,11 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
                     line[f"{p} paper source"] = f"{source.source} [{NOTE_MARK}]" if source.note else source.source
                     for kind in ADAPTATIONS:
                         c = model.choose(p, metric, comparable=True, adaptation=kind) if model else None
-                        line[f"{p} ours {kind}"] = result_cell(c.result, metric, notes=c.notes()) if c else MISSING
+                        line[f"{p} ours {kind}"] = choice_cell(c, metric)
                         if c and c.result is not ours:
                             sources.append(_source(model, p, c.result))
                             shown_results.append(c.result)
-                line[f"{p} ours"] = result_cell(ours, metric, notes=choice.notes()) if choice else MISSING
+                line[f"{p} ours"] = choice_cell(choice, metric)
                 line[f"{p} Δ"] = delta_cell(ours, metric, ref)
                 if ours:
                     placed.append(ours)
@@ -189,7 +194,7 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
             for column, kind in _ours_only_columns(p):  # fine-tuned and frozen never share a cell
                 choice = model.choose(p, metric, comparable=False if in_row else None, adaptation=kind)
                 ours = choice.result if choice else None
-                line[column] = result_cell(ours, metric, notes=choice.notes()) if choice else MISSING
+                line[column] = choice_cell(choice, metric)
                 if ours:
                     shown.append(ours)
                     shown_results.append(ours)
