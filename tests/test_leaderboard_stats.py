@@ -19,6 +19,7 @@ from ijepa_eval.leaderboard import comparison, plots
 from ijepa_eval.leaderboard.cells import delta_cell, paper_interval, result_cell
 from ijepa_eval.leaderboard.records import Result, load_results
 from ijepa_eval.leaderboard.render import ValueCell
+from ijepa_eval.proportions import wilson_interval
 from ijepa_eval.results import (
     ResultRecord,
     predictions_path,
@@ -43,7 +44,8 @@ def result_with(top1: float, ci=None, seed_std=None, selected_on="train_holdout"
 
 def test_cell_text():
     # intervals as they are: 98/100 right has the asymmetric Wilson interval [93.0, 99.4], not "98.0 ± 3.2"
-    assert str(ValueCell(98.0, (92.96, 99.45))) == "98.0 [93.0, 99.5]"
+    lo, hi = wilson_interval(98, 100)
+    assert str(ValueCell(98.0, (100 * lo, 100 * hi))) == "98.0 [93.0, 99.4]"
     assert str(ValueCell(72.44, (71.0, 73.6), "↑", ("concatPOOL4/linear",))) == "72.4 [71.0, 73.6] ↑ (concatPOOL4/linear)"
     assert str(ValueCell(72.44)) == "72.4" and str(ValueCell(None)) == "—"
     assert ValueCell(72.444, (71.0, 73.6), "↑", test_selected=True).csv_fields() == ("72.44", "71.00", "73.60", "‡ ↑")
