@@ -150,7 +150,7 @@ def leaderboard(out: Path, result_paths: list[Path]) -> dict:
     target = next(r.display for r in results if r.label == "ijepa-target")
     verdicts = {p: t.verdict for (name, p), t in comparison.tests.items() if name == target}
     atomic_write_json(out / "summary.json", {"top1": top1, "top1_ci": top1_ci, "target_minus_random": margins,
-                                             "target_vs_random": verdicts})
+                                             "target_vs_random": verdicts, "adjust": comparison.adjust})
     print("\n[4/4] leaderboard (test top-1 %, selected head; head chosen on held-out train data)\n")
     print(comparison.table.to_string())
     print(f"\n{comparison.legend}.")
