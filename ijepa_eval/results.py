@@ -24,8 +24,11 @@ results files::
     seed            int
     adaptation      "frozen" | "finetune"
     optimizer       {base_lr, base_batch, effective_lr} or null    lr rule: effective = base * batch / base_batch
-    metrics_ci      {metric: [lo, hi]}                   95% percentile bootstrap over test examples
-                                                         (ijepa_eval.stats: 1000 resamples, seed = `seed`)
+    metrics_ci      {metric: [lo, hi]}                   95% interval over test examples (ijepa_eval.stats)
+    ci              {level, design, method, resamples, seed} or null   how metrics_ci was made:
+                                                         design "class-balanced" | "iid" (the test split's),
+                                                         method {metric: "wilson" | "stratified-percentile"
+                                                         | "percentile"}; resamples/seed of the bootstraps
     predictions     {file, sha256, format} or null       per-example labels + top-5, next to the JSON:
                                                          file is relative to the JSON's folder; format
                                                          "npz-v1" = labels int32 [N], top5 int16|int32
@@ -84,6 +87,7 @@ class ResultRecord:
     adaptation: str = "frozen"
     optimizer: dict[str, Any] | None = None
     metrics_ci: dict[str, list[float]] = field(default_factory=dict)
+    ci: dict[str, Any] | None = None
     predictions: dict[str, Any] | None = None
     seeds: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION

@@ -27,7 +27,7 @@ from ijepa_eval.protocols import finetuning as run_module
 from ijepa_eval.protocols.finetune_widths import for_width
 from ijepa_eval.protocols.finetuning import run_finetune
 from ijepa_eval.results import load_predictions, load_result, predictions_path
-from ijepa_eval.stats import bootstrap_ci, paired_test
+from ijepa_eval.stats import metric_intervals, paired_test
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint, write_mae_checkpoint  # noqa: E402
@@ -322,7 +322,7 @@ def test_result_carries_predictions_and_intervals_like_a_frozen_probe(world, tmp
     np.testing.assert_array_equal(pred.labels, val.labels)
     assert pred.top5.shape == (12, 4)  # 4 classes: top-min(5, C)
     assert recomputed(pred) == {m: r.metrics[m] for m in ("top1", "top5")}
-    assert r.metrics_ci == bootstrap_ci(pred.labels, pred.top5, seed=3)  # the recipe's seed
+    assert (r.metrics_ci, r.ci) == metric_intervals(pred.labels, pred.top5, seed=3)  # the recipe's seed
     for metric, (lo, hi) in r.metrics_ci.items():
         assert lo <= r.metrics[metric] <= hi, metric
     assert r.metrics_ci["top1"][0] < r.metrics_ci["top1"][1]  # 12 examples: a real spread
@@ -348,8 +348,9 @@ def test_compare_tests_a_finetuned_result_against_a_frozen_one_on_the_same_examp
     pa, pb = load_predictions(a, tuned), load_predictions(b, frozen)
     t = paired_test(pa.labels, pa.top5, pb.top5)
     want = (f"in1k_1pct_finetune@folder: tuned (target) − frozen (target) (folder_linear) = {t.diff:+.1f} "
-            f"top1 points [{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}], McNemar exact p = {t.p_value:.3g}: real (worse)")
-    assert "against frozen (target) (95%, same test examples):" in out and want in out, out
+            f"top1 points [{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}] (McNemar score test, Tango interval): "
+            f"significantly worse (p = {t.p_value:.3g}, unadjusted)")
+    assert "than frozen (target) at 5%, unadjusted" in out and want in out, out
     assert t.verdict == "loss" and "(lastPOOL/finetune)" in out  # lr ~0: the head has not learned
     # only across adaptations: a frozen result is still tested against the same protocol's, never another's
     (frozen_row,) = load_results([frozen])
@@ -439,9 +440,9 @@ def test_table2_shows_finetuned_and_frozen_cells_and_compares_like_with_like(tmp
     t2 = pd.read_csv(tmp_path / "t" / "table2.csv", dtype=str, keep_default_na=False).set_index(["Method", "Arch"])
     cols = ["in1k_1pct paper", "in1k_1pct paper adaptation", "in1k_1pct ours finetune", "in1k_1pct ours frozen",
             "in1k_1pct ours", "in1k_1pct Δ"]
-    assert t2.loc[("MAE", "ViT-H/14"), cols].tolist() == ["71.5", "finetune", "70.0", "60.0", "70.0", "-1.5"]
+    assert t2.loc[("MAE", "ViT-H/14"), cols].tolist() == ["71.5", "finetune", "70.00", "60.00", "70.00", "-1.50"]
     # I-JEPA's own Table 2 numbers are fine-tuned (App. A.2): Δ is against our fine-tuned result, never the frozen
-    assert t2.loc[("I-JEPA", "ViT-H/14"), cols].tolist() == ["73.3", "finetune", "75.0", "72.0", "75.0", "+1.7"]
+    assert t2.loc[("I-JEPA", "ViT-H/14"), cols].tolist() == ["73.3", "finetune", "75.00", "72.00", "75.00", "+1.70"]
     assert t2.loc[("DINO", "ViT-B/8"), "in1k_1pct paper adaptation"] == "frozen"
     # rows no source lets us compare like with like: reference only, with a note under the table
     for row, how in ((("data2vec", "ViT-L/16"), "unknown"), (("SimCLRv2", "RN152(2x)"), "finetune"),

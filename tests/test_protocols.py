@@ -16,6 +16,7 @@ from ijepa_eval.io import sha256_file
 from ijepa_eval.protocols import RECIPES_DIR, available_recipes, load_recipe, run_protocol
 from ijepa_eval.protocols import runner as runner_module
 from ijepa_eval.results import METRIC_DIRECTIONS, load_result
+from ijepa_eval.stats import metric_intervals
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint  # noqa: E402
@@ -305,6 +306,7 @@ def check_predictions_and_intervals(path, r):
     assert r.metrics["top1"] == pytest.approx(top1) and r.metrics["top5"] == pytest.approx(top5_acc)
     assert r.metrics["mean_per_class_acc"] == pytest.approx(100.0 * np.mean(per_class))
     assert set(r.metrics_ci) == set(r.metrics)
+    assert (r.metrics_ci, r.ci) == metric_intervals(labels, top5, seed=r.seed)  # the method is recorded
     for metric, (lo, hi) in r.metrics_ci.items():
         assert lo <= r.metrics[metric] + 1e-9 and r.metrics[metric] <= hi + 1e-9 and 0 <= lo <= hi <= 100
 

@@ -2,11 +2,14 @@
 
 ``compare``, the demo and the HTML leaderboard all render a ``Comparison``; none of them repeats the steps.
 
-Each cell is the result's reported metric (the head selected on held-out data) ± half its 95% bootstrap
-interval, a significance mark against the reference row (the first, or ``reference``) and which
-representation and head won, e.g. ``86.7 ± 0.6 ↑ (concatPOOL4/bn_linear)`` (cell format: leaderboard.tables).
-The paired test runs on the two results' per-example predictions of the same test examples (McNemar's exact
-test for top-1/top-5, a paired bootstrap for mean per-class accuracy, ``ijepa_eval.stats``); a fine-tuned
+Each cell is the result's reported metric (the head selected on held-out data) with its 95% interval, a
+significance mark against the reference row (the first, or ``reference``) and which representation and head
+won, e.g. ``86.7 [86.1, 87.3] ↑ (concatPOOL4/bn_linear)`` (cell format: ``cells``). The paired test runs on
+the two results' per-example predictions of the same test examples (McNemar's score test with Tango's
+interval for top-1/top-5, a paired bootstrap for mean per-class accuracy, ``ijepa_eval.stats``): the mark
+and the printed interval of the difference come from one method, so they never disagree. Marks are
+"significant at 5%, unadjusted" unless ``adjust="holm"`` (Holm–Bonferroni over every test of the
+comparison), which the legend and each sentence say; a fine-tuned
 result whose protocol the reference row lacks is tested against its frozen result on the same examples
 (and vice versa), as the paper's Table 2 compares methods. A pair that cannot be tested (another test set,
 no predictions, a predictions file gone missing) is skipped with a note saying why.
@@ -14,6 +17,7 @@ no predictions, a predictions file gone missing) is skipped with a note saying w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,14 +28,32 @@ import numpy as np
 import pandas as pd
 
 from ijepa_eval.errors import ConfigError, unknown_choice
+from ijepa_eval.leaderboard.cells import (
+    ADJUSTMENTS,
+    MARKS,
+    SEED_LEGEND,
+    TEST_SELECTED_LEGEND,
+    VALUE_LEGEND,
+    result_cell,
+    significance_legend,
+)
 from ijepa_eval.leaderboard.footnotes import deviation_footnotes
 from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result
 from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
-from ijepa_eval.leaderboard.tables import CELL_LEGEND, group_models, marked, value_cell
-from ijepa_eval.stats import PairedTest, paired_test
+from ijepa_eval.leaderboard.tables import group_models
+from ijepa_eval.stats import PairedTest, holm, paired_test, significant
 
 Row = tuple[str, dict[str, Result]]  # (row label, our protocol name -> result)
-VERDICT_WORDS = {"win": "real (better)", "loss": "real (worse)", "tie": "not significant"}
+VERDICT_WORDS = {"win": "significantly better", "loss": "significantly worse", "tie": "not significant"}
+TEST_NAMES = {"tango-score": "McNemar score test, Tango interval",
+              "stratified-paired-percentile": "class-stratified paired bootstrap",
+              "paired-percentile": "paired bootstrap over examples"}
+
+
+def diff_text(value: float) -> str:
+    """A signed difference in points to 0.1, with more digits when that would print a nonzero bound as 0.0
+    (an interval [+0.03, +2.1] excludes 0, and must read so)."""
+    return f"{value:+.1f}" if value == 0 or abs(value) >= 0.05 else f"{value:+.2g}"
 
 
 @dataclass(frozen=True)
@@ -42,23 +64,39 @@ class CellTest:
     protocol: str
     reference_protocol: str  # the reference row's cell it was paired with (its frozen cell for a fine-tuned one)
     test: PairedTest
+    seed_std: tuple[float | None, float | None] = (None, None)  # probe-seed sd of (row, reference)
+    p_adjusted: float | None = None  # Holm-adjusted p-value when the comparison adjusts
+    family: int = 1  # how many tests the adjustment spans
 
     @property
     def verdict(self) -> str:
-        return self.test.verdict
+        """win / loss / tie: the test's own (its interval excludes 0) or, adjusted, Holm's p < 0.05."""
+        if self.p_adjusted is None:
+            return self.test.verdict
+        return "tie" if not significant(self.p_adjusted) else "win" if self.test.diff > 0 else "loss"
 
     @property
     def method(self) -> str:
-        """The test that decided (``stats.paired_test``): McNemar's where it gives a p-value, else the bootstrap."""
-        return "McNemar exact" if self.test.p_value is not None else "paired bootstrap"
+        """The test that decided, and whose interval is printed (``stats.paired_test``)."""
+        return TEST_NAMES.get(self.test.method, self.test.method)
+
+    def p_text(self) -> str:
+        if self.p_adjusted is None:
+            return f"{self.test.p_text()}, unadjusted"
+        return f"{self.test.p_text()}, Holm-adjusted p = {self.p_adjusted:.3g} over {self.family} tests"
 
     def sentence(self, reference: str) -> str:
-        """The difference, its interval, the test and whether it is real."""
+        """The difference, its interval, the test, the verdict with its p-value, and the seed spread."""
         t = self.test
         other = "" if self.reference_protocol == self.protocol else f" ({self.reference_protocol})"
-        how = f"{self.method} p = {t.p_value:.3g}" if t.p_value is not None else self.method
-        return (f"{self.protocol}: {self.row} − {reference}{other} = {t.diff:+.1f} {t.metric} points "
-                f"[{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}], {how}: {VERDICT_WORDS[t.verdict]}")
+        text = (f"{self.protocol}: {self.row} − {reference}{other} = {diff_text(t.diff)} {t.metric} points "
+                f"[{diff_text(t.diff_ci[0])}, {diff_text(t.diff_ci[1])}] ({self.method}): "
+                f"{VERDICT_WORDS[self.verdict]} ({self.p_text()})")
+        if any(s is not None for s in self.seed_std):
+            spread = ", ".join(f"{who} {'—' if s is None else f'{s:.2f}'}"
+                               for who, s in zip((self.row, reference), self.seed_std, strict=True))
+            text += f"; probe-seed sd {spread}: the test is conditional on one trained head each"
+        return text
 
 
 Tests = dict[tuple[str, str], CellTest]  # (row label, protocol) -> its test against the reference row
@@ -139,13 +177,26 @@ def significance(rows: list[Row], protocols: Sequence[str], metric: str = "top1"
                 skipped.append(SkippedPair(name, p, why))
                 continue
             pred, ref_pred = ours.predictions, ref.predictions
-            tests[(name, p)] = CellTest(name, p, q, paired_test(pred.labels, pred.top5, ref_pred.top5, metric))
+            tests[(name, p)] = CellTest(name, p, q, paired_test(pred.labels, pred.top5, ref_pred.top5, metric),
+                                        (ours.seed_std(metric), ref.seed_std(metric)))
     return tests, skipped
+
+
+def adjusted(tests: Tests, adjust: str | None) -> Tests:
+    """The tests with Holm-adjusted p-values over all of them (``adjust="holm"``), else unchanged."""
+    if adjust not in (*ADJUSTMENTS, None):
+        raise ConfigError(unknown_choice("adjustment", str(adjust), ADJUSTMENTS))
+    if adjust in (None, "none"):
+        return tests
+    p_adjusted = holm([t.test.p_value for t in tests.values()])
+    return {key: dataclasses.replace(t, p_adjusted=q, family=len(tests))
+            for (key, t), q in zip(tests.items(), p_adjusted, strict=True)}
 
 
 def compare_frames(rows: list[Row], protocols: Sequence[str] | None, metric: str = "top1",
                    tests: Tests | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(display table with 'value ± h mark (repr/head)' cells, CSV table with value, head, interval, test)."""
+    """(display table with 'value [lo, hi] mark (repr/head)' cells, CSV table with value, head, interval,
+    interval method, test verdict and p-values in their own columns)."""
     if protocols is None:  # every protocol found, in first-seen order
         protocols = list(dict.fromkeys(p for _, cells in rows for p in cells))
     tests = tests or {}
@@ -160,16 +211,21 @@ def compare_frames(rows: list[Row], protocols: Sequence[str] | None, metric: str
             value = r.metric(metric) if r else None
             ci = r.ci(metric) if value is not None else None
             t = tests.get((name, p))
-            cell = marked(value_cell(value, ci), t.verdict if t else None)
-            s[p] = f"{cell} ({r.winning_head()})" if value is not None else MISSING
+            s[p] = result_cell(r, metric, MARKS[t.verdict] if t else "", (r.winning_head(),) if r else ())
             f[p] = fmt(value)
             f[f"{p} head"] = r.winning_head() if value is not None else MISSING
             f[f"{p} lo"], f[f"{p} hi"] = (f"{ci[0]:.2f}", f"{ci[1]:.2f}") if ci else (MISSING, MISSING)
+            f[f"{p} interval"] = r.ci_method(metric) if ci else MISSING
+            f[f"{p} selected on"] = r.selected_on if value is not None else MISSING
+            f[f"{p} seed sd"] = f"{std:.2f}" if value is not None and (std := r.seed_std(metric)) is not None else MISSING
             f[f"{p} vs ref"] = t.verdict if t else MISSING
-            f[f"{p} p"] = f"{t.test.p_value:.3g}" if t and t.test.p_value is not None else MISSING
+            f[f"{p} p"] = f"{t.test.p_value:.3g}" if t else MISSING
+            f[f"{p} p holm"] = f"{t.p_adjusted:.3g}" if t and t.p_adjusted is not None else MISSING
         shown.append(s)
         flat.append(f)
-    columns = [c for p in protocols for c in (p, f"{p} head", f"{p} lo", f"{p} hi", f"{p} vs ref", f"{p} p")]
+    columns = [c for p in protocols for c in (p, f"{p} head", f"{p} lo", f"{p} hi", f"{p} interval",
+                                               f"{p} selected on", f"{p} seed sd", f"{p} vs ref", f"{p} p",
+                                               f"{p} p holm")]
     return pd.DataFrame(shown, columns=["model", *protocols]), pd.DataFrame(flat, columns=["model", *columns])
 
 
@@ -188,22 +244,37 @@ class Comparison:
     reference: str | None  # the reference row's label; None only when there are no rows
     tests: Tests  # every tested cell, in row then protocol order
     skipped: list[SkippedPair]  # every pair that could not be tested, and why
+    adjust: str = "none"  # "holm": the marks use Holm-adjusted p-values over all tests
 
     @classmethod
     def of(cls, rows: list[Row], protocols: Sequence[str] | None = None, metric: str = "top1",
-           reference: str | None = None) -> Comparison:
+           reference: str | None = None, adjust: str | None = None) -> Comparison:
         """Test every row against ``reference`` (a row label, default the first row) over ``protocols``
-        (default: every protocol found, in first-seen order)."""
+        (default: every protocol found, in first-seen order); ``adjust`` "holm" adjusts for their number."""
         protocols = list(protocols or dict.fromkeys(p for _, cells in rows for p in cells))
         reference = reference_row(rows, reference)
         tests, skipped = significance(rows, protocols, metric, reference)
-        return cls(rows, protocols, metric, reference, tests, skipped)
+        return cls(rows, protocols, metric, reference, adjusted(tests, adjust), skipped, adjust or "none")
 
     @classmethod
     def of_results(cls, results: list[Result], protocols: Sequence[str] | None = None, metric: str = "top1",
-                   reference: str | None = None) -> Comparison:
+                   reference: str | None = None, adjust: str | None = None) -> Comparison:
         """One row per model of existing result JSONs (newest result per protocol)."""
-        return cls.of(rows_from_results(results), protocols, metric, reference)
+        return cls.of(rows_from_results(results), protocols, metric, reference, adjust)
+
+    def shown(self) -> list[Result]:
+        """Every result in the table."""
+        return [r for _, cells in self.rows for p, r in cells.items() if p in self.protocols]
+
+    @property
+    def legend(self) -> str:
+        """What the cells and marks mean: the interval, the significance rule, and ‡ / seed sd where shown."""
+        parts = [VALUE_LEGEND, significance_legend(self.reference, self.adjust, len(self.tests))]
+        if any(r.test_selected for r in self.shown()):
+            parts.append(TEST_SELECTED_LEGEND)
+        if any(r.seed_std(self.metric) is not None for r in self.shown()):
+            parts.append(SEED_LEGEND)
+        return "; ".join(parts)
 
     @cached_property
     def _frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -238,9 +309,7 @@ class Comparison:
     def notes(self) -> list[str]:
         """compare.md's notes: the cell legend and one bullet per line, then the footnotes, a blank line apart
         (else Markdown reads the footnotes' heading as part of the last bullet)."""
-        significance_block = [] if not self.lines else [
-            f"{CELL_LEGEND}; marks compare each row with {self.reference} on the same test examples.", "",
-            *(f"- {line}" for line in self.lines)]
+        significance_block = [] if not self.lines else [f"{self.legend}.", "", *(f"- {line}" for line in self.lines)]
         blocks = [b for b in (significance_block, self.footnotes) if b]
         return [line for i, block in enumerate(blocks) for line in ([""] if i else []) + block]
 

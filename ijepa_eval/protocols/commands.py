@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ijepa_eval.encoders.commands import add_checkpoint_args, encoder_from_args, parse_arch
 from ijepa_eval.errors import IjepaEvalError
 from ijepa_eval.validate import int_at_least
+
+if TYPE_CHECKING:
+    from ijepa_eval.results import ResultRecord
 
 COMMON_EXAMPLES = """
 common options: key=value overrides any recipe field (epochs=5 batch_size=1024 optimizer.base_lr=0.1 seed=1),
@@ -138,19 +141,9 @@ def print_summary(path: Path) -> None:
         held, test = h["scores"].get(sel["split"], {}), h["scores"].get("test", {})
         print(f"{mark}{h['name']:<41} {held.get('top1', float('nan')):>18.2f} {test.get('top1', float('nan')):>10.2f} "
               f"{test.get('top5', float('nan')):>10.2f}")
-    m, ci = r.metrics, r.metrics_ci
-
-    def shown(metric: str) -> str:
-        lo_hi = f" [{ci[metric][0]:.2f}, {ci[metric][1]:.2f}]" if metric in ci else ""
-        return f"{m[metric]:.2f}{lo_hi}"
-
-    print(f"selected on {sel['split']}: {sel['head']} -> top1 {shown('top1')}  top5 {shown('top5')}  "
-          f"mean per-class {shown('mean_per_class_acc')}  ({r.timings.get('total_s', 0):.1f} s)")
-    if ci:
-        print("[lo, hi]: 95% bootstrap interval over test examples")
-    if r.seeds:
-        print(f"over {r.seeds['n']} probe seeds: " + "  ".join(
-            f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in r.seeds.items() if isinstance(v, dict)))
+    print(f"selected on {sel['split']}: {sel['head']} -> {shown_metrics(r)}  ({r.timings.get('total_s', 0):.1f} s)")
+    for line in uncertainty_notes(r):
+        print(line)
     print(f"result: {path}")
 
 
@@ -212,7 +205,7 @@ def print_finetune_summary(path: Path) -> None:
     from ijepa_eval.results import load_result
 
     r = load_result(path)
-    sel, m = r.selection, r.metrics
+    sel = r.selection
     print(f"\n{r.protocol.get('task')} v{r.protocol['version']} | model {r.model.get('label') or r.model['source']} "
           f"({r.model.get('branch') or 'default'}) | {r.dataset['name']} {r.dataset['test_split']} | fine-tuned")
     print(f"{'epoch':>6} {'train loss':>11} {(sel['split'] + ' top1') if sel['metric'] else '':>20}")
@@ -221,9 +214,41 @@ def print_finetune_summary(path: Path) -> None:
         mark = "*" if h["name"] == sel["head"] else " "
         print(f"{mark}{h['epoch']:>5} {h['scores']['train']['loss']:>11.4f} {'' if held is None else f'{held:.2f}':>20}")
     how = f"best {sel['metric']} on {sel['split']}" if sel["metric"] else "no selection: last epoch"
-    print(f"kept {sel['head']} ({how}) -> {r.dataset['test_split']} top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  "
-          f"mean per-class {m['mean_per_class_acc']:.2f}  ({r.timings.get('wall_s', 0):.1f} s training + test)")
+    print(f"kept {sel['head']} ({how}) -> {r.dataset['test_split']} {shown_metrics(r)}  "
+          f"({r.timings.get('wall_s', 0):.1f} s training + test)")
+    for line in uncertainty_notes(r):
+        print(line)
     print(f"result: {path}")
+
+
+SHOWN = (("top1", "top1"), ("top5", "top5"), ("mean_per_class_acc", "mean per-class"))
+
+
+def shown_metrics(r: ResultRecord) -> str:
+    """``top1 72.40 [71.98, 72.81]  top5 …``: each metric with its interval, as recorded in the result."""
+    def one(metric: str) -> str:
+        lo_hi = f" [{r.metrics_ci[metric][0]:.2f}, {r.metrics_ci[metric][1]:.2f}]" if metric in r.metrics_ci else ""
+        return f"{r.metrics[metric]:.2f}{lo_hi}"
+
+    return "  ".join(f"{name} {one(metric)}" for metric, name in SHOWN if metric in r.metrics)
+
+
+def uncertainty_notes(r: ResultRecord) -> list[str]:
+    """What the printed intervals are, whether they are optimistic, and the probe-seed spread."""
+    lines = []
+    if r.metrics_ci:
+        ci = r.ci or {}
+        methods = ci.get("method") or {}
+        how = ", ".join(f"{name} {methods[m]}" for m, name in SHOWN if m in methods) or "percentile bootstrap"
+        design = f"; test split {ci['design']}" if ci.get("design") else ""
+        lines.append(f"[lo, hi]: {ci.get('level', 0.95):.0%} interval over test examples ({how}{design})")
+    if r.selection.get("split") == "test":
+        lines.append("selected on test: the head (or epoch) was chosen on the reported split, so the numbers and "
+                     "their intervals are optimistic")
+    if r.seeds:
+        lines.append(f"over {r.seeds['n']} probe seeds: " + "  ".join(
+            f"{k} {v['mean']:.2f} ± {v['std']:.2f} (std)" for k, v in r.seeds.items() if isinstance(v, dict)))
+    return lines
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

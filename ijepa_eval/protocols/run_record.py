@@ -23,7 +23,7 @@ from ijepa_eval.results import (
     write_predictions,
     write_result,
 )
-from ijepa_eval.stats import bootstrap_ci
+from ijepa_eval.stats import metric_intervals
 
 
 def encoder_of(ckpt: Any, branch: str | None, arch: str | dict | None, trust_checkpoint: bool) -> Any:
@@ -75,12 +75,12 @@ def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe, task: 
 
 def write_with_predictions(result: ResultRecord, out_dir: Path, labels: np.ndarray, topk: np.ndarray,
                            indices: np.ndarray) -> Path:
-    """Write a result with its per-example test predictions and the bootstrap intervals they give.
+    """Write a result with its per-example test predictions and the intervals they give (``stats``).
 
     Frozen probes and fine-tuning share it so that every result can be paired in ``compare``: the
     intervals are seeded with the result's (recipe's) seed, and the predictions file is written first, so a
     result JSON never points to a file that is not there yet.
     """
-    result.metrics_ci = bootstrap_ci(labels, topk, seed=result.seed)
+    result.metrics_ci, result.ci = metric_intervals(labels, topk, seed=result.seed)
     result.predictions = write_predictions(predictions_path(out_dir / result_filename(result)), labels, topk, indices)
     return write_result(result, out_dir)
