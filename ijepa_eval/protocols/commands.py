@@ -191,7 +191,7 @@ FINETUNE_HELP = "end-to-end fine-tuning, ImageNet-1k 1%% (in1k_1pct_finetune, pa
 FINETUNE_EPILOG = """examples:
   ijepa-eval finetune --ckpt mae_pretrain_vit_huge.pth --root /data/imagenet
   torchrun --standalone --nproc_per_node 8 -m ijepa_eval.cli finetune --ckpt mae_pretrain_vit_huge.pth \\
-      --root /data/imagenet finetune.accum_steps=2           # same command on 8 GPUs (global batch 512)
+      --root /data/imagenet                                  # same command on 8 GPUs (global batch 512)
   ijepa-eval finetune --ckpt mae_pretrain_vit_huge.pth --root /data/imagenet --resume   # after a kill
   ijepa-eval finetune --ckpt run/latest.pth.tar --root clevr_mini dataset.name=clevr_count \\
       dataset.test_split=test epochs=2 batch_size=32 --device cpu           # demo data, minutes on a CPU

@@ -144,7 +144,7 @@ class LogRegProbe(Probe):
 class KnnProbe(Probe):
     def __init__(self, recipe: Recipe, representations: list[str], num_classes: int, device: torch.device,
                  progress: bool):
-        self.recipe, self.num_classes = recipe, num_classes
+        self.recipe, self.num_classes, self.device = recipe, num_classes, device
         self.representations = representations
         self.heads = [{"name": f"{r}/knn/k{k}", "representation": r, "head": "knn", "k": k,
                        "temperature": recipe.knn.temperature} for r in representations for k in recipe.knn.ks]
@@ -163,7 +163,7 @@ class KnnProbe(Probe):
         rows = np.arange(len(labels)) if rows is None else rows
         knn = self.recipe.knn
         return torch.cat([knn_topk(train_feats[r], train_labels, feats[r][rows], knn.ks, self.num_classes,
-                                   knn.temperature) for r in self.representations])
+                                   knn.temperature, self.device) for r in self.representations])
 
     @staticmethod
     def narrow(recipe: Recipe, head: dict[str, Any]) -> Recipe:
