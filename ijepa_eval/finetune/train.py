@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from ijepa_eval.errors import CheckpointError, ConfigError, DatasetError
 from ijepa_eval.finetune.config import BatchPlan, FinetuneSpec
 from ijepa_eval.finetune.model import lr_at, mixup_and_loss, set_lr
-from ijepa_eval.io import atomic_open
+from ijepa_eval.io import atomic_torch_save
 from ijepa_eval.probes.metrics import scores_from_topk, topk_predictions
 
 LATEST = "latest.pth"
@@ -149,8 +149,7 @@ def save_checkpoint(work_dir: Path, model: nn.Module, optimizer: torch.optim.Opt
     """Atomic: a kill mid-write leaves the previous epoch's checkpoint."""
     blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state.epoch,
             "history": state.history, "best": state.best, "elapsed_s": state.elapsed_s, **identity}
-    with atomic_open(work_dir / LATEST, "wb") as f:
-        torch.save(blob, f)
+    atomic_torch_save(blob, work_dir / LATEST)
     keep = best_path(work_dir, state.best["epoch"]) if state.best else None
     for stale in work_dir.glob("best-e*.pth"):  # only now: the checkpoint naming the new best is on disk
         if stale != keep:
@@ -242,8 +241,7 @@ def fit(
             if state.best is None or row["selection_scores"][select_metric] > state.best["scores"][select_metric]:
                 state.best = {"epoch": done, "scores": row["selection_scores"]}
                 if is_main:
-                    with atomic_open(best_path(work_dir, done), "wb") as f:
-                        torch.save(model.state_dict(), f)
+                    atomic_torch_save(model.state_dict(), best_path(work_dir, done))
         state.epoch, state.history = done, [*state.history, {**row, "seconds": round(time.perf_counter() - started, 3)}]
         state.elapsed_s += time.perf_counter() - started
         if is_main:
