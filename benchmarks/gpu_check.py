@@ -31,6 +31,7 @@ TINY = {"crop_size": 32, "patch_size": 8,
         "batch_size": 8, "num_workers": 0, "log_every": 1, "collapse_every": 2, "save_every": 2}
 CLEVR = {"dataset.name": "clevr_count", "dataset.train_split": "train", "dataset.val_split": None,
          "dataset.test_split": "test"}
+FINETUNE = {**CLEVR, "epochs": 1, "batch_size": 16, "finetune.by_width": {}}  # no ViT-L/H sizes here
 
 
 class World:
@@ -48,14 +49,14 @@ class World:
 
 
 def pretrain_config(world: World, **extra):
-    from ijepa_eval.pretrain.configs import apply_overrides, get_config
+    from ijepa_eval.pretrain import apply_overrides, get_config
 
     return apply_overrides(get_config("tiny_cpu"), {**TINY, "root": str(world.clevr), **extra})
 
 
 def check_pretrain(world: World) -> str:
     """4 steps with a checkpoint at 2 and 4, then a resume to 6: the resume restores the RNG states saved."""
-    from ijepa_eval.pretrain.train import train
+    from ijepa_eval.pretrain import train
 
     first = train(pretrain_config(world, steps=6, stop_at=4), world.tmp / "pretrain", progress=False)
     resumed = train(pretrain_config(world, steps=6), world.tmp / "pretrain", resume=True, progress=False)
@@ -188,12 +189,12 @@ def check_aug_paper(world: World) -> str:
 
 
 def check_finetune(world: World) -> str:
-    from ijepa_eval.finetune import run_finetune
+    from ijepa_eval.protocols import run_finetune
     from ijepa_eval.results import load_result
 
     path = run_finetune("in1k_1pct_finetune", world.ckpt, root=world.clevr, out_dir=world.tmp / "runs",
                         cache_dir=world.cache, device=world.device, num_workers=0, progress=False,
-                        overrides={**CLEVR, "epochs": 1, "batch_size": 16, "finetune.micro_batch": 8})
+                        overrides={**FINETUNE, "finetune.micro_batch": 8})
     r = load_result(path)
     loss = r.heads[-1]["scores"]["train"]["loss"]
     assert _finite(loss) and (r.optimizer["micro_batch"], r.optimizer["accum_steps"]) == (8, 2)
@@ -221,9 +222,8 @@ def ranks_main(tmp: Path, device: str) -> None:
     """Run by each torchrun process: every rank calls the same entry points, rank 0 writes the summary."""
     import torch.distributed as dist
 
-    from ijepa_eval.finetune import run_finetune
-    from ijepa_eval.pretrain.train import train
-    from ijepa_eval.protocols import run_protocol
+    from ijepa_eval.pretrain import train
+    from ijepa_eval.protocols import run_finetune, run_protocol
     from ijepa_eval.results import load_result
 
     world = World(device, tmp)
@@ -231,7 +231,7 @@ def ranks_main(tmp: Path, device: str) -> None:
                   progress=False)
     knn = load_result(run_protocol("knn", world.ckpt, overrides={**CLEVR, "dataset.val_split": "val"}, **common))
     ft = load_result(run_finetune("in1k_1pct_finetune", world.ckpt, **common,
-                                  overrides={**CLEVR, "epochs": 1, "batch_size": 16, "finetune.micro_batch": 4}))
+                                  overrides={**FINETUNE, "finetune.micro_batch": 4}))
     pre = train(pretrain_config(world, steps=2), tmp / "ranks-pretrain", progress=False)
     assert _finite(pre["last_loss"]) and ft.optimizer["world_size"] == 2 and ft.optimizer["accum_steps"] == 2
     if dist.get_rank() == 0:
