@@ -1,11 +1,16 @@
 """CUDA logic checked on CPU: device normalisation, the free-memory rule under a faked allocator, the
-features' residency decision, and the kNN search torch runs on a GPU against faiss's exact search."""
+features' residency decision, the kNN search torch runs on a GPU against faiss's exact search, and each
+torchrun process's device and process group (faked CUDA; the real 2-process runs use gloo elsewhere)."""
+
+import re
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
 from ijepa_eval import devices
+from ijepa_eval.errors import ConfigError
 from ijepa_eval.probes import knn as knn_module
 from ijepa_eval.probes import linear as linear_module
 
@@ -101,3 +106,74 @@ def test_knn_predictions_from_the_torch_search_equal_the_faiss_ones(monkeypatch)
     monkeypatch.setattr(knn_module, "_torch_search", lambda train, query, k, device: calls.append((k, device)))
     knn_module.nearest_neighbours(train, query, 500, device="meta")
     assert calls == [(200, torch.device("meta"))]
+
+
+# ------------------------------------------------------------------------------------- each process's device
+
+CUDA, CPU = torch.device("cuda"), torch.device("cpu")
+
+
+@pytest.mark.parametrize(("requested", "local_rank", "local_world", "visible", "expected"), [
+    (CUDA, 0, 1, 1, "cuda:0"),                        # one process
+    (torch.device("cuda:3"), 0, 1, 8, "cuda:3"),      # one process, a chosen GPU
+    (CUDA, 5, 8, 8, "cuda:5"),                        # torchrun --nproc_per_node 8: rank 5's own GPU
+    (torch.device("cuda:5"), 5, 8, 8, "cuda:5"),      # its own GPU named explicitly (what get_features receives)
+    (CPU, 5, 8, 8, "cpu"),                            # CPU ranks (gloo)
+])
+def test_each_process_takes_its_own_gpu(requested, local_rank, local_world, visible, expected):
+    assert devices.rank_device(requested, local_rank, local_world, visible) == torch.device(expected)
+
+
+@pytest.mark.parametrize(("requested", "local_rank", "local_world", "visible", "message"), [
+    (torch.device("cuda:0"), 1, 2, 2, "--device cuda:0 names one GPU for the 2 processes torchrun started on this "
+                                      "node; pass --device cuda"),
+    (CUDA, 2, 4, 2, "torchrun started 4 processes on this node but 2 CUDA device(s) are visible; use "
+                    "--nproc_per_node 2 or fewer"),
+    (torch.device("cuda:2"), 0, 1, 2, "device 'cuda:2' does not exist: 2 CUDA device(s) visible"),
+    (CUDA, 0, 1, 0, "CUDA is not available; pass --device cpu"),
+])
+def test_impossible_placements_are_refused_in_one_line(requested, local_rank, local_world, visible, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        devices.rank_device(requested, local_rank, local_world, visible)
+
+
+def test_torchrun_rank_joins_nccl_bound_to_its_gpu(monkeypatch):
+    """Rank 3 of 4 (2 per node, local rank 1) on a node with 2 GPUs: cuda:1 is made current before the
+    process group exists, and NCCL is told that GPU (device_id) instead of guessing cuda:0."""
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: calls.append((backend, kw)))
+    assert devices.process_device(None) == (3, 4, torch.device("cuda:1"))
+    assert calls == [("set_device", torch.device("cuda:1")), ("nccl", {"device_id": torch.device("cuda:1")})]
+    calls.clear()
+    assert devices.process_device("cpu") == (3, 4, CPU)  # --device cpu under torchrun: gloo, no GPU touched
+    assert calls == [("gloo", {})]
+
+
+def test_one_process_joins_no_group(monkeypatch):
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **kw: pytest.fail("no group for one process"))
+    assert devices.process_device("cpu") == (0, 1, CPU)
+    with pytest.raises(ConfigError, match="invalid device 'gpu0'; use cpu, cuda or cuda:N"):
+        devices.process_device("gpu0")
+
+
+def test_a_lent_module_goes_back_where_it_came_from(monkeypatch):
+    """The encoder visits the device for extraction and returns (here: recorded moves, no GPU needed)."""
+    module, moves = torch.nn.Linear(2, 2), []
+    real_to = module.to
+    monkeypatch.setattr(module, "to", lambda device: moves.append(torch.device(device)) or real_to("cpu"))
+    with devices.lent_to(module, torch.device("cuda:1")):
+        assert moves == [torch.device("cuda:1")]
+    assert moves == [torch.device("cuda:1"), CPU]
+    with pytest.raises(RuntimeError), devices.lent_to(module, torch.device("cuda:1")):
+        raise RuntimeError("extraction failed")
+    assert moves[-1] == CPU  # back even when the job fails

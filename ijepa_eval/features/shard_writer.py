@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ijepa_eval.devices import lent_to
 from ijepa_eval.errors import CacheError, DatasetError
 from ijepa_eval.features.cache import STORAGE_DTYPE, CacheEntry
 from ijepa_eval.features.planning import pools_of
@@ -176,19 +177,19 @@ def extract_shards(encoder: Any, dataset: Any, entry: CacheEntry, ranges: list[t
     entry.path.mkdir(parents=True, exist_ok=True)
     if not shards:
         return
-    encoder.to(device)
     fit_threads(num_workers)  # intra-op threads + loader workers within the free cores
-    if device.type == "cuda":
-        encoder.to(memory_format=torch.channels_last)  # the patch-embedding conv runs faster in NHWC
     indices = [i for s in shards for i in range(*ranges[s])]
     loader = DataLoader(IndexedImages(dataset, indices, transform), batch_size=batch_size, shuffle=False,
                         num_workers=num_workers, collate_fn=collate_indexed, pin_memory=device.type == "cuda",
                         persistent_workers=False)
-    job = Extraction(encoder, dataset, entry, ranges=ranges, n_last_blocks=n_last_blocks, device=device,
-                     skip_bad_images=skip_bad_images)
     bar = tqdm(total=len(indices), unit="img", disable=not progress, dynamic_ncols=True,
                desc=f"features {dataset.name}/{dataset.split}")
-    with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+    # the encoder goes back where it came from afterwards: its weights must not hold GPU memory the probes need
+    with lent_to(encoder, device), bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+        if device.type == "cuda":
+            encoder.to(memory_format=torch.channels_last)  # the patch-embedding conv runs faster in NHWC
+        job = Extraction(encoder, dataset, entry, ranges=ranges, n_last_blocks=n_last_blocks, device=device,
+                         skip_bad_images=skip_bad_images)
         try:
             job.run(loader, bar, writer)
         finally:

@@ -155,6 +155,7 @@ def print_summary(path: Path) -> None:
 
 
 def cmd_protocols(args: argparse.Namespace) -> int:
+    from ijepa_eval.devices import is_main_process
     from ijepa_eval.protocols.runner import run_protocol
 
     jobs = protocols_for(args)
@@ -180,7 +181,8 @@ def cmd_protocols(args: argparse.Namespace) -> int:
             print(f"suite: {name} failed: {err}", file=sys.stderr)
             failed.append(name)
             continue
-        print_summary(path)
+        if is_main_process():  # under torchrun every process returns the path; one prints
+            print_summary(path)
     if failed:
         print(f"suite: {len(failed)} of {len(jobs)} protocols failed: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -227,6 +229,7 @@ def print_finetune_summary(path: Path) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from ijepa_eval.devices import is_main_process
     from ijepa_eval.protocols.finetuning import run_finetune
 
     path = run_finetune(
@@ -236,9 +239,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         label=args.label, trust_checkpoint=args.trust_checkpoint, num_workers=args.workers,
         progress=not args.quiet,
     )
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if is_main_process():
         print_finetune_summary(path)
     return 0
 

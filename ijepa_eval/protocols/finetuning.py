@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ijepa_eval.data import describe_transform, eval_transform, get_dataset
+from ijepa_eval.devices import process_device
 from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError
 from ijepa_eval.finetune.config import batch_plan, default_micro_batch
@@ -100,7 +101,7 @@ def run_finetune(
     progress: bool = True,
 ) -> Path:
     """Fine-tune one checkpoint with one recipe (same command under torchrun); returns the result JSON path."""
-    from ijepa_eval.features.distributed import default_workers, dist_context, resolve_device
+    from ijepa_eval.features.distributed import default_workers
     from ijepa_eval.features.planning import check_dataset
     from ijepa_eval.features.planning import describe_transform as transform_text
 
@@ -108,9 +109,8 @@ def run_finetune(
     recipe = load_recipe(name_or_yaml, overrides)
     if recipe.probe != "finetune":
         raise ConfigError(f"protocol {recipe.name} is a frozen '{recipe.probe}' probe; run it with `ijepa-eval run`")
-    rank, world_size = dist_context()
+    rank, world_size, dev = process_device(device)  # under torchrun: cuda:LOCAL_RANK, process group joined
     is_main = rank == 0
-    dev = resolve_device(device, world_size)
     encoder = encoder_of(ckpt, branch, arch, trust_checkpoint)
     recipe, sizes = for_width(name_or_yaml, encoder.embed_dim, overrides)  # per-size settings of the reference
     if is_main and sizes["listed"] and not sizes["matched"]:
