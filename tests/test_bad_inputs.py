@@ -42,6 +42,7 @@ from ijepa_eval.paths import inside, safe_component
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint, write_malicious_checkpoint  # noqa: E402
+from test_io import file_size_limit  # noqa: E402
 
 FAST = ["epochs=1", "batch_size=16"]
 REPO = Path(__file__).resolve().parent.parent
@@ -546,6 +547,21 @@ def test_pretrain_checkpoint_fault(sandbox, monkeypatch, code):
             "pred_depth=1", "num_workers=0"]
     o = run_cli(argv, sandbox.parent.parent)
     assert_one_line_error(o, os.strerror(code))
+    assert_no_leftovers(o, allowed=(sandbox / "run",))
+    assert not (sandbox / "run" / "latest.pth.tar").exists()
+
+
+def test_pretrain_checkpoint_cut_off_mid_write(sandbox):
+    """The kernel cuts the checkpoint's write short (file size limit: how a filling disk behaves), which torch's
+    zip writer reports as RuntimeError('unexpected pos'): one line naming the file, nothing half-written."""
+    render_clevr_mini(sandbox / "run" / "clevr_mini", 8, 32, size=32, progress=False, workers=1)
+    argv = ["pretrain", "--out", sandbox / "run", "--no-progress", "--steps", "1", "clevr_mini_images=8",
+            "clevr_mini_size=32", "batch_size=4", "crop_size=32", "patch_size=8", "depth=2",
+            "pred_depth=1", "num_workers=0"]
+    with file_size_limit(300_000):  # the logs and config stay below it; the checkpoint (~2 MB) does not
+        o = run_cli(argv, sandbox.parent.parent)
+    line = assert_one_line_error(o, "file too large")
+    assert str(sandbox / "run" / "latest.pth.tar") in line
     assert_no_leftovers(o, allowed=(sandbox / "run",))
     assert not (sandbox / "run" / "latest.pth.tar").exists()
 

@@ -201,7 +201,7 @@ def train(
 
         row = {"step": step, "epoch": step // ipe, "lr": lr, "wd": wd, "momentum": momentum,
                "mask_enc": masks_enc[0].shape[1], "mask_pred": masks_pred[0].shape[1]}  # fmt: skip
-        if (step + 1) % cfg.collapse_every == 0 or step == start_step:
+        if is_main and ((step + 1) % cfg.collapse_every == 0 or step == start_step):  # rank 0 logs it alone
             with torch.no_grad(), autocast:
                 tokens = target_encoder(imgs)
             row.update(collapse_stats(tokens))
