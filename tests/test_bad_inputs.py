@@ -188,6 +188,18 @@ def write_short_record(world, sb):
     return dst
 
 
+def write_record_cut_short(world, sb):
+    """One tensor record 8 bytes short, more of the archive after it: torch.load(mmap=True) maps the next
+    record's bytes into the tensor and loads without a word (inspect used to exit 0 on it)."""
+    src, dst = zipfile.ZipFile(world["ckpt"]), sb / "cut.pth"
+    victim = next(i.filename for i in src.infolist() if "/data/" in i.filename and i.file_size > 4096)
+    with zipfile.ZipFile(dst, "w") as out:
+        for info in src.infolist():
+            data = src.read(info)
+            out.writestr(info, data[:-8] if info.filename == victim else data)
+    return dst
+
+
 def write_state(sb, name, obj):
     torch.save(obj, sb / name)
     return sb / name
@@ -214,6 +226,7 @@ CHECKPOINT_CASES: dict[str, tuple[Callable, str | None]] = {
     "random-bytes": (lambda w, sb: (sb / "rand.pth").write_bytes(os.urandom(999)) and None or sb / "rand.pth", None),
     "truncated-zip": (write_truncated, None),
     "short-record": (write_short_record, None),
+    "record-cut-short": (write_record_cut_short, "storage record"),
     "malicious-pickle": (lambda w, sb: write_malicious_checkpoint(sb / "evil.pth", sb / "pwned") or sb / "evil.pth",
                          "trust-checkpoint"),
     "top-level-list": (lambda w, sb: write_state(sb, "list.pth", [torch.zeros(3)]), None),
