@@ -80,22 +80,25 @@ def dataset(name: str, world: World, split: str = "train", transform=None):
     return get_dataset(name, world.clevr, split, transform=transform)
 
 
-def features(world: World, split: str = "train"):
+def features(world: World, split: str = "train", enc=None):
     from ijepa_eval.features import get_features
 
-    return get_features(encoder(world), dataset("clevr_count", world, split), cache_dir=world.cache,
+    return get_features(enc or encoder(world), dataset("clevr_count", world, split), cache_dir=world.cache,
                         batch_size=16, num_workers=2 if world.device.type == "cuda" else 0, device=world.device,
                         progress=False)
 
 
 def check_extraction(world: World) -> str:
-    """Shards extracted on the device (bf16, stored float16) vs an fp32 forward on the CPU."""
+    """Shards extracted on the device (bf16, stored float16) vs an fp32 forward on the CPU; the encoder goes
+    back to the CPU afterwards (its weights must not hold GPU memory the probes need)."""
     import torch
 
     from ijepa_eval.data import eval_transform
 
-    fs = features(world)
     enc = encoder(world)
+    fs = features(world, enc=enc)
+    home = {p.device.type for p in enc.parameters()}
+    assert home == {"cpu"}, f"after extraction the encoder's weights are on {home}, not back on the cpu"
     ds = dataset("clevr_count", world, transform=eval_transform("clevr_count", enc.img_size))
     x = torch.stack([ds[i][0] for i in range(8)])
     with torch.no_grad():
@@ -103,7 +106,7 @@ def check_extraction(world: World) -> str:
     got = torch.as_tensor(fs.representation("concatPOOL4")[:8], dtype=torch.float32)
     err = float((got - want).abs().max() / want.abs().max())
     assert err < 0.03, f"device features differ from the fp32 CPU forward by {err:.3g} (relative to the largest)"
-    return f"{len(fs)} images, concatPOOL4 within {err:.1e} of fp32 CPU (relative max)"
+    return f"{len(fs)} images, concatPOOL4 within {err:.1e} of fp32 CPU (relative max), encoder back on the cpu"
 
 
 def check_free_memory(world: World) -> str:
@@ -136,6 +139,7 @@ def check_grid(world: World) -> str:
     import numpy as np
 
     from ijepa_eval.probes import LinearTrainConfig, OptimizerConfig, fit_linear_grid, head_grid
+    from ijepa_eval.probes.linear import resident
 
     feats, labels, _, _, classes = probe_inputs(world)
     specs = head_grid(["lastPOOL", "concatPOOL4"], ["bn_linear", "linear"], [1.0, 0.1], [5e-4])
@@ -145,7 +149,9 @@ def check_grid(world: World) -> str:
     (grid, stats), (_, cpu_stats) = runs[world.device], runs["cpu"]
     loss, cpu_loss = (np.array([s["loss"] for s in st]) for st in (stats, cpu_stats))
     assert np.allclose(loss, cpu_loss, rtol=1e-2), f"losses {loss} vs CPU {cpu_loss}"
-    return f"{len(specs)} heads on {grid.device}, losses within 1% of the CPU run"
+    placed = {t.device for t in resident(feats, grid.device).values()}
+    assert placed == {grid.device}, f"features stay on {placed}, not on {grid.device}, though they fit"
+    return f"{len(specs)} heads on {grid.device} (features resident there), losses within 1% of the CPU run"
 
 
 def check_logreg(world: World) -> str:
@@ -162,7 +168,6 @@ def check_logreg(world: World) -> str:
 
 
 def check_knn(world: World) -> str:
-    import torch
 
     from ijepa_eval.probes import knn_topk
 
@@ -171,21 +176,38 @@ def check_knn(world: World) -> str:
     want = knn_topk(feats["lastPOOL"], labels, query, [1, 10, 20], classes)  # faiss on the host
     same = float((got[..., 0] == want[..., 0]).double().mean())
     assert same >= 0.99, f"only {same:.1%} of the top-1 predictions equal faiss's"
-    return f"torch search on {world.device}: {same:.1%} of top-1 predictions equal faiss's ({torch.__version__})"
+    return f"torch search on {world.device}: {same:.1%} of top-1 predictions equal faiss's"
 
 
 def check_aug_paper(world: World) -> str:
-    """The paper's augmented linear probe: each 32-image batch encoded in chunks of 8 (extraction size)."""
-    from ijepa_eval.protocols import run_protocol
+    """The paper's augmented linear probe: a 32-image batch encoded in chunks of 8 (extraction batch size)
+    trains the heads one 32-image forward trains (bf16: within 2%), then the protocol end to end."""
+    import numpy as np
+    import torch
+
+    from ijepa_eval.data import train_transform
+    from ijepa_eval.protocols import load_recipe, run_protocol
+    from ijepa_eval.protocols.probing import LinearProbe
     from ijepa_eval.results import load_result
 
+    overrides = ["aug=paper", "epochs=1", "batch_size=32", "selection.split=test", "grid.lr_mults=[1.0]",
+                 "grid.wds=[0.0]"]
+    enc = encoder(world)
+    ds = dataset("clevr_count", world, transform=train_transform("clevr_count", enc.img_size))
+    losses = []
+    for chunk in (32, 8):
+        probe = LinearProbe(load_recipe("clevr_count", [*overrides, f"extraction_batch_size={chunk}"]),
+                            ["lastPOOL", "concatPOOL4"], ds.num_classes, world.device, progress=False)
+        probe.fit_augmented(enc, ds, np.arange(len(ds)), num_workers=0)
+        losses.append(torch.tensor([s["loss"] for s in probe.train_stats]))
+    gap = float(((losses[1] - losses[0]).abs() / losses[0]).max())
+    assert gap < 0.02, f"chunked encoding trains losses {losses[1].tolist()} vs one-shot {losses[0].tolist()}"
     path = run_protocol("clevr_count", world.ckpt, root=world.clevr, out_dir=world.tmp / "runs",
                         cache_dir=world.cache, device=world.device, num_workers=0, progress=False,
-                        overrides={"aug": "paper", "epochs": 1, "batch_size": 32, "extraction_batch_size": 8,
-                                   "selection.split": "test", "grid.lr_mults": [1.0], "grid.wds": [0.0]})
+                        overrides=[*overrides, "extraction_batch_size=8"])
     r = load_result(path)
     assert r.features["mode"] == "augmented"
-    return f"1 epoch, 4 heads, top1 {r.metrics['top1']:.1f}"
+    return f"chunks of 8 = one forward of 32 (losses within {gap:.1e}); protocol top1 {r.metrics['top1']:.1f}"
 
 
 def check_finetune(world: World) -> str:
@@ -222,11 +244,16 @@ def ranks_main(tmp: Path, device: str) -> None:
     """Run by each torchrun process: every rank calls the same entry points, rank 0 writes the summary."""
     import torch.distributed as dist
 
+    from ijepa_eval.devices import process_device
     from ijepa_eval.pretrain import train
     from ijepa_eval.protocols import run_finetune, run_protocol
     from ijepa_eval.results import load_result
 
     world = World(device, tmp)
+    rank, world_size, dev = process_device(None if device == "cuda" else device)
+    devices: list = [None] * world_size
+    dist.all_gather_object(devices, str(dev))
+    assert len(set(devices)) == world_size or dev.type == "cpu", f"ranks share a device: {devices}"
     common = dict(root=world.clevr, out_dir=tmp / "ranks", cache_dir=tmp / "ranks-cache", num_workers=0,
                   progress=False)
     knn = load_result(run_protocol("knn", world.ckpt, overrides={**CLEVR, "dataset.val_split": "val"}, **common))
@@ -234,10 +261,11 @@ def ranks_main(tmp: Path, device: str) -> None:
                                   overrides={**FINETUNE, "finetune.micro_batch": 4}))
     pre = train(pretrain_config(world, steps=2), tmp / "ranks-pretrain", progress=False)
     assert _finite(pre["last_loss"]) and ft.optimizer["world_size"] == 2 and ft.optimizer["accum_steps"] == 2
-    if dist.get_rank() == 0:
+    if rank == 0:
         (tmp / "ranks").mkdir(exist_ok=True)
         (tmp / "ranks" / "summary.txt").write_text(
-            f"2 processes: knn top1 {knn.metrics['top1']:.1f}; DDP fine-tuning 2 x 2 micro-batches of 4; "
+            f"2 processes on {', '.join(devices)}: knn top1 {knn.metrics['top1']:.1f}; DDP fine-tuning 2 x 2 "
+            "micro-batches of 4; "
             f"DDP pretraining 2 steps, loss {pre['last_loss']:.3f}\n")
 
 

@@ -54,13 +54,13 @@ def test_features_go_to_the_device_only_when_they_fit(monkeypatch):
     feats = {"concatPOOL4": concat, "lastPOOL": concat[:, -8:]}
     seen = []
     monkeypatch.setattr(devices, "free_bytes", lambda device: seen.append(device) or 64 * 32 * 4 * 2)
-    moved = linear_module._resident(feats, torch.device("meta"))
+    moved = linear_module.resident(feats, torch.device("meta"))
     assert seen and all(t.device.type == "meta" for t in moved.values())
     assert moved["lastPOOL"].shape == (64, 8) and moved["lastPOOL"]._base is moved["concatPOOL4"]._base
     monkeypatch.setattr(devices, "free_bytes", lambda device: 64 * 32 * 4 * 2 - 1)  # needs just over half
-    kept = linear_module._resident(feats, torch.device("meta"))
+    kept = linear_module.resident(feats, torch.device("meta"))
     assert kept["concatPOOL4"] is concat and kept["lastPOOL"].device.type == "cpu"
-    assert linear_module._resident(feats, torch.device("cpu"))["concatPOOL4"] is concat
+    assert linear_module.resident(feats, torch.device("cpu"))["concatPOOL4"] is concat
 
 
 def spread_features(n, dim=24, seed=0):

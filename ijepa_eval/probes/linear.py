@@ -303,7 +303,7 @@ class LinearGrid:
         return torch.cat(preds, 1), torch.cat(labels)
 
 
-def _resident(features: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def resident(features: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Move features to the device when they fit comfortably (one copy beats a transfer per batch).
 
     Views of one tensor (lastPOOL as the last columns of concatPOOL4) stay views of a single copy.
@@ -354,7 +354,7 @@ def fit_linear_grid(features: Mapping[str, torch.Tensor], labels: torch.Tensor, 
     needed = {s.representation for s in specs}
     for name in sorted(needed - set(features)):
         raise ConfigError(unknown_choice("representation", name, features))
-    feats = _resident({k: v for k, v in features.items() if k in needed}, device)
+    feats = resident({k: v for k, v in features.items() if k in needed}, device)
     labels = torch.as_tensor(labels, dtype=torch.int64)
     labels = labels.to(device) if next(iter(feats.values())).device == device else labels
     index = torch.arange(len(labels)) if index is None else torch.as_tensor(index, dtype=torch.int64)
@@ -379,7 +379,7 @@ def fit_linear_grid(features: Mapping[str, torch.Tensor], labels: torch.Tensor, 
 def predict_grid(grid: LinearGrid, features: Mapping[str, torch.Tensor], labels: torch.Tensor,
                  index: torch.Tensor | None = None, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """([H, N, k] every head's top-k classes, [N] labels) on cached features (rows ``index``, default all)."""
-    feats = _resident({k: v for k, v in features.items() if k in grid.representations}, grid.device)
+    feats = resident({k: v for k, v in features.items() if k in grid.representations}, grid.device)
     labels = torch.as_tensor(labels, dtype=torch.int64)
     index = torch.arange(len(labels)) if index is None else torch.as_tensor(index, dtype=torch.int64)
     return grid.predict(iterate_batches(feats, labels, index, batch_size))
