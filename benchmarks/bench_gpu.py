@@ -1,4 +1,5 @@
-"""`make bench-gpu`: one script (≤ 8 minutes on one H100/H200) for the CUDA paths.
+"""`make bench-gpu`: the CUDA paths' speed (`make bench-gpu` runs `benchmarks/gpu_check.py` first, about a
+minute, so a broken path stops it before these; both together ≤ 8 minutes on one H100/H200).
 
 1. feature extraction, ViT-H/14 bf16 on synthetic tensors: images/s through `get_features` vs a bare
    encoder loop, and the forward pass's model FLOPs utilisation (MFU);

@@ -18,7 +18,7 @@ from ijepa_eval.data.synthetic import write_imagenet
 from ijepa_eval.encoders import load_encoder
 from ijepa_eval.errors import CheckpointError, ConfigError
 from ijepa_eval.finetune import train as train_module
-from ijepa_eval.finetune.config import FinetuneSpec
+from ijepa_eval.finetune.config import FinetuneSpec, batch_plan, default_micro_batch
 from ijepa_eval.finetune.model import build_classifier, build_optimizer, lr_at
 from ijepa_eval.leaderboard.comparison import reference_cell
 from ijepa_eval.leaderboard.records import load_results
@@ -245,13 +245,54 @@ def test_resume_after_a_kill_continues_bit_exactly(world, tmp_path, monkeypatch)
     assert a.heads[0]["scores"]["train"]["loss"] != a.heads[-1]["scores"]["train"]["loss"]
 
 
-def test_accum_steps_split_memory_not_the_gradient(world, tmp_path):
+def test_micro_batches_split_memory_not_the_gradient(world, tmp_path):
+    """batch 8 in one pass vs as gradient-accumulated micro-batches: the same losses; a micro-batch that does
+    not divide the batch takes the next split that does (at most 3 -> 4 x 2), and the result records it."""
     one = load_result(finetune(world, tmp_path / "one", "epochs=2"))
-    two = load_result(finetune(world, tmp_path / "two", "epochs=2", "finetune.accum_steps=4"))
+    two = load_result(finetune(world, tmp_path / "two", "epochs=2", "finetune.micro_batch=3"))
     np.testing.assert_allclose([h["scores"]["train"]["loss"] for h in one.heads],
                                [h["scores"]["train"]["loss"] for h in two.heads], rtol=1e-5)
-    with pytest.raises(ConfigError, match="does not split into 3 accum_steps"):
-        finetune(world, tmp_path / "three", "epochs=1", "finetune.accum_steps=3")
+    assert {k: one.optimizer[k] for k in ("batch_size", "world_size", "micro_batch", "accum_steps")} == {
+        "batch_size": 8, "world_size": 1, "micro_batch": 8, "accum_steps": 1}  # tiny model: default fits 8
+    assert (two.optimizer["micro_batch"], two.optimizer["accum_steps"]) == (2, 4)
+    with pytest.raises(ConfigError, match="finetune.micro_batch=0 is out of range"):
+        finetune(world, tmp_path / "zero", "epochs=1", "finetune.micro_batch=0")
+
+
+@pytest.mark.parametrize(("embed_dim", "tokens", "expected"), [
+    (1280, 256, 32),   # I-JEPA ViT-H/14 at 224 (no cls token): the README's one-GPU command
+    (1280, 257, 32),   # MAE ViT-H/14 (cls)
+    (1280, 1024, 8),   # ViT-H/14 at 448: a quarter
+    (1408, 256, 16),   # ViT-g
+    (1024, 197, 64),   # ViT-L/16
+    (768, 197, 128),   # ViT-B/16
+    (384, 197, 256),   # ViT-S/16
+    (1100, 197, 32),   # between L and H: H's budget, the safer one
+    (4096, 257, 16),   # wider than any row: ViT-g's
+    (1280, 100_000, 1),
+])
+def test_default_micro_batch_by_model_size(embed_dim, tokens, expected):
+    assert default_micro_batch(embed_dim, tokens) == expected
+
+
+@pytest.mark.parametrize(("batch", "world", "most", "plan"), [
+    (512, 1, 32, (32, 16)),  # ViT-H on one GPU: 16 passes of 32 per step of 512
+    (512, 8, 32, (32, 2)),   # 8 GPUs: 64 each, 2 passes
+    (512, 8, 64, (64, 1)),
+    (512, 1, 48, (32, 16)),  # 48 does not divide 512: the fewest passes with equal micro-batches <= 48
+    (96, 1, 40, (32, 3)),
+    (13, 1, 4, (1, 13)),     # a prime share: single images
+    (8, 2, 100, (4, 1)),     # the cap above the share: one pass
+])
+def test_batch_plan_keeps_the_global_batch(batch, world, most, plan):
+    p = batch_plan(batch, world, most)
+    assert (p.micro_batch, p.accum_steps) == plan
+    assert p.micro_batch <= most and p.per_device * world == batch
+
+
+def test_batch_plan_refuses_a_batch_the_processes_cannot_share():
+    with pytest.raises(ConfigError, match="batch_size 510 is not divisible by 8 processes; use a multiple of 8"):
+        batch_plan(510, 8, 32)
 
 
 def test_cli_runs_the_recipe_on_the_imagenet_1pct_layout(world, tmp_path, capsys):

@@ -22,7 +22,6 @@ _EXPORTS = {
     "parse_representation": "featureset",
     "cache_entry_for": "planning",
     "get_features": "extract",
-    "resolve_device": "distributed",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

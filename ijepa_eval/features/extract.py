@@ -5,7 +5,7 @@ committed only when every one of its rows was filled, so a killed run resumes sh
 torchrun (or any initialised process group) shard ``s`` belongs to rank ``s % world_size``; rank 0 plans,
 waits at a barrier and commits meta.json. This module is the sequence; each step has its own module:
 ``planning`` (the cache key, the entry, the missing shards), ``shard_writer`` (loading by index, the
-extraction loop, committing shards) and ``distributed`` (ranks, devices, collectives).
+extraction loop, committing shards) and ``distributed`` (collectives, loader workers; each process's device is ``ijepa_eval.devices``'s).
 
 Transform: a dataset whose ``transform`` is None gets the paper's eval preprocessing,
 ``ijepa_eval.data.eval_transform(dataset.name, encoder.img_size, normalize=False)``, through the decode
@@ -29,9 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ijepa_eval.devices import process_device
 from ijepa_eval.errors import CacheError, ConfigError, DatasetError
 from ijepa_eval.features.cache import LABELS, CacheEntry, shard_ranges
-from ijepa_eval.features.distributed import barrier, broadcast, default_workers, dist_context, resolve_device
+from ijepa_eval.features.distributed import barrier, broadcast, default_workers
 from ijepa_eval.features.featureset import FeatureSet
 from ijepa_eval.features.planning import (
     base_meta,
@@ -66,9 +67,10 @@ def get_features(
     ``~/.cache/ijepa-eval``. ``num_workers`` None = one loader worker per core of this rank's share
     (``ijepa_eval.threads.loader_workers``). ``decode`` (``pil`` | ``tensor`` | ``gpu``, None = the
     dataset's, ``pil`` by default) picks the decode backend; it is part of the cache key, so one backend's
-    features are never served for another. ``skip_bad_images`` drops undecodable images (indices and messages in ``meta["bad"]``) instead of
-    failing. The encoder is moved to ``device`` (CUDA when available). Under torchrun every rank must call
-    this with the same arguments; each extracts its share and all return the same FeatureSet.
+    features are never served for another. ``skip_bad_images`` drops undecodable images (indices and
+    messages in ``meta["bad"]``) instead of failing. The encoder is lent to ``device`` (CUDA when available)
+    while it extracts, then moved back. Under torchrun every rank must call this with the same arguments;
+    each extracts its share on its own GPU and all return the same FeatureSet.
     """
     if not 1 <= n_last_blocks <= encoder.depth:
         raise ConfigError(f"n_last_blocks (--n-last-blocks) must be in [1, {encoder.depth}] for this "
@@ -78,10 +80,7 @@ def get_features(
     if num_workers is not None and num_workers < 0:
         raise ConfigError(f"num_workers (--workers) must be 0 or more, got {num_workers}")
     check_dataset(dataset)
-    rank, world_size = dist_context()
-    device = resolve_device(device, world_size)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # collectives (broadcast_object_list) use the current device
+    rank, world_size, device = process_device(device)  # under torchrun: cuda:LOCAL_RANK, process group joined
     transform = default_transform(encoder, dataset)
     entry, fields = cache_entry_for(encoder, dataset, cache_dir=cache_dir, n_last_blocks=n_last_blocks,
                                     device=device, decode=decode)

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ijepa_eval.data.device import DevicePreprocess, collate_images, prefetch
+from ijepa_eval.devices import lent_to
 from ijepa_eval.errors import CacheError, DatasetError
 from ijepa_eval.features.cache import STORAGE_DTYPE, CacheEntry
 from ijepa_eval.features.planning import pools_of
@@ -230,7 +231,6 @@ class Extraction:
             )
 
 
-
 def extract_shards(encoder: Any, dataset: Any, entry: CacheEntry, ranges: list[tuple[int, int]], shards: list[int],
                    *, transform: Callable | None, batch_size: int, num_workers: int, device: torch.device,
                    n_last_blocks: int, progress: bool, skip_bad_images: bool, decode: str = "pil") -> LoaderClock | None:
@@ -239,22 +239,22 @@ def extract_shards(encoder: Any, dataset: Any, entry: CacheEntry, ranges: list[t
     entry.path.mkdir(parents=True, exist_ok=True)
     if not shards:
         return None
-    encoder.to(device)
     fit_threads(num_workers)  # intra-op threads + loader workers within the free cores
     cuda = device.type == "cuda"
-    if cuda:
-        encoder.to(memory_format=torch.channels_last)  # the patch-embedding conv runs faster in NHWC
     on_device = transform is not None and decode == "gpu"  # decode and resize there, not in the workers
     prep = DevicePreprocess(device, transform=transform if on_device else None, channels_last=cuda)
     indices = [i for s in shards for i in range(*ranges[s])]
     items = IndexedImages(dataset, indices, None if on_device else transform, decode if transform is not None else None)
     loader = DataLoader(items, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_indexed, pin_memory=cuda, persistent_workers=False)
-    job = Extraction(encoder, dataset, entry, ranges=ranges, n_last_blocks=n_last_blocks, device=device,
-                     skip_bad_images=skip_bad_images)
     bar = tqdm(total=len(indices), unit="img", disable=not progress, dynamic_ncols=True,
                desc=f"features {dataset.name}/{dataset.split}")
-    with bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+    # the encoder goes back where it came from afterwards: its weights must not hold GPU memory the probes need
+    with lent_to(encoder, device), bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
+        if cuda:
+            encoder.to(memory_format=torch.channels_last)  # the patch-embedding conv runs faster in NHWC
+        job = Extraction(encoder, dataset, entry, ranges=ranges, n_last_blocks=n_last_blocks, device=device,
+                         skip_bad_images=skip_bad_images)
         try:
             return job.run(loader, bar, writer, prep)
         finally:

@@ -26,9 +26,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from ijepa_eval.data.device import DevicePreprocess, prefetch
 from ijepa_eval.errors import CheckpointError, ConfigError, DatasetError
-from ijepa_eval.finetune.config import FinetuneSpec
+from ijepa_eval.finetune.config import BatchPlan, FinetuneSpec
 from ijepa_eval.finetune.model import lr_at, mixup_and_loss, set_lr
-from ijepa_eval.io import atomic_open
+from ijepa_eval.io import atomic_torch_save
 from ijepa_eval.probes.metrics import scores_from_topk, topk_predictions
 
 LATEST = "latest.pth"
@@ -154,8 +154,7 @@ def save_checkpoint(work_dir: Path, model: nn.Module, optimizer: torch.optim.Opt
     """Atomic: a kill mid-write leaves the previous epoch's checkpoint."""
     blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state.epoch,
             "history": state.history, "best": state.best, "elapsed_s": state.elapsed_s, **identity}
-    with atomic_open(work_dir / LATEST, "wb") as f:
-        torch.save(blob, f)
+    atomic_torch_save(blob, work_dir / LATEST)
     keep = best_path(work_dir, state.best["epoch"]) if state.best else None
     for stale in work_dir.glob("best-e*.pth"):  # only now: the checkpoint naming the new best is on disk
         if stale != keep:
@@ -185,19 +184,20 @@ def load_checkpoint(work_dir: Path, model: nn.Module, optimizer: torch.optim.Opt
 
 def fit(
     model: nn.Module, dataset: Dataset, rows: np.ndarray, num_classes: int, *, spec: FinetuneSpec, epochs: int,
-    batch_size: int, seed: int, device: torch.device, world_size: int, rank: int, work_dir: Path,
+    plan: BatchPlan, seed: int, device: torch.device, rank: int, work_dir: Path,
     identity: dict[str, Any], resume: bool, num_workers: int, progress: bool,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None, select_metric: str = "top1",
 ) -> FitState:
     """Train ``model`` on ``dataset[rows]`` (``dataset`` applies the training transform through
-    ``SeededItems``); ``evaluate`` scores the selection split every ``eval_every`` epochs and at the end.
-    A uint8 transform (``train_transform(spec, s, normalize=False)``) is normalised and randomly erased on
-    the device, one batch ahead on CUDA (``ijepa_eval.data.device``)."""
+    ``SeededItems``) with global batches split as ``plan`` says; ``evaluate`` scores the selection split
+    every ``eval_every`` epochs and at the end. A uint8 transform (``train_transform(spec, s, normalize=False)``)
+    is normalised and randomly erased on the device, one batch ahead on CUDA (``ijepa_eval.data.device``)."""
     from tqdm.auto import tqdm
 
     from ijepa_eval.finetune.model import build_optimizer, device_erasing
 
     is_main = rank == 0
+    world_size, micro, accum = plan.world_size, plan.micro_batch, plan.accum_steps
     model.to(device)
     optimizer = build_optimizer(model, spec)
     state = load_checkpoint(work_dir, model, optimizer, identity) if resume else FitState()
@@ -205,11 +205,7 @@ def fit(
         print(f"finetune: {work_dir / LATEST} already holds all {epochs} epochs")
     net = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     mixup, criterion = mixup_and_loss(spec, num_classes)
-    lr = spec.effective_lr(batch_size)
-    micro = batch_size // world_size // spec.accum_steps
-    if micro < 1 or (batch_size // world_size) % spec.accum_steps:
-        raise ConfigError(f"per-process batch {batch_size // world_size} does not split into "
-                          f"{spec.accum_steps} accum_steps")
+    lr = spec.effective_lr(plan.global_batch)
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
     prep = DevicePreprocess(device, erasing=device_erasing(spec, device))
 
@@ -221,7 +217,7 @@ def fit(
     for epoch in range(state.epoch, epochs):
         started = time.perf_counter()
         seed_all(item_seed(seed, epoch, rank))  # drop path, mixup: a pure function of (seed, epoch, rank)
-        sampler = EpochBatches(rows, batch_size, world_size, rank, seed, epoch)
+        sampler = EpochBatches(rows, plan.global_batch, world_size, rank, seed, epoch)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=device.type == "cuda")
         model.train()
         losses = []
@@ -231,14 +227,14 @@ def fit(
             if mixup is not None:
                 images, labels = mixup(images, labels)
             step_loss = torch.zeros((), device=device)
-            for k in range(spec.accum_steps):
+            for k in range(accum):
                 part = slice(k * micro, (k + 1) * micro)
-                last = k == spec.accum_steps - 1
+                last = k == accum - 1
                 with contextlib.nullcontext() if last or world_size == 1 else net.no_sync():
                     with autocast:
                         loss = criterion(net(images[part]), labels[part])
-                    (loss / spec.accum_steps).backward()
-                step_loss += loss.detach() / spec.accum_steps
+                    (loss / accum).backward()
+                step_loss += loss.detach() / accum
             if spec.clip_grad is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), spec.clip_grad)
             optimizer.step()
@@ -256,8 +252,7 @@ def fit(
             if state.best is None or row["selection_scores"][select_metric] > state.best["scores"][select_metric]:
                 state.best = {"epoch": done, "scores": row["selection_scores"]}
                 if is_main:
-                    with atomic_open(best_path(work_dir, done), "wb") as f:
-                        torch.save(model.state_dict(), f)
+                    atomic_torch_save(model.state_dict(), best_path(work_dir, done))
         state.epoch, state.history = done, [*state.history, {**row, "seconds": round(time.perf_counter() - started, 3)}]
         state.elapsed_s += time.perf_counter() - started
         if is_main:

@@ -148,6 +148,7 @@ def print_summary(path: Path) -> None:
 
 
 def cmd_protocols(args: argparse.Namespace) -> int:
+    from ijepa_eval.devices import is_main_process
     from ijepa_eval.protocols.runner import run_protocol
 
     jobs = protocols_for(args)
@@ -173,7 +174,8 @@ def cmd_protocols(args: argparse.Namespace) -> int:
             print(f"suite: {name} failed: {err}", file=sys.stderr)
             failed.append(name)
             continue
-        print_summary(path)
+        if is_main_process():  # under torchrun every process returns the path; one prints
+            print_summary(path)
     if failed:
         print(f"suite: {len(failed)} of {len(jobs)} protocols failed: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -187,7 +189,7 @@ FINETUNE_EPILOG = """examples:
   ijepa-eval finetune --recipe in1k_1pct_finetune_semivit --ckpt mae_pretrain_vit_large.pth \\
       --root /data/imagenet                                    # Table 2's MAE rows: Semi-ViT's FINETUNE.md
   torchrun --standalone --nproc_per_node 8 -m ijepa_eval.cli finetune --ckpt IN1K-vit.h.14-300e.pth.tar \\
-      --root /data/imagenet finetune.accum_steps=2           # same command on 8 GPUs (global batch 512)
+      --root /data/imagenet                                  # same command on 8 GPUs (global batch 512)
   ijepa-eval finetune --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/imagenet --resume   # after a kill
   ijepa-eval finetune --ckpt run/latest.pth.tar --root clevr_mini dataset.name=clevr_count \\
       dataset.test_split=test epochs=2 batch_size=32 --device cpu           # demo data, minutes on a CPU
@@ -252,6 +254,7 @@ def uncertainty_notes(r: ResultRecord) -> list[str]:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from ijepa_eval.devices import is_main_process
     from ijepa_eval.protocols.finetuning import run_finetune
 
     path = run_finetune(
@@ -261,9 +264,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         label=args.label, trust_checkpoint=args.trust_checkpoint, num_workers=args.workers,
         progress=not args.quiet,
     )
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if is_main_process():
         print_finetune_summary(path)
     return 0
 

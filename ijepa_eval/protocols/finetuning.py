@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from ijepa_eval.data import describe_transform, eval_transform, get_dataset
+from ijepa_eval.devices import process_device
 from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError
+from ijepa_eval.finetune.config import batch_plan, default_micro_batch
 from ijepa_eval.finetune.model import build_classifier, train_transform
 from ijepa_eval.finetune.train import LATEST, SeededItems, best_path, fit, predict, scores
 from ijepa_eval.probes import class_balanced_holdout
@@ -99,7 +101,7 @@ def run_finetune(
     progress: bool = True,
 ) -> Path:
     """Fine-tune one checkpoint with one recipe (same command under torchrun); returns the result JSON path."""
-    from ijepa_eval.features.distributed import default_workers, dist_context, resolve_device
+    from ijepa_eval.features.distributed import default_workers
     from ijepa_eval.features.planning import check_dataset
     from ijepa_eval.features.planning import describe_transform as transform_text
 
@@ -107,9 +109,8 @@ def run_finetune(
     recipe = load_recipe(name_or_yaml, overrides)
     if recipe.probe != "finetune":
         raise ConfigError(f"protocol {recipe.name} is a frozen '{recipe.probe}' probe; run it with `ijepa-eval run`")
-    rank, world_size = dist_context()
+    rank, world_size, dev = process_device(device)  # under torchrun: cuda:LOCAL_RANK, process group joined
     is_main = rank == 0
-    dev = resolve_device(device, world_size)
     encoder = encoder_of(ckpt, branch, arch, trust_checkpoint)
     recipe, sizes = for_width(name_or_yaml, encoder.embed_dim, overrides)  # per-size settings of the reference
     if is_main and sizes["listed"] and not sizes["matched"]:
@@ -132,6 +133,11 @@ def run_finetune(
     spec, ds, sel = recipe.finetune, recipe.dataset, recipe.selection
     workers = default_workers(world_size) if num_workers is None else num_workers
     img = encoder.img_size
+    tokens = (img // encoder.patch_size) ** 2 + encoder.num_prefix_tokens
+    plan = batch_plan(recipe.batch_size, world_size, spec.micro_batch or default_micro_batch(encoder.embed_dim, tokens))
+    if is_main and progress:
+        print(f"finetune: {plan.global_batch} images per step = {world_size} process(es) x {plan.accum_steps} "
+              f"micro-batch(es) of {plan.micro_batch} (finetune.micro_batch=N sets the most one device takes)")
 
     def split_dataset(split: str, transform=None):
         dataset = get_dataset(ds.name, root, split, transform=transform, **ds.options)
@@ -157,10 +163,10 @@ def run_finetune(
 
     identity = {"config": recipe.to_dict(), "encoder_sha256": model["sha256"], "world_size": world_size}
     state = fit(
-        classifier, SeededItems(train_raw, train_transform(spec, img, normalize=False), recipe.seed), fit_rows, num_classes,
-        spec=spec, epochs=recipe.epochs, batch_size=recipe.batch_size, seed=recipe.seed, device=dev,
-        world_size=world_size, rank=rank, work_dir=work, identity=identity, resume=resume, num_workers=workers,
-        progress=progress, evaluate=evaluate, select_metric=sel.metric,
+        classifier, SeededItems(train_raw, train_transform(spec, img, normalize=False), recipe.seed), fit_rows,
+        num_classes, spec=spec, epochs=recipe.epochs, plan=plan, seed=recipe.seed, device=dev, rank=rank,
+        work_dir=work, identity=identity, resume=resume, num_workers=workers, progress=progress,
+        evaluate=evaluate, select_metric=sel.metric,
     )
     kept = state.best["epoch"] if selection_split is not None else state.epoch
     if selection_split is not None:
@@ -211,7 +217,7 @@ def run_finetune(
         seed=recipe.seed,
         adaptation="finetune",
         optimizer={"name": "adamw", "base_lr": spec.blr if spec.lr is None else None, "base_batch": spec.base_batch,
-                   "effective_lr": lr, "batch_size": recipe.batch_size, "layer_decay": spec.layer_decay,
+                   "effective_lr": lr, **plan.record(), "layer_decay": spec.layer_decay,
                    "weight_decay": spec.weight_decay},
     )
     path = out_dir / result_filename(result)

@@ -53,7 +53,7 @@ RANGES = {
     "finetune.warmup_epochs": ">=0", "finetune.weight_decay": ">=0", "finetune.layer_decay": "(0,1]",
     "finetune.smoothing": "[0,1)", "finetune.hflip": "[0,1]", "finetune.reprob": "[0,1]", "finetune.mixup": ">=0",
     "finetune.cutmix": ">=0", "finetune.drop_path": "[0,1)", "finetune.eval_every": ">=1",
-    "finetune.accum_steps": ">=1", "finetune.eval_batch_size": ">=1",
+    "finetune.micro_batch": ">=1", "finetune.eval_batch_size": ">=1",
 }
 
 

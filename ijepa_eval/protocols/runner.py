@@ -19,9 +19,11 @@ import numpy as np
 import torch
 
 from ijepa_eval.data import describe_transform, get_dataset, train_transform
+from ijepa_eval.devices import process_device
 from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError
-from ijepa_eval.features import get_features, parse_representation, resolve_device
+from ijepa_eval.features import get_features, parse_representation
+from ijepa_eval.features.distributed import barrier
 from ijepa_eval.probes import class_balanced_holdout, scores_from_topk, select_head
 from ijepa_eval.protocols.probing import PROBES
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
@@ -32,7 +34,7 @@ from ijepa_eval.protocols.run_record import (
     task_name,
     write_with_predictions,
 )
-from ijepa_eval.results import METRIC_DIRECTIONS, ResultRecord
+from ijepa_eval.results import METRIC_DIRECTIONS, ResultRecord, result_filename
 from ijepa_eval.stats import seed_summary
 from ijepa_eval.threads import fit_threads
 
@@ -94,14 +96,20 @@ def run_protocol(
     unknown = sorted(set(recipe.metrics) - set(METRIC_DIRECTIONS))
     if unknown:
         raise ConfigError(f"recipe {recipe.name} lists metrics {unknown} that results.METRIC_DIRECTIONS lacks")
+    # Under torchrun each process takes its own GPU: the processes share the extraction, then every one trains
+    # the same probes on its cached features (cheap next to extraction) and rank 0 writes the result.
+    rank, world_size, dev = process_device(device)
+    if recipe.aug == "paper" and world_size > 1:
+        raise ConfigError(f"aug=paper re-encodes the training images every epoch in one process and cannot share "
+                          f"that work among {world_size} torchrun processes; run it without torchrun (one GPU)")
     encoder = encoder_of(ckpt, branch, arch, trust_checkpoint)
     model = model_record(encoder, label, model_meta)
     out_dir = Path(out_dir)
     task = task_name(recipe, name_or_yaml)
     if skip_existing and (path := existing_result(out_dir, model, recipe, task, seeds)):
-        print(f"skip: {path} already holds {recipe.name} v{recipe.version} for this model and config")
+        if rank == 0:
+            print(f"skip: {path} already holds {recipe.name} v{recipe.version} for this model and config")
         return path
-    dev = resolve_device(device, world_size=1)  # probes train on one device; extraction may shard
     ds_spec = recipe.dataset
     representations = recipe.cls_representations if encoder.has_class_token else recipe.representations
 
@@ -214,7 +222,11 @@ def run_protocol(
         optimizer=recipe.train_config().lr_record() if recipe.probe == "linear" else None,
         seeds=seed_runs,
     )
-    return write_with_predictions(result, out_dir, test_labels, predicted, test_fs.indices)
+    path = out_dir / result_filename(result)
+    if rank == 0:
+        path = write_with_predictions(result, out_dir, test_labels, predicted, test_fs.indices)
+    barrier(dev)  # under torchrun: no process returns the path before the file is there
+    return path
 
 
 def processes() -> int:
