@@ -5,6 +5,7 @@ The data config is a small YAML mapping dataset (or family) names to roots, e.g.
     imagenet: /datasets/imagenet        # also serves imagenet_1pct / imagenet_10pct
     clevr: /datasets/CLEVR_v1.0         # serves clevr_count and clevr_dist
     cifar100: /datasets/cifar100
+    imagenet_a: /datasets/imagenet-a    # the shift sets each have their own key (imagenet_v2, imagenet_c, ...)
 """
 
 from __future__ import annotations
@@ -26,11 +27,20 @@ FAMILY_FOLDERS = {
     "places205": ("places205", "Places205"),
     "inat18": ("inat18", "inaturalist2018", "iNat2018"),
     "clevr": ("clevr", "CLEVR_v1.0", "clevr/CLEVR_v1.0"),
+    # distribution-shift sets: each has a family (and a root) of its own; ReaL's real.json may sit in imagenet/
+    "imagenet_v2": ("imagenetv2", "imagenet-v2", "ImageNetV2"),
+    "imagenet_real": ("imagenet-real", "reassessed-imagenet", "imagenet"),
+    "imagenet_a": ("imagenet-a", "imagenet_a"),
+    "imagenet_r": ("imagenet-r", "imagenet_r"),
+    "imagenet_sketch": ("imagenet-sketch", "ImageNet-Sketch", "sketch"),
+    "imagenet_c": ("imagenet-c", "ImageNet-C"),
 }
 
 
 def family(name: str) -> str:
-    """The root family of a dataset name: imagenet_1pct -> imagenet, clevr_dist -> clevr."""
+    """The root family of a dataset name: imagenet_1pct -> imagenet, clevr_dist -> clevr, imagenet_a -> itself."""
+    if name in FAMILY_FOLDERS:
+        return name
     if name.startswith("imagenet"):
         return "imagenet"
     if name.startswith("clevr"):
