@@ -142,13 +142,21 @@ def imagenet_v2(root: Path, split: str, *, classes: Sequence[str] | None = None,
 
 def imagenet_subset(name: str, root: Path, split: str, *, classes: Sequence[str] | None = None,
                     subset: Sequence[str] | None = None, **kwargs) -> FileImageDataset:
-    """ImageNet-A / -R: 200 wnid folders; ``allowed_classes`` = their indices in the head's classes."""
+    """ImageNet-A / -R: 200 wnid folders; ``allowed_classes`` = their indices in the head's classes.
+
+    ``subset`` None: the set's official 200 wnids for a head over ImageNet-1k (all 200 must be there); for a
+    head over other classes (a synthetic twin) the wnid folders present, each one of the head's classes.
+    """
     what, folders, default = SUBSETS[name]
     classes = _classes(classes)
-    subset = sorted(subset) if subset is not None else list(default())
-    allowed = subset_indices(subset, classes, what)
     base = _base(root, folders)
-    layout = f"<root>/{folders[0]}/<wnid>/<image> for the {len(subset)} wnids of {what}"
+    layout = f"<root>/{folders[0]}/<wnid>/<image>, one folder per class of {what} (200 wnids)"
+    if subset is None:
+        subset = default() if set(default()) <= set(classes) else (_subdirs(base) if base.is_dir() else [])
+    subset = sorted(subset)
+    if not subset:
+        raise DatasetError(f"{what} folder {base} holds no class folders; expected {layout}")
+    allowed = subset_indices(subset, classes, what)
     _check_folders(base, subset, what, layout)
     index = {c: i for i, c in enumerate(classes)}
     files, labels = _files(root, base, {w: index[w] for w in subset}, what)
