@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -31,6 +32,8 @@ from ijepa_eval.probes.linear import BN_EPS, HeadSpec, LinearGrid, LinearTrainCo
 from ijepa_eval.probes.logreg import LogRegModel, LogRegVariant
 
 FORMAT, FORMAT_VERSION = "ijepa-eval-head", 1
+RESULT_FORMAT = "safetensors-head-v1"  # a result JSON's head_file.format
+HEAD_SUFFIX = ".head.safetensors"
 HeadKind = Literal["linear", "bn_linear", "logreg"]
 NORMALIZATION = {"linear": "none", "bn_linear": "batchnorm (eval-mode running statistics, then affine)",
                  "msn": "per-sample centring over features, then L2 (cyanure preprocess, MSN logistic_eval)",
@@ -63,13 +66,17 @@ class SavedHead:
                 "num_classes": self.num_classes, "classes": self.classes, "context": self.context}
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """[N, C] logits of features ``x`` [N, F] (the head's representation), on the head's device."""
-        t = self.tensors
+        """[N, C] logits of features ``x`` [N, F] (the head's representation), on ``x``'s device."""
+        return self.logits_fn(x.device)(x)
+
+    def logits_fn(self, device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+        """The head built once on ``device``: features [N, F] -> logits [N, C], by the probe's own module."""
         if self.kind == "logreg":
+            t = {k: v.to(device) for k, v in self.tensors.items()}
             model = LogRegModel(t["weight"], t.get("bias"), t.get("center"), 0.0, self.logreg_variant or "msn")
-            return model.logits(x)
-        grid = self.grid(x.device)
-        return grid.logits({self.representation: x})[0]
+            return model.logits
+        grid = self.grid(device)
+        return lambda x: grid.logits({self.representation: x})[0]
 
     def grid(self, device: torch.device | str = "cpu") -> LinearGrid:
         """This head as a one-head :class:`LinearGrid` (whose ``logits`` the linear probes report)."""
@@ -117,6 +124,18 @@ def save_head(path: str | os.PathLike, head: SavedHead) -> str:
     with atomic_open(path, "wb") as f:
         f.write(data)
     return hashlib.sha256(data).hexdigest()
+
+
+def head_path(result_path: str | os.PathLike) -> Path:
+    """``x__y__z.json`` -> ``x__y__z.head.safetensors`` (beside it, like the predictions file)."""
+    path = Path(result_path)
+    return path.with_name(path.name.removesuffix(".json") + HEAD_SUFFIX)
+
+
+def write_head_file(result_path: str | os.PathLike, head: SavedHead) -> dict[str, str]:
+    """Save ``head`` beside the result JSON; returns the result's ``head_file`` field."""
+    path = head_path(result_path)
+    return {"file": path.name, "sha256": save_head(path, head), "format": RESULT_FORMAT}
 
 
 def load_head(path: str | os.PathLike, sha256: str | None = None) -> SavedHead:
