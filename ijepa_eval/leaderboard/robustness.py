@@ -44,9 +44,15 @@ def shift_results(results: list[Result]) -> list[Result]:
 
 
 def column(r: Result) -> str:
+    """The set's column: '1000-way' for IN-A/-R scored over all classes, 'k of 15' for a partial IN-C run."""
     shift = r.record.shift
     name = SET_LABELS.get(shift["set"], shift["set"])
-    return f"{name} (1000-way)" if shift.get("classes") == "all" and shift["set"] in ("a", "r") else name
+    if shift.get("classes") == "all" and shift["set"] in ("a", "r"):
+        return f"{name} (1000-way)"
+    run = (shift.get("corruptions") or {}).get("ce")
+    if shift["set"] == "c" and run is not None and len(run) < 15:
+        return f"{name} ({len(run)} of 15)"
+    return name
 
 
 def row_key(r: Result) -> tuple[str, str]:
@@ -69,11 +75,8 @@ def robustness_frame(results: list[Result]) -> pd.DataFrame:
         if in_val.get("top1") is not None:
             row["IN-val"] = value_cell(in_val["top1"], tuple(in_val["top1_ci"]) if in_val.get("top1_ci") else None)
         name = column(r)
-        if r.record.shift["set"] == "c":
-            cells = {f"{name} top-1": ("top1", True), f"{name} mCE ↓": ("mce", True)}
-        else:
-            cells = {name: ("top1", True)}
-        for col, (metric, _) in cells.items():
+        cells = {f"{name} top-1": "top1", f"{name} mCE ↓": "mce"} if r.record.shift["set"] == "c" else {name: "top1"}
+        for col, metric in cells.items():
             if col not in columns:
                 columns.append(col)
             row[col] = value_cell(r.metric(metric), r.ci(metric))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -30,10 +30,12 @@ from ijepa_eval.errors import CheckpointError
 from ijepa_eval.io import atomic_open
 from ijepa_eval.probes.linear import BN_EPS, HeadSpec, LinearGrid, LinearTrainConfig
 from ijepa_eval.probes.logreg import LogRegModel, LogRegVariant
+from ijepa_eval.probes.metrics import topk_predictions
 
 FORMAT, FORMAT_VERSION = "ijepa-eval-head", 1
 RESULT_FORMAT = "safetensors-head-v1"  # a result JSON's head_file.format
 HEAD_SUFFIX = ".head.safetensors"
+PREDICT_BATCH = 4096  # rows per batch, as probes.linear.predict_grid
 HeadKind = Literal["linear", "bn_linear", "logreg"]
 NORMALIZATION = {"linear": "none", "bn_linear": "batchnorm (eval-mode running statistics, then affine)",
                  "msn": "per-sample centring over features, then L2 (cyanure preprocess, MSN logistic_eval)",
@@ -78,6 +80,20 @@ class SavedHead:
         grid = self.grid(device)
         return lambda x: grid.logits({self.representation: x})[0]
 
+    @torch.no_grad()
+    def topk(self, x: torch.Tensor, device: torch.device | str = "cpu", allowed: Sequence[int] | None = None,
+             batch_size: int = PREDICT_BATCH) -> torch.Tensor:
+        """[N, k] best classes (of all classes, or among ``allowed``), best first, on CPU; in the row batches
+        of the probes' own ``predict_grid``, so a reported head's predictions are reproduced bit for bit."""
+        logits_fn = self.logits_fn(device)
+        cols = None if allowed is None else torch.as_tensor(allowed, dtype=torch.int64, device=device)
+        out = []
+        for rows in x.split(batch_size):
+            logits = logits_fn(rows.to(device))
+            top = topk_predictions(logits if cols is None else logits[:, cols])
+            out.append((top if cols is None else cols[top]).cpu())
+        return torch.cat(out)
+
     def grid(self, device: torch.device | str = "cpu") -> LinearGrid:
         """This head as a one-head :class:`LinearGrid` (whose ``logits`` the linear probes report)."""
         t = {k: v.to(device) for k, v in self.tensors.items()}
@@ -120,7 +136,7 @@ def save_head(path: str | os.PathLike, head: SavedHead) -> str:
     check_head(head, str(path))
     tensors = {k: v.detach().cpu().contiguous() for k, v in head.tensors.items()}
     data = safetensors_bytes(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION),
-                                                "head": json.dumps(head.record())})
+                                                "head": json.dumps(head.record(), default=str)})
     with atomic_open(path, "wb") as f:
         f.write(data)
     return hashlib.sha256(data).hexdigest()

@@ -21,6 +21,7 @@ from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError, IjepaEvalError
 from ijepa_eval.features import get_features, parse_representation, resolve_device
 from ijepa_eval.probes import class_balanced_holdout, scores_from_topk, select_head
+from ijepa_eval.probes.headfile import SavedHead, load_head, write_head_file
 from ijepa_eval.protocols.probing import PROBES
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
 from ijepa_eval.results import (
@@ -74,6 +75,9 @@ def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe, task: 
     try:
         old = load_result(path)
         intact = load_predictions(old, path) is not None
+        if recipe.probe in ("linear", "logreg"):  # results of these probes keep their head
+            intact = intact and old.head_file is not None and load_head(path.parent / old.head_file["file"],
+                                                                        old.head_file["sha256"]) is not None
     except IjepaEvalError:
         return None  # unreadable, or its predictions are gone: run again and overwrite atomically
     as_json = json.loads(json.dumps(model.get("arch"), default=str))  # e.g. MSN with --arch final_norm: other features
@@ -153,11 +157,12 @@ def run_protocol(
     representations = recipe.cls_representations if encoder.has_class_token else recipe.representations
 
     feature_sets: dict[str, Any] = {}
+    datasets: dict[str, Any] = {}
     split_info: dict[str, Any] = {}  # provenance of a subset's split file (ImageNet 1%/10%)
 
     def features_of(split: str):
         if split not in feature_sets:
-            dataset = get_dataset(ds_spec.name, root, split, **ds_spec.options)
+            dataset = datasets[split] = get_dataset(ds_spec.name, root, split, **ds_spec.options)
             if getattr(dataset, "split_info", None):
                 split_info[split] = dataset.split_info
             feature_sets[split] = get_features(
@@ -220,7 +225,15 @@ def run_protocol(
         test_feats, test_labels, test_fs = features_of(ds_spec.test_split)  # only now: selection is done
         test_topk = probe.predict(test_feats, test_labels)
         test_scores = scores_from_topk(test_topk, torch.from_numpy(test_labels), probe.num_classes)
-    predicted = test_topk[best].cpu().numpy()
+    pool = "cls" if encoder.has_class_token else "avg"
+    classes = datasets[ds_spec.train_split].classes or [str(c) for c in range(train_fs.num_classes)]
+    head = probe.export_head(best, list(classes), head_context(model, recipe, encoder, train_fs, pool))
+    if head is None:
+        predicted = test_topk[best].cpu().numpy()
+    else:  # the reported predictions are the saved head's own, so re-applying it reproduces them bit for bit
+        head_topk = head.topk(test_feats[head.representation], dev)
+        test_scores[best] = scores_from_topk(head_topk[None], torch.from_numpy(test_labels), probe.num_classes)[0]
+        predicted = head_topk.numpy()
     seed_runs = None
     if seeds:
         seed_runs = seed_spread(recipe, heads[best], seeds, lambda p: fit(p, *final),
@@ -234,7 +247,6 @@ def run_protocol(
     total_s = time.perf_counter() - started
     timings = {"extraction_s": round(extraction_s, 3), "probe_s": round(probe_s, 3), "total_s": round(total_s, 3),
                **compute_cost(total_s, dev, processes())}
-    pool = "cls" if encoder.has_class_token else "avg"
     result = ResultRecord(
         protocol={"name": recipe.name, "task": task, "version": recipe.version, "config": recipe.to_dict(),
                   "reference": recipe.reference, "deviations": list(recipe.deviations)},
@@ -258,11 +270,21 @@ def run_protocol(
         optimizer=recipe.train_config().lr_record() if recipe.probe == "linear" else None,
         seeds=seed_runs,
     )
-    return write_with_predictions(result, out_dir, test_labels, predicted, test_fs.indices)
+    return write_with_predictions(result, out_dir, test_labels, predicted, test_fs.indices, head)
+
+
+def head_context(model: dict[str, Any], recipe: Recipe, encoder: Any, train_fs: Any, pool: str) -> dict[str, Any]:
+    """What a saved head needs from the features it reads: checked by ``ijepa-eval shift`` before applying it."""
+    return {"encoder": {k: model.get(k) for k in ("source", "sha256", "branch", "arch")},
+            "features": {"n_last_blocks": recipe.n_last_blocks, "pool": pool, "img_size": encoder.img_size,
+                         "transform": describe_transform(recipe.dataset.name, encoder.img_size)},
+            "dataset": {"name": recipe.dataset.name, "train_split": recipe.dataset.train_split,
+                        "fingerprint": train_fs.meta.get("fingerprint")},
+            "protocol": {"name": recipe.name, "version": recipe.version}}
 
 
 def write_with_predictions(result: ResultRecord, out_dir: Path, labels: np.ndarray, topk: np.ndarray,
-                           indices: np.ndarray) -> Path:
+                           indices: np.ndarray, head: SavedHead | None = None) -> Path:
     """Write a result with its per-example test predictions and the bootstrap intervals they give.
 
     Frozen probes and fine-tuning share it so that every result can be paired in ``compare``: the
@@ -270,6 +292,10 @@ def write_with_predictions(result: ResultRecord, out_dir: Path, labels: np.ndarr
     result JSON never points to a file that is not there yet.
     """
     result.metrics_ci = bootstrap_ci(labels, topk, seed=result.seed)
+    if head is not None:  # the head file, then the predictions, then the JSON pointing to both
+        head.context["result"] = {"file": result_filename(result), "metrics": dict(result.metrics),
+                                  "metrics_ci": dict(result.metrics_ci), "selection": dict(result.selection)}
+        result.head_file = write_head_file(out_dir / result_filename(result), head)
     result.predictions = write_predictions(predictions_path(out_dir / result_filename(result)), labels, topk, indices)
     return write_result(result, out_dir)
 

@@ -27,7 +27,6 @@ from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError, IjepaEvalError, unknown_choice
 from ijepa_eval.features import get_features, resolve_device
 from ijepa_eval.io import sha256_file
-from ijepa_eval.probes.metrics import topk_predictions
 from ijepa_eval.results import (
     ResultRecord,
     load_predictions,
@@ -42,7 +41,6 @@ from ijepa_eval.shift.recipes import ShiftRecipe, shift_recipe, shift_recipes
 from ijepa_eval.shift.source import HeadSource, check_fits, from_file, from_result
 from ijepa_eval.stats import bootstrap_ci, point_metrics
 
-PREDICT_BATCH = 4096  # rows per head application, as the probes' predict_grid
 ROOT_KEYS = ("imagenet", "v2")  # --root keys besides set names: ImageNet (val, for ReaL) and all three V2 variants
 
 
@@ -89,18 +87,6 @@ def plan_set(recipe: ShiftRecipe, roots: dict[str, str], classes: list[str], *, 
     splits = recipe.splits(corruptions)
     datasets = [(s, get_dataset(recipe.dataset.name, root, s, classes=classes)) for s in splits]
     return SetPlan(recipe, datasets, classes_mode=mode)
-
-
-def head_topk(logits_fn: Any, x: torch.Tensor, allowed: np.ndarray | None, device: torch.device) -> np.ndarray:
-    """[N, 5] best classes of the head on features ``x``, among ``allowed`` (None = every class)."""
-    cols = None if allowed is None else torch.as_tensor(allowed, device=device)
-    out = []
-    with torch.no_grad():
-        for rows in x.split(PREDICT_BATCH):
-            logits = logits_fn(rows.to(device))
-            top = topk_predictions(logits if cols is None else logits[:, cols])
-            out.append((top if cols is None else cols[top]).cpu())
-    return torch.cat(out).numpy()
 
 
 def score_set(plan: SetPlan, predicted: list[tuple[str, Any, np.ndarray]], seed: int) -> tuple[dict, dict, dict]:
@@ -194,7 +180,6 @@ def run_shift(
         check_fits(source, encoder, plan.datasets[0][1].name)
     dev = resolve_device(device, world_size=1)
     n_blocks = int((source.head.context.get("features") or {}).get("n_last_blocks", 4))
-    logits_fn = source.head.logits_fn(dev)
     model = model_of(source, encoder)
     out_dir, written = Path(out_dir), []
     for plan in tqdm(plans, desc="shift sets", unit="set", disable=not progress or len(plans) == 1):
@@ -213,8 +198,8 @@ def run_shift(
             fs = get_features(encoder, dataset, cache_dir=cache_dir, batch_size=batch_size, num_workers=num_workers,
                               device=dev, n_last_blocks=n_blocks, progress=progress)
             allowed = getattr(dataset, "allowed_classes", None) if plan.classes_mode == "subset" else None
-            predicted.append((split, fs, head_topk(logits_fn, fs.representation(source.head.representation),
-                                                    allowed, dev)))
+            topk = source.head.topk(fs.representation(source.head.representation), dev, allowed).numpy()
+            predicted.append((split, fs, topk))
         metrics, cis, extra = score_set(plan, predicted, seed=0)
         total_s = time.perf_counter() - started
         sizes = {split: len(fs) for split, fs, _ in predicted}
