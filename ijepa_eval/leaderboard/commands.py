@@ -53,6 +53,9 @@ def cmd_table(args: argparse.Namespace) -> int:
     paper = load_paper(args.paper)
     tables = build_tables(paper, results)
     written = write_tables(tables, args.out, formats)
+    from ijepa_eval.leaderboard.robustness import write_robustness
+
+    written += write_robustness(results, args.out, formats)  # shift results: the robustness table and scatter
     if args.html:
         from ijepa_eval.leaderboard.html import write_html
 

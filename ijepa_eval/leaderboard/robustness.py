@@ -75,7 +75,9 @@ def robustness_frame(results: list[Result]) -> pd.DataFrame:
         if in_val.get("top1") is not None:
             row["IN-val"] = value_cell(in_val["top1"], tuple(in_val["top1_ci"]) if in_val.get("top1_ci") else None)
         name = column(r)
-        cells = {f"{name} top-1": "top1", f"{name} mCE ↓": "mce"} if r.record.shift["set"] == "c" else {name: "top1"}
+        cells = {f"{name} top-1": "top1"} if r.record.shift["set"] == "c" else {name: "top1"}
+        if r.metric("mce") is not None:  # mCE exists for the full 15 corruptions only
+            cells[f"{name} mCE ↓"] = "mce"
         for col, metric in cells.items():
             if col not in columns:
                 columns.append(col)

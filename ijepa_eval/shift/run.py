@@ -184,8 +184,9 @@ def run_shift(
     out_dir, written = Path(out_dir), []
     for plan in tqdm(plans, desc="shift sets", unit="set", disable=not progress or len(plans) == 1):
         started = time.perf_counter()
-        task = task_of(plan, corruptions if plan.recipe.dataset.name == "imagenet_c" else None)
-        config = {**dataclasses.asdict(plan.recipe), "classes": plan.classes_mode, "corruptions_run": corruptions}
+        run_corruptions = corruptions if plan.recipe.dataset.name == "imagenet_c" else None
+        task = task_of(plan, run_corruptions)
+        config = {**dataclasses.asdict(plan.recipe), "classes": plan.classes_mode, "corruptions_run": run_corruptions}
         probe = ResultRecord(protocol={"name": plan.recipe.name, "task": task}, model=model, features={},
                              dataset={}, metrics={}, selection={})
         path = out_dir / result_filename(probe)
