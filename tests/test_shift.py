@@ -13,7 +13,7 @@ from ijepa_eval.data.synthetic import write_imagenet
 from ijepa_eval.data.synthetic_shift import write_shift_twins
 from ijepa_eval.features import get_features
 from ijepa_eval.leaderboard.records import load_results
-from ijepa_eval.leaderboard.robustness import robustness_frame, scatter_points
+from ijepa_eval.leaderboard.robustness import robustness_frame, scatter_points, write_robustness
 from ijepa_eval.probes.headfile import load_head
 from ijepa_eval.results import load_predictions, load_result
 
@@ -121,6 +121,14 @@ def test_shift_writes_one_result_per_set_matching_independent_recomputation(worl
     df = robustness_frame(loaded)
     assert list(df.columns[:4]) == ["model", "head", "IN-val", "V2 matched-freq."] and len(df) == 1
     assert "IN-C (3 of 15) top-1" in df.columns and len(scatter_points(loaded)) == 8
+    assert "IN-C (3 of 15) mCE ↓" not in df.columns  # mCE needs all 15 corruptions
+    in_val = source.metrics["top1"], source.metrics_ci["top1"]
+    assert df.loc[0, "IN-val"] == f"{in_val[0]:.1f} ± {(in_val[1][1] - in_val[1][0]) / 2:.1f}"
+    written = write_robustness(loaded, world["dir"] / "tables", ("md", "csv", "tex"))
+    assert sorted(p.name for p in written) == ["robustness.csv", "robustness.md", "robustness.tex",
+                                               "robustness_scatter.png", "robustness_scatter.svg"]
+    md = (world["dir"] / "tables" / "robustness.md").read_text()
+    assert "Ours only" in md and "**shift_imagenet_a** v1" in md and "deviation: transform" in md
 
 
 def test_all_classes_and_a_rerun_is_skipped(world, capsys):
