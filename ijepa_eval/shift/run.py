@@ -27,6 +27,7 @@ from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError, IjepaEvalError, unknown_choice
 from ijepa_eval.features import get_features, resolve_device
 from ijepa_eval.io import sha256_file
+from ijepa_eval.protocols.runner import model_record
 from ijepa_eval.results import (
     ResultRecord,
     load_predictions,
@@ -251,11 +252,7 @@ def load_head_encoder(source: HeadSource, ckpt: Any, branch: str | None, arch: A
 
 def model_of(source: HeadSource, encoder: Any) -> dict[str, Any]:
     """The result's model record (label and placement meta kept), else one from the encoder."""
-    if source.result is not None:
-        return dict(source.result.model)
-    info = encoder.info
-    return {"source": str(info.get("source")), "sha256": info.get("sha256"), "format": info.get("format"),
-            "branch": info.get("branch"), "arch": info.get("arch"), "label": None, "meta": {}}
+    return dict(source.result.model) if source.result is not None else model_record(encoder, None, None)
 
 
 def _same_run(path: Path, recipe: ShiftRecipe, config: dict, head_sha: str) -> bool:
