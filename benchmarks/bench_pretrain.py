@@ -19,9 +19,9 @@ import time
 import torch
 
 from ijepa_eval.pretrain.configs import apply_overrides, get_config
+from ijepa_eval.pretrain.loop import param_groups
 from ijepa_eval.pretrain.masks import MaskCollator
 from ijepa_eval.pretrain.model import build_ijepa, ema_update, jepa_loss, make_targets
-from ijepa_eval.pretrain.train import param_groups
 
 # dense bf16 peak TFLOP/s by device-name substring (vendor datasheets, SXM parts)
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 70.0, "V100": 125.0}

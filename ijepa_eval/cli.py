@@ -7,12 +7,10 @@ Every room exposes ``register(subparsers)`` in a ``commands`` module; the parser
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import os
 import sys
 
-from ijepa_eval.errors import IjepaEvalError, describe_os_error
+from ijepa_eval.cli_base import new_parser, run_parsed
 
 # Order here is the order in `ijepa-eval --help`.
 COMMAND_MODULES = (
@@ -33,32 +31,10 @@ EPILOG = """examples:
 Run `ijepa-eval COMMAND --help` for each command's options and examples."""
 
 
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps example blocks as written and shows defaults, except where they say nothing: unset (None) or
-    off (False) values, and help texts that already state their default."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default in (None, False) or "default" in (action.help or ""):
-            return action.help
-        return super()._get_help_string(action)
-
-
-class Parser(argparse.ArgumentParser):
-    """Usage errors are one line too (argparse prints the whole usage block first); sub-commands inherit it."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(
-        prog="ijepa-eval",
-        description="Frozen-feature evaluation of self-supervised ViTs (the I-JEPA paper's protocols).",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
+    parser, subparsers = new_parser(
+        "Frozen-feature evaluation of self-supervised ViTs (the I-JEPA paper's protocols).", EPILOG
     )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)
@@ -71,47 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    try:
-        args, extra = parser.parse_known_args(argv)
-        if extra:
-            # `key=value` overrides may stand between options (`epochs=2 --label x`): argparse stops collecting
-            # a positional nargs="*" list at the first option, so gather the stragglers here.
-            if all("=" in tok and not tok.startswith("-") for tok in extra) and hasattr(args, "overrides"):
-                args.overrides = [*(args.overrides or []), *extra]
-            else:
-                parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    except SystemExit as exit_:  # usage errors (one line, see Parser) return their code; --help exits as usual
-        if not exit_.code:
-            raise
-        return exit_.code if isinstance(exit_.code, int) else 2
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    prefix = f"ijepa-eval {args.command}: error:"
-    try:
-        code = int(args.func(args) or 0)
-        sys.stdout.flush()  # a closed pipe shows up here for short outputs
-        return code
-    except IjepaEvalError as err:
-        if args.debug:
-            raise
-        print(f"{prefix} {err}", file=sys.stderr)
-        return err.exit_code
-    except BrokenPipeError:  # `ijepa-eval inspect CKPT | head -1`: the reader left; stop quietly after one line
-        with contextlib.suppress(OSError):  # later flushes of the dead stdout must not raise at exit
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print(f"{prefix} stdout was closed before the output was complete (broken pipe)", file=sys.stderr)
-        return 141  # 128 + SIGPIPE, what a shell reports for a reader that left early
-    except OSError as err:  # read-only folder, disk full, permissions: the OS's reason, in one line
-        if args.debug:
-            raise
-        print(f"{prefix} {describe_os_error(err)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"ijepa-eval {args.command}: interrupted", file=sys.stderr)
-        return 130
+    return run_parsed(build_parser(), sys.argv[1:] if argv is None else argv)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def random_init_like(encoder, seed: int = 0):
 
 def pretrain(out: Path, clevr_root: Path, steps: int) -> Path:
     from ijepa_eval.pretrain.configs import apply_overrides, get_config
-    from ijepa_eval.pretrain.train import train
+    from ijepa_eval.pretrain.loop import train
 
     ckpt = out / "pretrain" / "latest.pth.tar"
     summary = out / "pretrain" / "summary.json"
@@ -129,29 +129,17 @@ def evaluate(out: Path, ckpt: Path, clevr_root: Path, shapes_root: Path, epochs:
 def leaderboard(out: Path, result_paths: list[Path]) -> dict:
     """Print and write the table with 95% intervals and ↑/↓/≈ marks against the random-init floor."""
     from ijepa_eval.io import atomic_write_json
-    from ijepa_eval.leaderboard.compare import (
-        compare_frames,
-        compare_notes,
-        intervals,
-        rows_from_results,
-        significance,
-        significance_lines,
-        values,
-        write_compare,
-    )
+    from ijepa_eval.leaderboard.comparison import Comparison
     from ijepa_eval.leaderboard.html import write_html
     from ijepa_eval.leaderboard.plots import bars
     from ijepa_eval.leaderboard.records import load_results
 
     results = load_results(result_paths)
-    rows = rows_from_results(results)
     floor = next(r.display for r in results if r.label == "random-init")
-    tests, skipped = significance(rows, PROTOCOLS, "top1", floor)
-    shown, flat = compare_frames(rows, PROTOCOLS, "top1", tests)
-    lines = significance_lines(tests, rows, "top1", floor) + skipped
-    write_compare(shown, flat, out, "top1", compare_notes(tests, skipped, rows, PROTOCOLS, "top1", floor))
-    bars(values(rows, PROTOCOLS), out / "leaderboard", metric="top1", intervals=intervals(rows, PROTOCOLS))
-    write_html(out, results, sources=[str(out / "runs")], reference=floor)
+    comparison = Comparison.of_results(results, PROTOCOLS, "top1", floor)
+    comparison.write(out)
+    bars(comparison.values(), out / "leaderboard", metric="top1", intervals=comparison.intervals())
+    write_html(out, results, sources=[str(out / "runs")], comparison=comparison)
     top1 = {label: {} for label in ENCODERS}
     top1_ci = {label: {} for label in ENCODERS}
     for r in results:
@@ -159,14 +147,14 @@ def leaderboard(out: Path, result_paths: list[Path]) -> dict:
         top1_ci[r.label][r.protocol] = r.record.metrics_ci.get("top1")
     margins = {p: round(top1["ijepa-target"][p] - top1["random-init"][p], 2) for p in PROTOCOLS}
     target = next(r.display for r in results if r.label == "ijepa-target")
-    verdicts = {p: t.verdict for (name, p), t in tests.items() if name == target}
+    verdicts = {p: t.verdict for (name, p), t in comparison.tests.items() if name == target}
     atomic_write_json(out / "summary.json", {"top1": top1, "top1_ci": top1_ci, "target_minus_random": margins,
                                              "target_vs_random": verdicts})
     print("\n[4/4] leaderboard (test top-1 %, selected head; head chosen on held-out train data)\n")
-    print(shown.to_string())
+    print(comparison.table.to_string())
     print("\n± half-width of the 95% bootstrap interval over test examples; "
           f"↑ / ↓ / ≈: significantly better / worse than {floor} / no significant difference (paired, 95%)")
-    print("\n".join(["", *lines]))
+    print("\n".join(["", *comparison.lines]))
     return margins
 
 

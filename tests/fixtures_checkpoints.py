@@ -287,6 +287,21 @@ def write_hf_cache(cache: str | Path, repo_id: str, folder: str | Path, revision
     return snapshot
 
 
+def write_hf_data2vec(path: str | Path, cls_name: str, **overrides):
+    """A tiny random transformers Data2VecVision model, every parameter perturbed, saved with save_pretrained."""
+    import transformers  # the test extra; the runtime reads these folders without it
+    config = transformers.Data2VecVisionConfig(
+        hidden_size=64, num_hidden_layers=3, num_attention_heads=4, intermediate_size=128, image_size=TINY["img_size"],
+        patch_size=16, layer_norm_eps=1e-12, **overrides)
+    torch.manual_seed(1)
+    model = getattr(transformers, cls_name)(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    model.save_pretrained(path)
+    return model
+
+
 # -- DINOv2 official release (facebookresearch/dinov2 hub *_pretrain.pth) ---------------------------------
 def write_dinov2_release(path: str | Path, *, registers: int = 0, swiglu: bool = False, seed: int = 0,
                          dim: int = 64, depth: int = 3, patch: int = 8, grid: int = 4) -> dict:
@@ -473,3 +488,52 @@ def write_cae_checkpoint(path: str | Path, *, seed: int = 0, model_name: str = "
     torch.save({"model": model, "optimizer": _adamw_state(encoder), "epoch": 1599,
                 "scaler": dict(GRAD_SCALER_STATE), "args": args}, path)
     return encoder
+
+
+def beit_finetune_args(data2vec: dict | None = None, **overrides) -> argparse.Namespace:
+    """``run_class_finetuning.py``'s args as saved (microsoft/unilm beit/ defaults; ``data2vec``: the extra
+    flags of facebookresearch/data2vec_vision's copy, e.g. ``{"linear_classifier": True}``)."""
+    args = dict(model="beit_base_patch16_224", nb_classes=10, input_size=48, epochs=30, rel_pos_bias=True,
+                abs_pos_emb=False, layer_scale_init_value=0.1, use_mean_pooling=True, drop_path=0.1, layer_decay=0.9,
+                lr=5e-4, weight_decay=0.05, model_ema=False, smoothing=0.1, finetune="beit_base_patch16_224_pt22k.pth",
+                model_key="model|module", init_scale=0.001, output_dir="./output_dir")
+    if data2vec is not None:
+        args.update({"linear_classifier": False, "learn_layer_weights": False, "layernorm_before_combine": False,
+                     "remove_final_norm": False, "reinit_final_norm": False, "target_layer": -1,
+                     "num_mask_patches": 0, **data2vec})
+    return argparse.Namespace(**{**args, **overrides})
+
+
+def write_beit_finetuned_checkpoint(path: str | Path, *, release: bool = False, with_ema: bool = False, seed: int = 0,
+                                    args: argparse.Namespace | None = None, rel_pos: str = "block",
+                                    num_classes: int = 10, **overrides) -> dict:
+    """A BEiT-style fine-tuned model as ``run_class_finetuning.py`` (unilm beit/ or data2vec_vision beit/)
+    saves it with ``utils.save_model`` on torch.amp: ``{'model', 'optimizer', 'epoch', 'scaler', 'args'}``
+    plus ``model_ema`` with ``--model_ema``; ``release``: ``{'model'}`` only, as the released
+    ``beit_*_pt22k_ft22kto1k.pth``. ``model`` is ``modeling_finetune.VisionTransformer.state_dict()``:
+    relative position tables per block (``rel_pos="block"``: BEiT's ``use_rel_pos_bias``) or shared
+    (``"shared"``: data2vec's ``use_shared_rel_pos_bias``) with their index buffers, ``fc_norm`` after the mean (``use_mean_pooling``;
+    ``norm`` is Identity) or ``norm`` (``--use_cls``), no final-norm weights with data2vec's
+    ``--linear_classifier`` (``fc_norm`` without affine), ``layer_log_weights`` with ``--learn_layer_weights``,
+    and ``head``. Returns the saved ``model`` without ``head`` (official names, buffers kept)."""
+    args = args or beit_finetune_args(nb_classes=num_classes)
+    model = beit_style_state_dict(seed, rel_pos=rel_pos if args.rel_pos_bias else None, abs_pos=args.abs_pos_emb,
+                                  **overrides)
+    dim, depth = model["cls_token"].shape[-1], 1 + max(int(k.split(".")[1]) for k in model if k.startswith("blocks."))
+    norm = {"weight": model.pop("norm.weight"), "bias": model.pop("norm.bias")}
+    if not args.use_mean_pooling:
+        model.update({f"norm.{k}": v for k, v in norm.items()})
+    elif not getattr(args, "linear_classifier", False):
+        model.update({f"fc_norm.{k}": v for k, v in norm.items()})
+    if getattr(args, "learn_layer_weights", False):
+        model["layer_log_weights"] = torch.zeros(depth)
+    saved = {**model, "head.weight": _perturbed((num_classes, dim), 0.02), "head.bias": torch.zeros(num_classes)}
+    if release:
+        torch.save({"model": saved}, path)
+        return model
+    save = {"model": saved, "optimizer": _adamw_state(model), "epoch": args.epochs - 1,
+            "scaler": dict(GRAD_SCALER_STATE), "args": args}
+    if with_ema:
+        save["model_ema"] = {k: v.clone() for k, v in saved.items()}
+    torch.save(save, path)
+    return model

@@ -24,11 +24,11 @@ from ijepa_eval.encoders import (
     build_vit,
     detect_format,
     encoder_from_vit,
-    formats,
     infer_arch,
     load_encoder,
     read_encoder_checkpoint,
 )
+from ijepa_eval.encoders import registry as formats
 from ijepa_eval.errors import ArchitectureError, CheckpointError, ConfigError, UnsafeCheckpointError
 from ijepa_eval.io import sha256_file
 

@@ -17,19 +17,20 @@ from ijepa_eval.data.clevr_mini import render_clevr_mini
 from ijepa_eval.data.synthetic import write_imagenet
 from ijepa_eval.encoders import load_encoder
 from ijepa_eval.errors import CheckpointError, ConfigError
-from ijepa_eval.finetune import run as run_module
 from ijepa_eval.finetune import train as train_module
 from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.finetune.model import build_classifier, build_optimizer, lr_at
-from ijepa_eval.finetune.run import run_finetune
-from ijepa_eval.leaderboard.compare import reference_cell
+from ijepa_eval.leaderboard.comparison import reference_cell
 from ijepa_eval.leaderboard.records import load_results
 from ijepa_eval.protocols import RECIPES_DIR, load_recipe, run_protocol
+from ijepa_eval.protocols import finetuning as run_module
+from ijepa_eval.protocols.finetune_widths import for_width
+from ijepa_eval.protocols.finetuning import run_finetune
 from ijepa_eval.results import load_predictions, load_result, predictions_path
 from ijepa_eval.stats import bootstrap_ci, paired_test
 
 sys.path.insert(0, str(Path(__file__).parent))
-from fixtures_checkpoints import write_ijepa_checkpoint  # noqa: E402
+from fixtures_checkpoints import write_ijepa_checkpoint, write_mae_checkpoint  # noqa: E402
 
 # RandAugment, erasing, mixup + cutmix (soft targets), drop path: every random path of the loop
 ALL_RANDOM = ["finetune.reprob=0.25", "finetune.mixup=0.8", "finetune.cutmix=1.0", "finetune.drop_path=0.1"]
@@ -54,23 +55,61 @@ def finetune(world, tmp_path, *overrides, **kwargs):
 # ------------------------------------------------------------------------------------------------ recipe
 
 
-def test_recipe_cites_a_source_for_every_hyperparameter_and_declares_deviations():
-    r = load_recipe("in1k_1pct_finetune")
-    assert (r.probe, r.epochs, r.batch_size, r.dataset.name) == ("finetune", 50, 512, "imagenet_1pct")
-    f = r.finetune
-    assert (f.layer_decay, f.weight_decay, f.smoothing, f.blr, f.drop_path, f.reprob, f.mixup, f.cutmix) == (
-        0.75, 0.4, 0.1, 3e-5, 0.0, 0.0, 0.0, 0.0)
-    assert f.auto_augment == "rand-m9-mstd0.5-inc1" and f.effective_lr(512) == pytest.approx(6e-5)
-    assert len(r.deviations) >= 3 and r.reference
-    lines = (RECIPES_DIR / "in1k_1pct_finetune.yaml").read_text().split("\nfinetune:\n")[1].split("\nselection")[0]
+@pytest.mark.parametrize("name,tags", [("in1k_1pct_finetune", r"\[A\.2\]|\[MAE\]"),
+                                       ("in1k_1pct_finetune_semivit", r"\[CMD\]|\[DEF\]")])
+def test_recipe_cites_a_source_for_every_hyperparameter_and_declares_deviations(name, tags):
+    r = load_recipe(name)
+    assert (r.probe, r.dataset.name, r.finetune.keep) == ("finetune", "imagenet_1pct", "last")
+    assert len(r.deviations) >= 4 and r.reference
+    lines = (RECIPES_DIR / f"{name}.yaml").read_text().split("\nfinetune:\n")[1].split("\nselection")[0]
     for line in lines.splitlines():
-        assert re.search(r"#.*(\[MSN\]|\[MAE\]|ours|memory only)", line), f"no source for: {line.strip()}"
+        assert re.search(rf"#.*({tags}|ours|memory only)", line), f"no source for: {line.strip()}"
     with pytest.raises(ConfigError, match="does not retrain"):
-        load_recipe("in1k_1pct_finetune", ["selection.retrain_on_full_train=true"])
+        load_recipe(name, ["selection.retrain_on_full_train=true"])
     with pytest.raises(ConfigError, match="nothing to select on test; add finetune.keep=best"):
-        load_recipe("in1k_1pct_finetune", ["selection.split=test"])
+        load_recipe(name, ["selection.split=test"])
     with pytest.raises(ConfigError, match="unknown value for 'finetune.keep' 'bset'"):
-        load_recipe("in1k_1pct_finetune", ["finetune.keep=bset"])
+        load_recipe(name, ["finetune.keep=bset"])
+
+
+def test_ijepa_recipe_takes_appendix_a2_per_model_size():
+    """I-JEPA App. A.2: lr / wd 3e-5 / 5e-2 for ViT-L, 3e-5 / 4e-1 for ViT-H; the rest is shared."""
+    for width, wd in ((1024, 0.05), (1280, 0.4)):
+        r, sizes = for_width("in1k_1pct_finetune", width)
+        f = r.finetune
+        assert (r.epochs, r.batch_size, f.blr, f.weight_decay, f.layer_decay, f.smoothing) == (50, 512, 3e-5, wd, 0.75, 0.1)
+        assert (f.drop_path, f.reprob, f.mixup, f.cutmix, f.auto_augment) == (0.0, 0.0, 0.0, 0.0, "rand-m9-mstd0.5-inc1")
+        assert sizes == {"width": width, "listed": ["1024", "1280"], "matched": True,
+                         "applied": {"finetune.weight_decay": wd}}
+    r, sizes = for_width("in1k_1pct_finetune", 192)  # a width A.2 does not give: MAE's default wd, recorded
+    assert r.finetune.weight_decay == 0.05 and not sizes["matched"] and not sizes["applied"]
+
+
+def test_semivit_recipe_is_finetune_md_per_model_size():
+    """Semi-ViT FINETUNE.md, 1% ImageNet, 8 GPUs: per-GPU batch x 8, blr, layer decay, epochs, head."""
+    want = {768: (100, 512, 5e-5, 1e-4, 0.65, "avg", "fc_norm"), 1024: (50, 512, 1e-3, 2e-3, 0.75, "avg", "fc_norm"),
+            1280: (50, 128, 1e-2, 5e-3, 0.75, "cls", "final")}
+    for width, row in want.items():
+        r, _ = for_width("in1k_1pct_finetune_semivit", width)
+        f = r.finetune
+        assert (r.epochs, r.batch_size, f.blr, f.effective_lr(r.batch_size), f.layer_decay, f.pool, f.head_norm) == (
+            pytest.approx(row[0]), row[1], pytest.approx(row[2]), pytest.approx(row[3]), row[4], row[5], row[6])
+        assert (f.weight_decay, f.drop_path, f.reprob, f.mixup, f.cutmix, f.eval_every) == (0.05, 0.0, 0.0, 0.0, 0.0, 5)
+    # the user's overrides win over the width's entry; the lr follows the batch (MAE's rule)
+    r, _ = for_width("in1k_1pct_finetune_semivit", 1280, ["batch_size=256", "finetune.pool=avg"])
+    assert (r.batch_size, r.finetune.pool, r.finetune.effective_lr(256)) == (256, "avg", pytest.approx(1e-2))
+
+
+def test_by_width_entries_are_checked(tmp_path):
+    bad = (RECIPES_DIR / "in1k_1pct_finetune.yaml").read_text().replace(
+        '"1024": {finetune.weight_decay: 0.05}', '"1024": {finetune.weight_dekay: 0.05}')
+    (tmp_path / "bad.yaml").write_text(bad)
+    with pytest.raises(ConfigError, match=r"finetune.by_width entry for width 1024: .*'finetune.weight_dekay'.*"
+                                          r"finetune.weight_decay"):
+        for_width(tmp_path / "bad.yaml", 1024)
+    for_width(tmp_path / "bad.yaml", 1280)  # other widths are unaffected
+    with pytest.raises(ConfigError, match="by_width keys are encoder widths"):
+        load_recipe("in1k_1pct_finetune", ["finetune.by_width={vit_l: {epochs: 2}}"])
 
 
 # ------------------------------------------------------------------------------------------ timm parts
@@ -123,6 +162,32 @@ def test_head_reads_the_frozen_feature_and_fc_norm_is_maes_head(world):
         want = torch.nn.functional.layer_norm(tokens.mean(1), (encoder.embed_dim,), eps=1e-6)  # fresh fc_norm
         torch.testing.assert_close(mae.forward_head(mae.forward_features(x), pre_logits=True), want)
     assert all(p.requires_grad for p in final.parameters()) and not any(p.requires_grad for p in encoder.parameters())
+    with pytest.raises(ConfigError, match="finetune.pool=cls needs a model with a cls token"):
+        build_classifier(encoder, 5, FinetuneSpec(pool="cls"))
+
+
+def test_cls_models_get_maes_two_heads(tmp_path):
+    """A cls-token model (MAE): --cls_token = the cls token after the pretrained norm (lastCLS); --global_pool
+    (Semi-ViT's ViT-L setting) = mean of the PATCH tokens of the last block, no pretrained norm, a new LayerNorm."""
+    write_mae_checkpoint(tmp_path / "mae.pth", encoder_only=True)
+    encoder = load_encoder(tmp_path / "mae.pth")
+    assert encoder.has_class_token
+    x = torch.randn(2, 3, encoder.img_size, encoder.img_size)
+    last_block = []
+    with torch.no_grad():
+        cls = build_classifier(encoder, 5, FinetuneSpec()).eval()  # pool auto -> cls
+        torch.testing.assert_close(cls.forward_head(cls.forward_features(x), pre_logits=True),
+                                   encoder.forward_features(x, 1, "cls"))
+        avg = build_classifier(encoder, 5, FinetuneSpec(pool="avg")).eval()  # lastPOOL: norm, then patch mean
+        torch.testing.assert_close(avg.forward_head(avg.forward_features(x), pre_logits=True),
+                                   encoder.forward_features(x, 1, "avg"))
+        gp = build_classifier(encoder, 5, FinetuneSpec(pool="avg", head_norm="fc_norm")).eval()
+        gp.blocks[-1].register_forward_hook(lambda mod, inp, out: last_block.append(out))
+        got = gp.forward_head(gp.forward_features(x), pre_logits=True)
+        patches = last_block[0][:, encoder.num_prefix_tokens:]  # cls token excluded, as models_vit's x[:, 1:]
+        want = torch.nn.functional.layer_norm(patches.mean(1), (encoder.embed_dim,), eps=1e-6)
+        torch.testing.assert_close(got, want)
+        assert not torch.allclose(got, encoder.forward_features(x, 1, "avg"), atol=1e-3)  # the pretrained norm is gone
 
 
 # --------------------------------------------------------------------------------- selection and resume
@@ -207,6 +272,20 @@ def test_cli_runs_the_recipe_on_the_imagenet_1pct_layout(world, tmp_path, capsys
     assert "earlier fine-tuning run of this result" in capsys.readouterr().err
     assert main([*args, "--no-skip-existing", "--resume"]) == 0
     assert load_result(path).metrics == r.metrics
+
+
+def test_the_encoders_width_picks_its_by_width_entry_and_the_result_records_it(world, tmp_path, capsys):
+    width = load_encoder(world["ckpt"]).embed_dim
+    table = f"finetune.by_width={{'{width}': {{finetune.weight_decay: 0.3, epochs: 1}}, '99999': {{epochs: 7}}}}"
+    r = load_result(finetune(world, tmp_path / "a", table))
+    assert (r.optimizer["weight_decay"], len(r.heads)) == (0.3, 1)  # this width's entry, not the recipe's 0.05 / 50
+    assert r.protocol["by_width"] == {"width": width, "listed": [str(width), "99999"], "matched": True,
+                                      "applied": {"finetune.weight_decay": 0.3, "epochs": 1}}
+    assert r.protocol["config"]["finetune"]["weight_decay"] == 0.3
+    capsys.readouterr()
+    r = load_result(finetune(world, tmp_path / "b", "epochs=1", "finetune.by_width={'99999': {epochs: 7}}"))
+    assert r.protocol["by_width"]["matched"] is False and len(r.heads) == 1
+    assert f"lists settings for widths 99999, not {width}; using the recipe's base values" in capsys.readouterr().out
 
 
 def test_cli_errors_are_one_line(world, tmp_path, capsys):
@@ -361,9 +440,17 @@ def test_table2_shows_finetuned_and_frozen_cells_and_compares_like_with_like(tmp
     cols = ["in1k_1pct paper", "in1k_1pct paper adaptation", "in1k_1pct ours finetune", "in1k_1pct ours frozen",
             "in1k_1pct ours", "in1k_1pct Δ"]
     assert t2.loc[("MAE", "ViT-H/14"), cols].tolist() == ["71.5", "finetune", "70.0", "60.0", "70.0", "-1.5"]
-    assert t2.loc[("I-JEPA", "ViT-H/14"), cols].tolist() == ["73.3", "frozen", "75.0", "72.0", "72.0", "-1.3"]
-    assert t2.loc[("data2vec", "ViT-L/16"), "in1k_1pct paper adaptation"] == "finetune"
+    # I-JEPA's own Table 2 numbers are fine-tuned (App. A.2): Δ is against our fine-tuned result, never the frozen
+    assert t2.loc[("I-JEPA", "ViT-H/14"), cols].tolist() == ["73.3", "finetune", "75.0", "72.0", "75.0", "+1.7"]
     assert t2.loc[("DINO", "ViT-B/8"), "in1k_1pct paper adaptation"] == "frozen"
+    # rows no source lets us compare like with like: reference only, with a note under the table
+    for row, how in ((("data2vec", "ViT-L/16"), "unknown"), (("SimCLRv2", "RN152(2x)"), "finetune"),
+                     (("BYOL", "RN200(2x)"), "finetune")):
+        assert t2.loc[row, "in1k_1pct paper adaptation"] == how and t2.loc[row, "in1k_1pct paper source"].endswith("[ref]")
+        assert t2.loc[row, ["in1k_1pct ours", "in1k_1pct Δ"]].tolist() == ["—", "—"]
+    assert not t2["in1k_1pct paper source"].isin(["", "—"]).any()  # every paper cell names its source
+    md = (tmp_path / "t" / "table2.md").read_text()
+    assert "[ref] Reference only:" in md and "the paper prints 'RN151'" in md and "no source found" in md
     assert "`ours finetune` and `ours frozen`" in (tmp_path / "t" / "table2.md").read_text()
     t6 = pd.read_csv(tmp_path / "t" / "table6.csv", dtype=str)  # a frozen-only column keeps its plain cells
     assert "in1k_1pct_linear paper adaptation" not in t6.columns

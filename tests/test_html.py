@@ -21,7 +21,8 @@ import pytest
 
 from ijepa_eval import demo
 from ijepa_eval.cli import main
-from ijepa_eval.leaderboard.html import PAGES, frame_table, leading_number, write_html
+from ijepa_eval.leaderboard.html import PAGES, write_html
+from ijepa_eval.leaderboard.html_table import frame_table, leading_number
 from ijepa_eval.leaderboard.records import CONTEXT_NOTE, load_results
 from ijepa_eval.results import ResultRecord, iter_result_paths, write_predictions, write_result
 

@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import binomtest
 
 from ijepa_eval.cli import main
-from ijepa_eval.leaderboard import compare, plots
+from ijepa_eval.leaderboard import comparison, plots
 from ijepa_eval.leaderboard.records import load_results
 from ijepa_eval.leaderboard.tables import delta_cell, marked, value_cell
 from ijepa_eval.results import (
@@ -119,12 +119,12 @@ def test_compare_marks_real_differences_and_ties(tmp_path, capsys):
     assert "real (better)" in md and "not tested: different test sets" in md
 
     # the other order: the baseline is significantly worse than A
-    rows = compare.rows_from_results(load_results([runs]))
-    tests, _ = compare.significance(rows, ["shapes"], "top1", "A (target)")
+    rows = comparison.rows_from_results(load_results([runs]))
+    tests, _ = comparison.significance(rows, ["shapes"], "top1", "A (target)")
     assert tests[("baseline (target)", "shapes")].verdict == "loss"
-    assert compare.reference_row(rows, "baseline (target)") == compare.reference_row(rows, "baseline")
+    assert comparison.reference_row(rows, "baseline (target)") == comparison.reference_row(rows, "baseline")
     with pytest.raises(Exception, match="unknown reference row 'nobody'"):
-        compare.significance(rows, ["shapes"], "top1", "nobody")
+        comparison.significance(rows, ["shapes"], "top1", "nobody")
 
 
 def test_compare_refuses_a_tampered_predictions_file(tmp_path, capsys):
@@ -174,8 +174,8 @@ def test_compare_of_checkpoints_keeps_the_mark_of_a_context_row(tmp_path):
     hf = write_run(runs, "hf", "shapes", labels, a, dataset=folder)
     hf.write_text(hf.read_text().replace('"branch": "target"', '"branch": "context"'))
     rows = [("baseline", {"shapes": load_results([base])[0]}), ("hf", {"shapes": load_results([hf])[0]})]
-    tests, skipped = compare.significance(rows, ["shapes"], "top1")
+    tests, skipped = comparison.significance(rows, ["shapes"], "top1")
     assert tests[("hf", "shapes")].verdict == "win" and not skipped
-    shown, flat = compare.compare_frames(rows, ["shapes"], "top1", tests)
+    shown, flat = comparison.compare_frames(rows, ["shapes"], "top1", tests)
     assert shown["model"].tolist() == ["baseline", "hf†"]
     assert shown.loc[1, "shapes"].endswith("↑ (h)") and flat.loc[1, "shapes vs ref"] == "win"

@@ -15,7 +15,7 @@ from torch import nn
 
 from ijepa_eval.cli import main as cli_main
 from ijepa_eval.pretrain.configs import apply_overrides, get_config
-from ijepa_eval.pretrain.train import train
+from ijepa_eval.pretrain.loop import train
 
 VENV_BIN = Path(sys.executable).parent
 # vit_tiny width (192, 3 heads: load_encoder infers the heads from the width), 2 blocks, 4 x 4 patches
@@ -102,7 +102,7 @@ class _SlowFirstWorker(torch.utils.data.Dataset):
 
 
 def test_loader_workers_draw_each_steps_own_masks(full_run, clevr_root, tmp_path, monkeypatch):
-    import ijepa_eval.pretrain.train as train_module
+    import ijepa_eval.pretrain.loop as train_module
 
     build = train_module.build_dataset
     monkeypatch.setattr(train_module, "build_dataset", lambda cfg, out: _SlowFirstWorker(build(cfg, out)))

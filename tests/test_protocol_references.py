@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ijepa_eval.data import describe_transform
+from ijepa_eval.protocols.finetune_widths import for_width
 from ijepa_eval.protocols.recipes import Recipe, available_recipes, load_recipe
 
 VISSL = "vissl configs/config/benchmark/linear_image_classification"
@@ -98,16 +99,55 @@ REFERENCE: dict[str, dict[str, Check]] = {
         "logreg.lambdas": (2.5e-4, "regularisation", lambda lambdas: 2.5e-4 in lambdas and 2.5e-3 in lambdas),
         "transform": (transform("", 256, "bilinear"), "transform"),
     },
-    # MSN appendix (low-shot fine-tuning of MAE, via DESIGN §6) over MAE main_finetune.py defaults:
-    # --global_pool (fc_norm head), best val accuracy printed over epochs.
-    "in1k_1pct_finetune": {
-        "epochs": (50, "hyperparameters"), "batch_size": (512, "hyperparameters"),
-        "finetune.blr": (3e-5, "hyperparameters"), "finetune.base_batch": (256, "hyperparameters"),
-        "finetune.weight_decay": (0.4, "hyperparameters"), "finetune.layer_decay": (0.75, "hyperparameters"),
-        "finetune.smoothing": (0.1, "hyperparameters"), "finetune.warmup_epochs": (5, "hyperparameters"),
-        "finetune.reprob": (0.0, "hyperparameters"), "finetune.mixup": (0.0, "hyperparameters"),
-        "finetune.cutmix": (0.0, "hyperparameters"), "finetune.drop_path": (0.0, "hyperparameters"),
-        "finetune.head_norm": ("fc_norm", "head"), "finetune.keep": ("best", "selection"),
+}
+
+
+def mae_finetune(**reference: Any) -> dict[str, Check]:
+    """facebookresearch/mae main_finetune.py argparse defaults (util/lr_sched.py, util/lr_decay.py,
+    util/datasets.py build_transform: timm create_transform, eval Resize 256 bicubic + CenterCrop 224), topic
+    "hyperparameters", with ``reference`` as {recipe field: value or (value, topic)} on top."""
+    row: dict[str, Check] = {
+        "epochs": (50, "hyperparameters"), "finetune.base_batch": (256, "hyperparameters"),
+        "finetune.min_lr": (1e-6, "hyperparameters"), "finetune.warmup_epochs": (5, "hyperparameters"),
+        "finetune.weight_decay": (0.05, "hyperparameters"), "finetune.layer_decay": (0.75, "hyperparameters"),
+        "finetune.betas": ([0.9, 0.999], "hyperparameters"), "finetune.clip_grad": (None, "hyperparameters"),
+        "finetune.smoothing": (0.1, "hyperparameters"), "finetune.auto_augment": ("rand-m9-mstd0.5-inc1", "hyperparameters"),
+        "finetune.crop_scale": ([0.08, 1.0], "hyperparameters"), "finetune.hflip": (0.5, "hyperparameters"),
+        "finetune.reprob": (0.25, "hyperparameters"), "finetune.mixup": (0.0, "hyperparameters"),
+        "finetune.cutmix": (0.0, "hyperparameters"), "finetune.drop_path": (0.1, "hyperparameters"),
+        "finetune.head_init_std": (2e-5, "hyperparameters"),
+        "finetune.pool": ("avg", "head"), "finetune.head_norm": ("fc_norm", "head"),  # --global_pool (default)
+        "finetune.keep": ("best", "selection"), "finetune.eval_every": (1, "selection"),  # max accuracy over epochs
+        "selection.split": ("test", "selection"),  # ... read off ImageNet val, the reported split
+        "transform": (IMAGENET[0], "transform"),
+    }
+    return row | {k: v if isinstance(v, tuple) else (v, "hyperparameters") for k, v in reference.items()}
+
+
+def ijepa_a2(weight_decay: float) -> dict[str, Check]:
+    """I-JEPA paper App. A.2 "Low-shot evaluation" (adapts MAE's protocol): 50 epochs, batch 512, layer decay
+    0.75, smoothing 0.1, MAE's RandAugment, no mixup / cutmix / random erasing / drop path, "learning rate
+    /weight decay of 3e-5/5e-2 for the ViT-L/16, 3e-5/4e-1 for the ViT-H/14 and ... the ViT-H/16 448"."""
+    return mae_finetune(batch_size=512, **{"finetune.reprob": 0.0, "finetune.drop_path": 0.0,
+        "finetune.weight_decay": weight_decay, "finetune.effective_lr": (3e-5, "learning rate")})
+
+
+def semivit(batch_size: int, blr: float, epochs: int, layer_decay: float, cls_token: bool) -> dict[str, Check]:
+    """amazon-science/semi-vit FINETUNE.md 1% ImageNet command (8 GPUs x --batch_size) over its main_finetune.py
+    (MAE's fork: same defaults, --eval_freq 5, lr = blr x batch / 256); --cls_token: cls token after the norm."""
+    head = {"finetune.pool": ("cls", "head"), "finetune.head_norm": ("final", "head")} if cls_token else {}
+    return mae_finetune(batch_size=batch_size, epochs=epochs, **{"finetune.reprob": 0.0, "finetune.drop_path": 0.0,
+        "finetune.blr": blr, "finetune.effective_lr": blr * batch_size / 256, "finetune.layer_decay": layer_decay,
+        "finetune.eval_every": (5, "selection"), **head})
+
+
+# Fine-tuning recipes whose reference differs per model size: {recipe: {encoder width: reference row}}.
+REFERENCE_BY_WIDTH: dict[str, dict[int, dict[str, Check]]] = {
+    "in1k_1pct_finetune": {1024: ijepa_a2(0.05), 1280: ijepa_a2(0.4)},
+    "in1k_1pct_finetune_semivit": {
+        768: semivit(64 * 8, 5e-5, 100, 0.65, cls_token=False),  # ViT-Base
+        1024: semivit(64 * 8, 1e-3, 50, 0.75, cls_token=False),  # ViT-Large (I-JEPA Table 2: MAE 67.1)
+        1280: semivit(16 * 8, 1e-2, 50, 0.75, cls_token=True),  # ViT-Huge (I-JEPA Table 2: MAE 71.5)
     },
 }
 # A recipe still on another branch when this table was written: give it a row when it lands.
@@ -121,6 +161,8 @@ def value(recipe: Recipe, field: str) -> Any:
         return describe_transform(recipe.dataset.name, 448)
     if field == "effective_lr":
         return recipe.train_config().lr
+    if field == "finetune.effective_lr":
+        return recipe.finetune.effective_lr(recipe.batch_size)
     if field == "reference config":
         return "ours"  # recipes with this check have no published config
     node: Any = recipe
@@ -154,7 +196,8 @@ def test_every_recipe_has_a_reference_row_and_a_deviations_list():
     for name in available_recipes():
         recipe = load_recipe(name)
         assert isinstance(recipe.deviations, list) and all(isinstance(d, str) and d for d in recipe.deviations)
-        assert name in REFERENCE or name in PENDING, f"add {name}'s reference values to REFERENCE"
+        assert name in REFERENCE or name in REFERENCE_BY_WIDTH or name in PENDING, (
+            f"add {name}'s reference values to REFERENCE")
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
@@ -162,6 +205,27 @@ def test_recipe_equals_its_reference_or_declares_the_difference(name):
     undeclared, stale = audit(load_recipe(name), REFERENCE[name])
     assert not undeclared, f"{name}: " + "; ".join(undeclared)
     assert not stale, f"{name} declares deviations {sorted(stale)} that its fields no longer show"
+
+
+@pytest.mark.parametrize("name,width", [(n, w) for n, rows in sorted(REFERENCE_BY_WIDTH.items()) for w in rows])
+def test_finetune_recipe_per_model_size_equals_its_reference_or_declares_the_difference(name, width):
+    recipe, sizes = for_width(name, width)
+    assert sizes["matched"], f"{name} gives no settings for width {width} (finetune.by_width)"
+    undeclared, stale = audit(recipe, REFERENCE_BY_WIDTH[name][width])
+    assert not undeclared, f"{name} @ width {width}: " + "; ".join(undeclared)
+    assert not stale, f"{name} @ width {width} declares deviations {sorted(stale)} that its fields no longer show"
+
+
+def test_the_audit_catches_a_per_size_value_taken_from_the_wrong_size():
+    """ViT-H's weight decay (0.4) on a ViT-L run, or Semi-ViT's ViT-L head on its ViT-H, is caught."""
+    wrong = load_recipe("in1k_1pct_finetune", ["finetune.by_width={'1024': {finetune.weight_decay: 0.4}}"])
+    recipe, _ = for_width("in1k_1pct_finetune", 1024, ["finetune.by_width={'1024': {finetune.weight_decay: 0.4}}"])
+    assert wrong.finetune.weight_decay == 0.05 and recipe.finetune.weight_decay == 0.4  # resolved only for a width
+    undeclared, _ = audit(recipe, REFERENCE_BY_WIDTH["in1k_1pct_finetune"][1024])
+    assert [u.split(":")[0] for u in undeclared] == ["finetune.weight_decay"]
+    recipe, _ = for_width("in1k_1pct_finetune_semivit", 1280, ["finetune.pool=avg", "finetune.head_norm=fc_norm"])
+    undeclared, _ = audit(recipe, REFERENCE_BY_WIDTH["in1k_1pct_finetune_semivit"][1280])
+    assert {u.split(":")[0] for u in undeclared} == {"finetune.pool", "finetune.head_norm"}
 
 
 def test_the_audit_catches_undeclared_and_stale_deviations():

@@ -64,7 +64,7 @@ VERB_OF = {
 
 
 def test_every_recipe_loads_with_versions_and_metric_directions():
-    assert available_recipes() == sorted([*ALL_PROTOCOLS, "in1k_1pct_finetune"])  # fine-tuning: test_finetune.py
+    assert available_recipes() == sorted([*ALL_PROTOCOLS, "in1k_1pct_finetune", "in1k_1pct_finetune_semivit"])  # test_finetune.py
     for name in ALL_PROTOCOLS:
         r = load_recipe(name)
         assert r.name == name and r.version >= 1 and r.reference and r.description

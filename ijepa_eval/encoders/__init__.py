@@ -1,4 +1,8 @@
-"""Checkpoints in, frozen timm ViTs out: formats, safe loading, architecture inference, the Encoder contract.
+"""Checkpoints in, frozen timm ViTs out: safe reading, formats, architecture inference, build, the Encoder.
+
+The pipeline, each stage importing only those before it: ``read`` -> ``formats/`` (one module per family,
+on ``formats/base``) -> ``registry`` (the table of formats) -> ``architecture/`` -> ``build`` -> ``encoder``;
+``load.load_encoder`` runs them in that order, ``commands`` is `ijepa-eval inspect` and the shared flags.
 
     from ijepa_eval.encoders import load_encoder
     enc = load_encoder("IN1K-vit.h.14-300e.pth.tar")            # I-JEPA target encoder
@@ -13,9 +17,10 @@ from __future__ import annotations
 from ijepa_eval.lazy import lazy_exports
 
 _EXPORTS = {
-    "ArchSpec": "arch", "HEADS_BY_WIDTH": "arch", "arch_of": "arch", "build_vit": "arch", "infer_arch": "arch",
+    "ArchSpec": "architecture.base", "HEADS_BY_WIDTH": "architecture.base", "infer_arch": "architecture.vit",
+    "arch_of": "architecture.families", "build_vit": "build",
     "POOLS": "encoder", "Encoder": "encoder", "encoder_from_vit": "encoder", "state_dict_sha256": "encoder",
-    "FORMATS": "formats", "detect_format": "formats",
+    "FORMATS": "registry", "detect_format": "registry",
     "EncoderCheckpoint": "load", "load_encoder": "load", "read_encoder_checkpoint": "load",
     "add_checkpoint_args": "commands", "encoder_from_args": "commands",
 }

@@ -18,6 +18,7 @@ INSPECT_EPILOG = """examples:
   ijepa-eval inspect dino_checkpoint.pth --branch student --json
   ijepa-eval inspect mae_custom.pth --arch '{"num_heads": 8}'     # width not in the standard table
   ijepa-eval inspect vitb4_300ep.pth.tar                           # MSN: target encoder, no final norm
+  ijepa-eval inspect beit_base_patch16_224_pt22k_ft22kto1k.pth     # BEiT fine-tuned: patch mean, then fc_norm
   ijepa-eval inspect data2vec-vision-base-ft1k/                    # transformers save_pretrained folder
   ijepa-eval inspect hf-hub:facebook/dinov2-base                  # transformers layout, from the local HF cache
   ijepa-eval inspect old_run.pth --trust-checkpoint                # pickles other objects: trusted files only"""
@@ -46,7 +47,8 @@ def _add_loading_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--arch", default=None,
         help="architecture when it cannot be inferred: a timm model name or JSON of ViT kwargs, "
-        "e.g. '{\"num_heads\": 8}' (Beit kwargs for data2vec/CAE; '{\"final_norm\": true}' for MSN's norm)",
+        "e.g. '{\"num_heads\": 8}' (Beit kwargs for data2vec/CAE/BEiT; '{\"final_norm\": true}' for MSN's norm); "
+        "a value given here wins over the inferred one and the format's default (e.g. '{\"img_size\": 448}')",
     )
     parser.add_argument(
         "--trust-checkpoint", action="store_true",
@@ -89,15 +91,12 @@ def summarize_keys(keys: list[str]) -> dict[str, int]:
 
 def inspect_report(source: str, branch: str | None, arch: Any, trust_checkpoint: bool) -> dict[str, Any]:
     """What `inspect` shows; works when the architecture is only partly known (no model is built then)."""
-    from ijepa_eval.encoders.arch import final_norm_of_arch, resolve_arch
+    from ijepa_eval.encoders.architecture.base import final_norm_of_arch
+    from ijepa_eval.encoders.architecture.families import resolve_arch
     from ijepa_eval.encoders.encoder import FEATURE_PATHS
-    from ijepa_eval.encoders.formats import FORMATS
-    from ijepa_eval.encoders.load import (
-        check_checkpoint_fits,
-        is_checkpoint_source,
-        load_encoder,
-        read_encoder_checkpoint,
-    )
+    from ijepa_eval.encoders.load import check_checkpoint_fits, load_encoder, read_encoder_checkpoint
+    from ijepa_eval.encoders.read import is_checkpoint_source
+    from ijepa_eval.encoders.registry import FORMATS
 
     if not is_checkpoint_source(source):  # timm model name: build it, nothing to read
         enc = load_encoder(source, branch, arch)
@@ -164,7 +163,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    from ijepa_eval.cli import HelpFormatter
+    from ijepa_eval.cli_base import HelpFormatter
 
     parser = subparsers.add_parser(
         "inspect", help="show a checkpoint's format, branches, architecture, dropped keys and metadata",

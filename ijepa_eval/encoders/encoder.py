@@ -1,45 +1,34 @@
-"""The one feature contract every checkpoint is served through (DESIGN §3), on timm's ViT families.
+"""Stage 5 of loading: the one feature contract every checkpoint is served through (DESIGN §3), on timm's
+ViT families.
 
 Block outputs come from timm's ``forward_intermediates`` (VisionTransformer, Beit); pooling is done here so
 that "avg" never includes cls/register tokens and concatenations run oldest block first. Where the final
-norm sits is the model's own pooled path (``FINAL_NORMS``):
+norm sits is the model's own pooled path (``FinalNorm``):
 
 - "tokens": a final ``norm`` on every token, then pooling (I-JEPA, MAE pretraining, DINO, iBOT, CAE);
-- "pooled": pooling, then ``fc_norm`` (data2vec vision, MAE fine-tuned with global_pool);
+- "pooled": pooling, then ``fc_norm`` (data2vec vision, MAE and BEiT fine-tuned with mean pooling);
 - "none": no final norm at all (MSN's own evaluation reads its blocks without one).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal, get_args
 
 import torch
 from torch import nn
 
-from ijepa_eval.errors import ArchitectureError, ConfigError, unknown_choice
+from ijepa_eval.encoders.architecture.base import FinalNorm, final_norm_of
+from ijepa_eval.encoders.architecture.families import arch_of
+from ijepa_eval.errors import ConfigError, unknown_choice
 
 Pool = Literal["avg", "cls", "avg+cls"]
 POOLS: tuple[str, ...] = get_args(Pool)
-FinalNorm = Literal["tokens", "pooled", "none"]
-FINAL_NORMS: tuple[str, ...] = get_args(FinalNorm)
 FEATURE_PATHS = {  # what forward_features computes, as `inspect` says it
     "tokens": "final norm on every token, then pooled (avg = mean of patch tokens; cls = class token)",
     "pooled": "pooled (avg = mean of patch tokens; cls = class token), then fc_norm: the model's own pooled path",
     "none": "no final norm: block outputs pooled as they are (avg = mean of patch tokens; cls = class token)",
 }
-
-
-def _is_norm(module: nn.Module | None) -> bool:
-    return module is not None and not isinstance(module, nn.Identity)
-
-
-def final_norm_of(vit: nn.Module) -> FinalNorm:
-    """Where this timm model normalises: on tokens (``norm``), after pooling (``fc_norm``) or nowhere."""
-    if _is_norm(getattr(vit, "norm", None)):
-        if _is_norm(getattr(vit, "fc_norm", None)):
-            raise ArchitectureError("this model has both a token norm and an fc_norm; build it with only one")
-        return "tokens"
-    return "pooled" if _is_norm(getattr(vit, "fc_norm", None)) else "none"
 
 
 class Encoder(nn.Module):
@@ -108,8 +97,6 @@ class Encoder(nn.Module):
 
 def encoder_from_vit(vit: nn.Module, info: dict[str, Any] | None = None) -> Encoder:
     """Wrap an in-memory timm VisionTransformer (pretraining, random-init baselines, tests)."""
-    from ijepa_eval.encoders.arch import arch_of
-
     info = dict(info or {})
     info.setdefault("source", "in-memory")
     info.setdefault("format", "in-memory")
@@ -125,8 +112,6 @@ def encoder_from_vit(vit: nn.Module, info: dict[str, Any] | None = None) -> Enco
 
 def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     """Content hash of in-memory weights, so caches key on what the model computes, not on a name."""
-    import hashlib
-
     h = hashlib.sha256()
     for key in sorted(state_dict):
         tensor = state_dict[key].detach().to("cpu").contiguous()

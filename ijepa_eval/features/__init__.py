@@ -20,9 +20,9 @@ _EXPORTS = {
     "FeatureSet": "featureset",
     "available_representations": "featureset",
     "parse_representation": "featureset",
-    "cache_entry_for": "extract",
+    "cache_entry_for": "planning",
     "get_features": "extract",
-    "resolve_device": "extract",
+    "resolve_device": "distributed",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

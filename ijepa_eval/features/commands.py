@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ijepa_eval.cli import HelpFormatter
+from ijepa_eval.cli_base import HelpFormatter
 from ijepa_eval.validate import int_at_least
 
 FEATURES_EPILOG = """examples:
@@ -74,8 +74,9 @@ def run_features(args: argparse.Namespace) -> int:
 
     from ijepa_eval.data import get_dataset
     from ijepa_eval.encoders.commands import encoder_from_args
-    from ijepa_eval.features.extract import get_features, pools_of
+    from ijepa_eval.features.extract import get_features
     from ijepa_eval.features.featureset import parse_representation
+    from ijepa_eval.features.planning import pools_of
     from ijepa_eval.io import atomic_open
 
     encoder = encoder_from_args(args)

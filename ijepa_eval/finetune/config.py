@@ -8,11 +8,12 @@ for ``--help`` and for tables.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from ijepa_eval.errors import ConfigError
 
 HeadNorm = Literal["final", "fc_norm"]
+Pool = Literal["auto", "avg", "cls"]
 Keep = Literal["last", "best"]
 
 
@@ -41,11 +42,16 @@ class FinetuneSpec:
     mixup_mode: str = "batch"
     drop_path: float = 0.1
     head_init_std: float = 2e-5  # MAE: trunc_normal_(head.weight, std=2e-5)
-    head_norm: HeadNorm = "final"  # "final": pretrained norm on tokens, then pool; "fc_norm": MAE's pool then new norm
+    pool: Pool = "auto"  # "avg": mean of patch tokens (prefix tokens excluded); "cls": the cls token; "auto": cls if any
+    head_norm: HeadNorm = "final"  # "final": pretrained norm on tokens, then pool; "fc_norm": pool, then a new LayerNorm
     keep: Keep = "last"  # weights reported: last epoch (no choice made) or best epoch on the selection split
     eval_every: int = 1  # epochs between selection-split evaluations (keep=best)
     accum_steps: int = 1  # micro-batches per step (memory); the step still sees the whole batch
     eval_batch_size: int = 128
+    # Recipe overrides per encoder width ({"1024": {"finetune.weight_decay": 0.05}}, dotted keys as on the
+    # command line) where the reference gives one value per model size; applied once the encoder is known
+    # (protocols/finetune_widths.py).
+    by_width: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.betas) != 2 or len(self.crop_scale) != 2:
@@ -54,6 +60,17 @@ class FinetuneSpec:
             raise ConfigError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.accum_steps < 1 or self.eval_every < 1:
             raise ConfigError("finetune.accum_steps and finetune.eval_every must be >= 1")
+        bad = [w for w in self.by_width if not w.isdigit()]
+        if bad:
+            raise ConfigError(f"finetune.by_width keys are encoder widths (embed_dim, e.g. 1024), got {bad}")
+
+    def pool_for(self, has_class_token: bool) -> str:
+        """The pooling this spec gives a model: "avg" or "cls" ("auto": the cls token when the model has one)."""
+        pool = ("cls" if has_class_token else "avg") if self.pool == "auto" else self.pool
+        if pool == "cls" and not has_class_token:
+            raise ConfigError("finetune.pool=cls needs a model with a cls token; this encoder has none "
+                              "(use finetune.pool=avg or auto)")
+        return pool
 
     @property
     def mixup_active(self) -> bool:

@@ -2,9 +2,11 @@
 augmentation, mixup and loss. Only the lr schedule is a small function (MAE's ``util/lr_sched.py``).
 
 The classifier is a copy of the Encoder's own timm ViT with a linear head: ``forward_features`` (blocks,
-final norm) then timm's ``forward_head`` (pool patch tokens or take cls, optional fc_norm, head). With
-``head_norm: final`` the head reads exactly the frozen ``lastPOOL`` / ``lastCLS`` feature; ``fc_norm`` is
-MAE's fine-tuning head (pretrained norm dropped, a fresh LayerNorm after pooling).
+final norm) then timm's ``forward_head`` (pool, optional fc_norm, head). ``pool`` picks the mean of the patch
+tokens (prefix tokens excluded) or the cls token; ``head_norm: final`` keeps the pretrained norm on the
+tokens, so the head reads exactly the frozen ``lastPOOL`` / ``lastCLS`` feature; ``fc_norm`` drops it and
+learns a fresh LayerNorm after pooling. MAE's ``main_finetune`` heads: ``--global_pool`` (its default) =
+pool avg + fc_norm, on cls models too; ``--cls_token`` = pool cls + final.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def build_classifier(encoder: Any, num_classes: int, spec: FinetuneSpec) -> nn.M
     for block, rate in zip(vit.blocks, rates, strict=True):
         block.drop_path1 = DropPath(rate) if rate > 0 else nn.Identity()
         block.drop_path2 = DropPath(rate) if rate > 0 else nn.Identity()
-    vit.reset_classifier(num_classes, global_pool="token" if encoder.has_class_token else "avg")
+    pool = spec.pool_for(encoder.has_class_token)
+    vit.reset_classifier(num_classes, global_pool="token" if pool == "cls" else "avg")
     if spec.head_norm == "fc_norm":
         eps = getattr(vit.norm, "eps", 1e-6)
         vit.fc_norm = nn.LayerNorm(vit.embed_dim, eps=eps)

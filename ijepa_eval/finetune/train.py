@@ -160,7 +160,7 @@ def save_checkpoint(work_dir: Path, model: nn.Module, optimizer: torch.optim.Opt
 def load_checkpoint(work_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                     identity: dict[str, Any]) -> FitState:
     """Restore weights and optimizer in place; refuse a checkpoint of another model or recipe."""
-    from ijepa_eval.encoders.loading import read_file  # the safe reader: one-line errors for bad files
+    from ijepa_eval.encoders.read import read_file  # the safe reader: one-line errors for bad files
 
     path = work_dir / LATEST
     if not path.is_file():

@@ -10,6 +10,7 @@ from ijepa_eval.lazy import lazy_exports
 
 _EXPORTS = {
     "load_expected": "check",
+    "Comparison": "comparison",
     "PROTOCOL_SOURCES": "paper",
     "load_compute": "paper",
     "load_paper": "paper",

@@ -10,6 +10,7 @@ TABLE_EPILOG = """examples:
   ijepa-eval table results/runs --out results/tables
   ijepa-eval table results/runs results/demo --models models.yaml --format md,csv
   ijepa-eval table results/runs --out results/tables --html     # also index.html + one page per run
+  ijepa-eval table results/runs --reference mae --format md,csv  # also compare.md/.csv: every model vs mae
 models.yaml places results in paper rows when their JSON has no model.meta:
   ijepa_h14:      {method: I-JEPA, arch: ViT-H/14, epochs: 300, data: IN-1k}
   3f2a9c01d4e5:   {method: MAE, arch: ViT-H/14, epochs: 1600}     # sha256 prefix"""
@@ -41,25 +42,37 @@ def _csv_list(text: str) -> list[str]:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
+    from ijepa_eval.errors import ConfigError
+    from ijepa_eval.leaderboard.comparison import Comparison
     from ijepa_eval.leaderboard.paper import load_paper
     from ijepa_eval.leaderboard.records import load_manifest, load_results
     from ijepa_eval.leaderboard.render import parse_formats
     from ijepa_eval.leaderboard.tables import build_tables, data_notes, write_tables
 
     formats = parse_formats(args.format)
+    grid_formats = [f for f in formats if f in ("md", "csv")]
+    if args.reference and not (args.html or grid_formats):
+        raise ConfigError("--reference shapes the leaderboard grid (compare.md/.csv, index.html); add --html or "
+                          "md/csv to --format")
     results = load_results(args.results, load_manifest(args.models), skip_missing=True)
     for note in data_notes(results):
         print(note, file=sys.stderr)
     paper = load_paper(args.paper)
     tables = build_tables(paper, results)
+    grid = Comparison.of_results(results, reference=args.reference) if args.html or args.reference else None
     written = write_tables(tables, args.out, formats)
     from ijepa_eval.leaderboard.robustness import write_robustness
 
     written += write_robustness(results, args.out, formats)  # shift results: the robustness table and scatter
-    if args.html:
-        from ijepa_eval.leaderboard.html import write_html
+    if grid is not None:
+        for line in grid.not_tested:
+            print(f"note: leaderboard: {line}", file=sys.stderr)
+        if args.reference:
+            written += grid.write(args.out, grid_formats)
+        if args.html:
+            from ijepa_eval.leaderboard.html import write_html
 
-        written.append(write_html(args.out, results, paper, tables, sources=args.results, reference=args.reference))
+            written.append(write_html(args.out, results, paper, tables, sources=args.results, comparison=grid))
     print(f"table: {len(results)} result(s) -> {len(written)} file(s) in {args.out}")
     return 0
 
@@ -67,13 +80,14 @@ def cmd_table(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from ijepa_eval.errors import ConfigError
     from ijepa_eval.leaderboard import compare, plots
+    from ijepa_eval.leaderboard.comparison import Comparison, rows_from_results
     from ijepa_eval.leaderboard.records import load_results
 
     protocols = _csv_list(args.protocols) if args.protocols else None
     if args.results:
         if args.checkpoints:
             raise ConfigError("give checkpoints or --results DIR, not both")
-        rows = compare.rows_from_results(load_results(args.results))
+        rows = rows_from_results(load_results(args.results))
         out = args.out or args.results[0]
     else:
         if not args.checkpoints or not protocols:
@@ -83,22 +97,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rows = compare.run_checkpoints(args.checkpoints, protocols, labels=labels, root=args.root, out_dir=out,
                                        cache_dir=args.cache_dir, device=args.device)
         protocols = None  # columns: the recipes' names (a protocol may have been given as a YAML path)
-    protocols = protocols or list(dict.fromkeys(p for _, cells in rows for p in cells))
-    reference = compare.reference_row(rows, args.reference)
-    tests, skipped = compare.significance(rows, protocols, args.metric, reference)
-    shown, flat = compare.compare_frames(rows, protocols, args.metric, tests)
-    footnotes = compare.footnotes(rows, protocols)
-    print(shown.to_string(index=False))
-    lines = compare.significance_lines(tests, rows, args.metric, reference) + skipped
-    if lines:
-        print("\n".join(["", f"against {reference} (95%, same test examples):", *lines]))
-    if footnotes:
-        print("\n" + "\n".join(footnotes))
-    notes = compare.compare_notes(tests, skipped, rows, protocols, args.metric, reference)
-    written = compare.write_compare(shown, flat, out, args.metric, notes)
+    comparison = Comparison.of(rows, protocols, args.metric, args.reference)
+    print(comparison.table.to_string(index=False))
+    if comparison.lines:
+        print("\n".join(["", f"against {comparison.reference} (95%, same test examples):", *comparison.lines]))
+    if comparison.footnotes:
+        print("\n" + "\n".join(comparison.footnotes))
+    written = comparison.write(out)
     if args.plot:
-        written += plots.bars(compare.values(rows, protocols, args.metric), f"{out}/compare_bars", args.metric,
-                              compare.intervals(rows, protocols, args.metric))
+        written += plots.bars(comparison.values(), f"{out}/compare_bars", args.metric, comparison.intervals())
     print("wrote " + ", ".join(map(str, written)))
     return 0
 
@@ -144,7 +151,7 @@ def _add_results_inputs(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ijepa_eval.cli import HelpFormatter
+    from ijepa_eval.cli_base import HelpFormatter
 
     p = subparsers.add_parser(
         "table", help="paper tables 1-6 with our results beside them (Markdown, CSV, LaTeX, HTML)",
@@ -160,8 +167,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--html", action="store_true",
                    help="also write OUT/index.html (sortable, filterable; works from file://) and OUT/pages/, "
                    "one page per run with a copy of its JSON")
-    p.add_argument("--reference", help="with --html: the leaderboard row the others are tested against (its "
-                   "label, with or without ' (branch)'; default: the first row)")
+    p.add_argument("--reference", help="the leaderboard row the others are tested against (its label, with or "
+                   "without ' (branch)'); writes OUT/compare.md/.csv (as `compare --results` does) in the md/csv "
+                   "formats asked for, and sets the grid of --html's index.html (default there: the first row)")
     p.set_defaults(func=cmd_table)
 
     p = subparsers.add_parser(

@@ -25,19 +25,50 @@ PAPER_COLUMNS = ("table", "source", "method", "arch", "epochs", "data", "masking
 ROW_KEYS = ("method", "arch", "epochs", "data", "masking")
 
 # The paper's Table 2 ("IN-1k 1%") reports, per method, whichever adaptation worked best (fine-tuning or
-# a linear probe). Our suite splits that into separate protocols; a Table 2 cell takes the best of these.
+# a frozen probe). Our suite splits that into separate protocols; a Table 2 cell takes the best of these.
 # Every other paper protocol is filled by our protocol of the same name.
 PROTOCOL_SOURCES: dict[str, tuple[str, ...]] = {
-    "in1k_1pct": ("in1k_1pct_finetune", "in1k_1pct_linear", "in1k_1pct_logreg"),
-}
-# Table 2 mixes adaptations per row, so its column shows ours fine-tuned and ours frozen in separate cells,
-# and "ours" / Δ use the adaptation the paper's row used: fine-tuned for MAE and data2vec (the issue and
-# MSN's appendix, which the paper quotes), and for SimCLRv2 and BYOL, whose own papers' 1% numbers fine-tune
-# the whole network; frozen (linear / logistic probe) for every other row.
-ADAPTATION_SPLIT: dict[str, dict[str, str]] = {
-    "in1k_1pct": {"mae": "finetune", "data2vec": "finetune", "simclrv2": "finetune", "byol": "finetune"},
+    "in1k_1pct": ("in1k_1pct_finetune", "in1k_1pct_finetune_semivit", "in1k_1pct_linear", "in1k_1pct_logreg"),
 }
 ADAPTATIONS = ("finetune", "frozen")  # results.py ResultRecord.adaptation values
+UNKNOWN = "unknown"  # a paper row whose adaptation no source states: no "ours" / Δ beside it
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """How the number in a mixed-adaptation column was made, and by whom (results/paper/README.md quotes
+    the sentences); ``note``: why the row is reference only (no Δ can be computed like with like)."""
+
+    adaptation: str  # one of ADAPTATIONS, or UNKNOWN
+    source: str  # short citation, shown in the table's `paper source` column
+    note: str = ""
+
+
+_RESNET = "a ResNet; this suite evaluates ViT checkpoints only, so no result of ours can sit beside it"
+_MSN_LOGREG = "MSN Table 2: logistic regression on frozen features (MSN App. A.2)"
+ROW_SOURCES: dict[str, dict[str, RowSource]] = {
+    "in1k_1pct": {
+        "ijepa": RowSource("finetune", "I-JEPA App. A.2 (MAE's fine-tuning protocol)"),
+        "mae": RowSource("finetune", "Semi-ViT README 'Finetune' acc@1% (its FINETUNE.md)"),
+        "data2vec": RowSource(UNKNOWN, "not found", "data2vec ViT-L/16 73.3: no source found for this number "
+                              "(the row cites the data2vec paper; neither the I-JEPA text nor the sources read "
+                              "here state how it was made), so its adaptation is unknown"),
+        "ibot": RowSource("frozen", f"{_MSN_LOGREG}, run by MSN"),
+        "dino": RowSource("frozen", f"{_MSN_LOGREG}, run by MSN"),
+        "msn": RowSource("frozen", _MSN_LOGREG),
+        "simclrv2": RowSource("finetune", "SimCLRv2 Table 1 (RN152 2x, no SK)",
+                              f"SimCLRv2 RN152 (2x) 70.2 (the paper prints 'RN151'; SimCLRv2's Table 1 has "
+                              f"depth 152): {_RESNET}"),
+        "byol": RowSource("finetune", "BYOL Table 2b", f"BYOL RN200 (2x) 71.2: {_RESNET}"),
+    },
+}
+# Table 2's adaptation per method, from the sentences results/paper/README.md quotes: I-JEPA App. A.2
+# fine-tunes I-JEPA's own ViT-L/H; the MAE numbers are Semi-ViT's fine-tuned ones; MSN computed the iBOT,
+# DINO and MSN numbers with a frozen logistic regression; SimCLRv2 and BYOL fine-tune the whole ResNet;
+# data2vec's is not stated anywhere read.
+ADAPTATION_SPLIT: dict[str, dict[str, str]] = {
+    p: {method: row.adaptation for method, row in rows.items()} for p, rows in ROW_SOURCES.items()
+}
 DEFAULT_META = {"data": "IN-1k", "masking": "multi-block"}  # I-JEPA's default masking; most rows are IN-1k
 
 _VIT_SIZES = {"tiny": "ti", "small": "s", "base": "b", "large": "l", "huge": "h", "giant": "g", "gigantic": "g"}
@@ -49,9 +80,18 @@ def our_protocols(paper_protocol: str) -> tuple[str, ...]:
 
 
 def paper_adaptation(paper_protocol: str, method: object) -> str | None:
-    """How the paper adapted this row's model for a mixed-adaptation column (None: the column is not mixed)."""
+    """How the paper adapted this row's model for a mixed-adaptation column (None: the column is not mixed;
+    UNKNOWN: no source states it)."""
     split = ADAPTATION_SPLIT.get(paper_protocol)
-    return None if split is None else split.get(normalize("method", method), "frozen")
+    return None if split is None else split.get(normalize("method", method), UNKNOWN)
+
+
+def row_source(paper_protocol: str, method: object) -> RowSource | None:
+    """Where a mixed-adaptation column's paper number comes from (None: not a mixed column)."""
+    rows = ROW_SOURCES.get(paper_protocol)
+    if rows is None:
+        return None
+    return rows.get(normalize("method", method), RowSource(UNKNOWN, "not found"))
 
 
 def normalize(key: str, value: object) -> str:

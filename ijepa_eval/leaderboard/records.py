@@ -79,6 +79,12 @@ class Result:
         pair = (self.record.metrics_ci or {}).get(name)
         return None if pair is None else (float(pair[0]), float(pair[1]))
 
+    @property
+    def predictions_file(self) -> Path | None:
+        """Where the JSON says its per-example predictions are (beside it), present or not; None if it names none."""
+        file = (self.record.predictions or {}).get("file")
+        return self.path.parent / str(file) if file else None
+
     @cached_property
     def predictions(self) -> Predictions | None:
         """Per-example test predictions, sha256-checked (a one-line error if the file changed); None if none."""

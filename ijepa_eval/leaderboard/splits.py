@@ -36,6 +36,7 @@ PAPER_DATA: dict[str, PaperData] = {
     "in1k_1pct_linear": _IN1K_1PCT,
     "in1k_1pct_logreg": _IN1K_1PCT,
     "in1k_1pct_finetune": _IN1K_1PCT,
+    "in1k_1pct_finetune_semivit": _IN1K_1PCT,
     "cifar100": PaperData("cifar100", 100, "test", {"train": 50_000, "test": 10_000}),
     # VISSL's trainvalsplit_places205 lists: ≈2.45 M train, 100 val images per class (≈20,500)
     "places205": PaperData("places205", 205, "val", {"train": 2_448_873, "val": 20_500}, tolerance=0.01),

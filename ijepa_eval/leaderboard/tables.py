@@ -37,6 +37,7 @@ from ijepa_eval.leaderboard.paper import (
     paper_adaptation,
     paper_tables,
     row_matches,
+    row_source,
 )
 from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result, latest_by_model_protocol
 from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
@@ -50,6 +51,7 @@ OURS_MODEL = "Ours (model)"
 SELECTED_ON = "Selected on"
 WHY = "Not in a paper cell because"
 NO_ROW = "no matching paper row"
+NOTE_MARK = "ref"  # marks a paper source whose row is reference only (notes under the table)
 
 
 @dataclass
@@ -124,9 +126,10 @@ def _selected_on(results: list[Result]) -> str:
 
 
 def _cell_columns(protocol: str) -> tuple[str, ...]:
-    """paper, ours, Δ; a mixed-adaptation column also names the paper's adaptation and shows both of ours."""
+    """paper, ours, Δ; a mixed-adaptation column also names the paper's adaptation and source, and shows both
+    of ours."""
     if protocol in ADAPTATION_SPLIT:
-        return ("paper", "paper adaptation", *(f"ours {a}" for a in ADAPTATIONS), "ours", "Δ")
+        return ("paper", "paper adaptation", "paper source", *(f"ours {a}" for a in ADAPTATIONS), "ours", "Δ")
     return ("paper", "ours", "Δ")
 
 
@@ -152,13 +155,16 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
             placed = []
             for p in spec.protocols:
                 how = paper_adaptation(p, row["method"])  # mixed columns: compare like with like
-                ours = model.best(p, metric, comparable=True, adaptation=how) if model else None
+                comparable = model is not None and how in (None, *ADAPTATIONS)  # unknown: reference only
+                ours = model.best(p, metric, comparable=True, adaptation=how) if comparable else None
                 value = ours.metric(metric) if ours else None
                 ref = paper.get(p)
                 ci = ours.ci(metric) if ours else None
                 line[f"{p} paper"] = fmt(ref)
                 if how:
+                    source = row_source(p, row["method"])
                     line[f"{p} paper adaptation"] = how
+                    line[f"{p} paper source"] = f"{source.source} [{NOTE_MARK}]" if source.note else source.source
                     for kind in ADAPTATIONS:
                         r = model.best(p, metric, comparable=True, adaptation=kind) if model else None
                         line[f"{p} ours {kind}"] = value_cell(r.metric(metric), r.ci(metric)) if r else MISSING
@@ -198,6 +204,17 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
                       shown_results)
 
 
+def reference_only_notes(t: BuiltTable) -> list[str]:
+    """Why some paper rows of a mixed-adaptation column have no Δ (unknown adaptation, or not a ViT)."""
+    notes = []
+    for p in t.spec.protocols:
+        for method in dict.fromkeys(t.spec.rows["method"]):
+            source = row_source(p, method)
+            if source and source.note:
+                notes.append(source.note)
+    return list(dict.fromkeys(notes))
+
+
 def data_notes(results: list[Result]) -> list[str]:
     """One line per result of a paper protocol that was not evaluated on the paper's data."""
     return [f"note: {r.path}: {r.protocol} kept out of the paper cells ({'; '.join(r.data_issues)})"
@@ -221,11 +238,14 @@ def table_markdown(t: BuiltTable) -> str:
         f"ours = value ± half-width of its 95% bootstrap interval over test examples; after Δ, {TIE}: the "
         f"paper's value lies inside that interval, {WIN} / {LOSS}: ours is significantly above / below it.\n",
         *[f"{p}: the paper adapted each row by fine-tuning or a frozen probe, whichever worked best for the "
-          f"method (`{p} paper adaptation`); `ours finetune` and `ours frozen` are our best fine-tuned and frozen "
-          f"results, and `ours` / Δ use the paper's adaptation for the row.\n"
+          f"method (`{p} paper adaptation`, from the source in `{p} paper source`; results/paper/README.md quotes "
+          f"the sentences); `ours finetune` and `ours frozen` are our best fine-tuned and frozen results, and "
+          f"`ours` / Δ use the paper's adaptation for the row, never the other one.\n"
           for p in t.spec.protocols if p in ADAPTATION_SPLIT],
         markdown(t.main),
     ]
+    if notes := reference_only_notes(t):
+        parts += [f"\n[{NOTE_MARK}] Reference only:\n", "".join(f"- {n}\n" for n in notes)]
     if len(t.ours_only):
         parts += ["\n### Ours only (no matching paper row, or not the paper's evaluation data)\n", markdown(t.ours_only)]
     if CONTEXT_MARK in t.main.to_csv() + t.ours_only.to_csv():

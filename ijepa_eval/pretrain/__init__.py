@@ -18,7 +18,7 @@ _EXPORTS = {
     "get_config": "configs",
     "apply_overrides": "configs",
     "build_ijepa": "model",
-    "train": "train",
+    "train": "loop",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -113,7 +113,7 @@ def save_checkpoint(
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load safely (tensors and plain types only) and check it is a resumable pretraining checkpoint."""
-    from ijepa_eval.encoders.loading import read_file  # the one safe reader: one-line errors for bad files
+    from ijepa_eval.encoders.read import read_file  # the one safe reader: one-line errors for bad files
 
     if not os.path.exists(path):
         raise CheckpointError(f"no checkpoint at {path}; run without --resume to start a new run")

@@ -19,7 +19,7 @@ vith14_in22k, vitg16_in22k, vitb16_in1k, vitl16_in1k, tiny_cpu."""
 
 
 def register(subparsers) -> None:
-    from ijepa_eval.cli import HelpFormatter
+    from ijepa_eval.cli_base import HelpFormatter
     from ijepa_eval.validate import int_at_least
 
     p = subparsers.add_parser(
@@ -82,7 +82,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
                         partition=args.slurm_partition, timeout_min=args.slurm_timeout_min, resume=args.resume)  # fmt: skip
         print(f"submitted SLURM job {job_id}; logs in {args.out}/slurm")
         return 0
-    from ijepa_eval.pretrain.train import train
+    from ijepa_eval.pretrain.loop import train
 
     summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(summary))

@@ -18,7 +18,8 @@ class _Job:
     def __call__(self) -> dict:
         import submitit
 
-        from ijepa_eval.pretrain.train import CKPT_NAME, train
+        from ijepa_eval.pretrain.loop import train
+        from ijepa_eval.pretrain.run_folder import CKPT_NAME
 
         env = submitit.JobEnvironment()
         os.environ.update(

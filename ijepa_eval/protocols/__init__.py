@@ -2,6 +2,9 @@
 
     from ijepa_eval.protocols import run_protocol
     path = run_protocol("cifar100", "IN1K-vit.h.14-300e.pth.tar", root="/data/cifar100")
+
+``run_protocol`` runs frozen-probe recipes itself (``runner``) and hands ``probe: finetune`` recipes to
+``run_finetune`` (``finetuning``, built on the ``ijepa_eval.finetune`` engine).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ _EXPORTS = {
     "available_recipes": "recipes",
     "load_recipe": "recipes",
     "parse_overrides": "recipes",
+    "run_finetune": "finetuning",
     "run_protocol": "runner",
 }
 __all__ = sorted(_EXPORTS)

@@ -187,19 +187,24 @@ def cmd_protocols(args: argparse.Namespace) -> int:
     return 0
 
 
-FINETUNE_HELP = "end-to-end fine-tuning, ImageNet-1k 1%% (in1k_1pct_finetune, paper Table 2 MAE/data2vec rows)"
+FINETUNE_HELP = ("end-to-end fine-tuning, ImageNet-1k 1%% (paper Table 2: in1k_1pct_finetune = I-JEPA App. A.2, "
+                 "in1k_1pct_finetune_semivit = the MAE rows)")
 FINETUNE_EPILOG = """examples:
-  ijepa-eval finetune --ckpt mae_pretrain_vit_huge.pth --root /data/imagenet
-  torchrun --standalone --nproc_per_node 8 -m ijepa_eval.cli finetune --ckpt mae_pretrain_vit_huge.pth \\
+  ijepa-eval finetune --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/imagenet          # I-JEPA App. A.2
+  ijepa-eval finetune --recipe in1k_1pct_finetune_semivit --ckpt mae_pretrain_vit_large.pth \\
+      --root /data/imagenet                                    # Table 2's MAE rows: Semi-ViT's FINETUNE.md
+  torchrun --standalone --nproc_per_node 8 -m ijepa_eval.cli finetune --ckpt IN1K-vit.h.14-300e.pth.tar \\
       --root /data/imagenet finetune.accum_steps=2           # same command on 8 GPUs (global batch 512)
-  ijepa-eval finetune --ckpt mae_pretrain_vit_huge.pth --root /data/imagenet --resume   # after a kill
+  ijepa-eval finetune --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/imagenet --resume   # after a kill
   ijepa-eval finetune --ckpt run/latest.pth.tar --root clevr_mini dataset.name=clevr_count \\
       dataset.test_split=test epochs=2 batch_size=32 --device cpu           # demo data, minutes on a CPU
 
 options: key=value overrides any recipe field (epochs=20 finetune.blr=1e-4 finetune.drop_path=0.1
-  finetune.head_norm=fc_norm); finetune.keep=best chooses the epoch on a held-out 10% of the training split
-  (--select-on test: on the reported split, MAE's convention, recorded). A checkpoint is written every epoch
-  under --work-dir (default: CACHE/finetune/<result name>); --resume continues it exactly."""
+  finetune.pool=avg finetune.head_norm=fc_norm) and wins over the recipe's per-model-size settings
+  (finetune.by_width, picked by the encoder's width: ViT-L 1024, ViT-H 1280); finetune.keep=best chooses the
+  epoch on a held-out 10% of the training split (--select-on test: on the reported split, MAE's convention,
+  recorded). A checkpoint is written every epoch under --work-dir (default: CACHE/finetune/<result name>);
+  --resume continues it exactly."""
 
 
 def print_finetune_summary(path: Path) -> None:
@@ -222,7 +227,7 @@ def print_finetune_summary(path: Path) -> None:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from ijepa_eval.finetune import run_finetune
+    from ijepa_eval.protocols.finetuning import run_finetune
 
     path = run_finetune(
         args.recipe, args.ckpt, branch=args.branch, arch=parse_arch(args.arch), root=args.root, out_dir=args.out,
@@ -262,7 +267,7 @@ def _add_common(parser: argparse.ArgumentParser, aug: bool = True, seeds: bool =
 
 
 def register(subparsers) -> None:
-    from ijepa_eval.cli import HelpFormatter
+    from ijepa_eval.cli_base import HelpFormatter
 
     for verb, spec in VERBS.items():
         parser = subparsers.add_parser(verb, help=spec["help"], description=spec["help"].replace("%%", "%"),

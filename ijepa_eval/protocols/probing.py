@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ijepa_eval.features import parse_representation
-from ijepa_eval.features.extract import default_workers
+from ijepa_eval.features.distributed import default_workers
 from ijepa_eval.probes import (
     few_shot_rows,
     fit_linear_grid,

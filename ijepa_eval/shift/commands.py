@@ -54,7 +54,7 @@ def cmd_shift(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    from ijepa_eval.cli import HelpFormatter
+    from ijepa_eval.cli_base import HelpFormatter
     from ijepa_eval.encoders.commands import add_checkpoint_args
 
     p = subparsers.add_parser("shift", help=HELP, description=HELP, epilog=EPILOG, formatter_class=HelpFormatter)

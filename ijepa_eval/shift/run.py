@@ -27,7 +27,7 @@ from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError, IjepaEvalError, unknown_choice
 from ijepa_eval.features import get_features, resolve_device
 from ijepa_eval.io import sha256_file
-from ijepa_eval.protocols.runner import model_record
+from ijepa_eval.protocols.run_record import model_record
 from ijepa_eval.results import (
     ResultRecord,
     load_predictions,

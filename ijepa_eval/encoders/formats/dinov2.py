@@ -13,14 +13,12 @@ follow it, so each layout gives its own code's features.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from ijepa_eval.errors import ArchitectureError
+from ijepa_eval.encoders.formats.base import Converted, is_tensor_dict, no_branch
 
 EVAL_IMG_SIZE = 224
 OFFICIAL_OFFSET = 0.1  # DinoVisionTransformer interpolate_offset of the original (register-free) releases
@@ -41,36 +39,21 @@ def family_arch(swiglu: bool) -> dict[str, Any]:
 
 
 def resample(registers: bool, offset: float = 0.0) -> dict[str, Any]:
-    """pos_embed resampling that matches DINOv2's own interpolation (``offset`` 0.1: original releases)."""
+    """pos_embed resampling that matches DINOv2's own interpolation (``offset`` 0.1: original releases),
+    as options for the build stage's resampling."""
     return {"antialias": registers, **({"offset": offset} if offset else {})}
-
-
-def resample_with_offset(pos: torch.Tensor, new_size: Sequence[int], num_prefix: int, offset: float,
-                         antialias: bool) -> torch.Tensor:
-    """DINOv2's ``interpolate_pos_encoding``: bicubic by scale factor (new + offset) / old, landing on ``new``."""
-    prefix, grid = pos[:, :num_prefix], pos[:, num_prefix:].float()
-    old, dim = math.isqrt(grid.shape[1]), grid.shape[-1]
-    scale = tuple((n + offset) / old for n in new_size)
-    grid = F.interpolate(grid.reshape(1, old, old, dim).permute(0, 3, 1, 2), scale_factor=scale, mode="bicubic",
-                         antialias=antialias)
-    if tuple(grid.shape[-2:]) != tuple(new_size):
-        raise ArchitectureError(f"DINOv2 position grid {old}x{old} cannot be resampled to {tuple(new_size)}")
-    return torch.cat([prefix, grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(pos.dtype)], dim=1)
 
 
 def detect(obj: Any) -> bool:
     """An official release: plain tensors with DINOv2's ``mask_token`` and LayerScale gammas."""
     return (
-        isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
-        and "mask_token" in obj and "blocks.0.ls1.gamma" in obj and "patch_embed.proj.weight" in obj
+        is_tensor_dict(obj) and "mask_token" in obj and "blocks.0.ls1.gamma" in obj and "patch_embed.proj.weight" in obj
     )
 
 
-def convert(obj: Mapping[str, torch.Tensor], branch: str | None):
+def convert(obj: Mapping[str, torch.Tensor], branch: str | None) -> Converted:
     """Official names are timm's but for ``register_tokens`` and SwiGLU's ``w12``/``w3``; ``mask_token`` is dropped."""
-    from ijepa_eval.encoders.formats import Converted, _no_branch
-
-    _no_branch(branch, "DINOv2 release")
+    no_branch(branch, "DINOv2 release")
     state_dict = {k: v for k, v in obj.items() if k not in ("mask_token", "register_tokens")}
     if "register_tokens" in obj:
         fold_registers(state_dict, obj["register_tokens"])

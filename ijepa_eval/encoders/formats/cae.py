@@ -13,7 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ijepa_eval.encoders.beit import is_beit_style
+from ijepa_eval.encoders.formats.base import (
+    Converted,
+    drop_position_indices,
+    is_beit_style,
+    mapping_at,
+    no_branch,
+    scalar_meta,
+)
 
 # models/modeling_cae.py registry: heads per model size
 HEADS_BY_MODEL = {"cae_small": 12, "cae_base": 12, "cae_large": 16}
@@ -21,22 +28,14 @@ PREFIX = "encoder."
 NOTE = "features: final norm on every token, then pooled (CAE's run_linear.py --use_cls reads norm(x)[:, 0])"
 
 
-def _model(obj: Any) -> Mapping[str, Any] | None:
-    model = obj.get("model") if isinstance(obj, Mapping) else None
-    return model if isinstance(model, Mapping) else None
-
-
-def detect_cae(obj: Any) -> bool:
-    model = _model(obj)
+def detect(obj: Any) -> bool:
+    model = mapping_at(obj, "model")
     return model is not None and f"{PREFIX}patch_embed.proj.weight" in model and is_beit_style(model)
 
 
-def convert_cae(obj: Mapping[str, Any], branch: str | None):
-    from ijepa_eval.encoders.beit import drop_position_indices
-    from ijepa_eval.encoders.formats import Converted, _no_branch, scalar_meta
-
-    _no_branch(branch, "CAE")
-    model = _model(obj)
+def convert(obj: Mapping[str, Any], branch: str | None) -> Converted:
+    no_branch(branch, "CAE")
+    model = obj["model"]
     encoder = {k[len(PREFIX):]: v for k, v in model.items() if k.startswith(PREFIX)}
     dropped = sorted(k for k in model if not k.startswith(PREFIX))
     name = str(getattr(obj.get("args"), "model", ""))

@@ -13,22 +13,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-MSN_BRANCHES = {"target": "target_encoder", "anchor": "encoder"}
+from ijepa_eval.encoders.formats.base import Converted, pick_branch, scalar_meta, strip_prefix
+
+BRANCHES = {"target": "target_encoder", "anchor": "encoder"}
 HEAD_ROOTS = ("fc.", "pred.")
 NOTE = ("features follow MSN's own evaluation (linear_eval.py / logistic_eval.py forward_blocks): block outputs "
         "without the final norm, which is dropped; --arch '{\"final_norm\": true}' applies it")
 
 
-def detect_msn(obj: Any) -> bool:
+def detect(obj: Any) -> bool:
     return isinstance(obj, Mapping) and {"encoder", "target_encoder", "prototypes"} <= set(obj)
 
 
-def convert_msn(obj: Mapping[str, Any], branch: str | None):
-    from ijepa_eval.encoders.formats import Converted, _pick_branch, scalar_meta, strip_prefix
-
-    branch = _pick_branch(branch, MSN_BRANCHES, "target", "MSN")
-    state_dict = strip_prefix(obj[MSN_BRANCHES[branch]], "module.")
+def convert(obj: Mapping[str, Any], branch: str | None) -> Converted:
+    branch = pick_branch(branch, BRANCHES, "target", "MSN")
+    state_dict = strip_prefix(obj[BRANCHES[branch]], "module.")
     kept = {k: v for k, v in state_dict.items() if not k.startswith(HEAD_ROOTS)}
     dropped = sorted(set(state_dict) - set(kept)) + ["prototypes"]
     meta = scalar_meta(obj, {"encoder", "target_encoder", "prototypes", "opt"})
-    return Converted(kept, branch, list(MSN_BRANCHES), dropped, meta, arch={"final_norm": False}, notes=[NOTE])
+    return Converted(kept, branch, list(BRANCHES), dropped, meta, arch={"final_norm": False}, notes=[NOTE])

@@ -1,5 +1,9 @@
 """``run_finetune``: checkpoint + ``probe: finetune`` recipe -> fine-tuned classifier -> one result JSON.
 
+The protocol side of fine-tuning, beside ``runner`` (frozen probes): it reads the recipe, plans the splits
+and writes the result; the training itself is ``ijepa_eval.finetune`` (model, loop, checkpoints), which
+knows nothing of recipes. ``run_protocol`` hands ``probe: finetune`` recipes here.
+
 Honest numbers: with ``finetune.keep: last`` no choice is made (all of the training split, the recipe's
 epochs, the last weights); with ``keep: best`` the epoch is chosen on a class-balanced held-out part of
 the training split (or the dataset's own val split). Either way the reported split is opened only after
@@ -24,7 +28,15 @@ from ijepa_eval.errors import ConfigError
 from ijepa_eval.finetune.model import build_classifier, train_transform
 from ijepa_eval.finetune.train import LATEST, SeededItems, best_path, fit, predict, scores
 from ijepa_eval.probes import class_balanced_holdout
+from ijepa_eval.protocols.finetune_widths import for_width
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
+from ijepa_eval.protocols.run_record import (
+    encoder_of,
+    existing_result,
+    model_record,
+    task_name,
+    write_with_predictions,
+)
 from ijepa_eval.results import ResultRecord, result_filename
 
 
@@ -87,15 +99,9 @@ def run_finetune(
     progress: bool = True,
 ) -> Path:
     """Fine-tune one checkpoint with one recipe (same command under torchrun); returns the result JSON path."""
-    from ijepa_eval.features.extract import check_dataset, default_workers, dist_context, resolve_device
-    from ijepa_eval.features.extract import describe_transform as transform_text
-    from ijepa_eval.protocols.runner import (
-        encoder_of,
-        existing_result,
-        model_record,
-        task_name,
-        write_with_predictions,
-    )
+    from ijepa_eval.features.distributed import default_workers, dist_context, resolve_device
+    from ijepa_eval.features.planning import check_dataset
+    from ijepa_eval.features.planning import describe_transform as transform_text
 
     started = time.perf_counter()
     recipe = load_recipe(name_or_yaml, overrides)
@@ -105,6 +111,10 @@ def run_finetune(
     is_main = rank == 0
     dev = resolve_device(device, world_size)
     encoder = encoder_of(ckpt, branch, arch, trust_checkpoint)
+    recipe, sizes = for_width(name_or_yaml, encoder.embed_dim, overrides)  # per-size settings of the reference
+    if is_main and sizes["listed"] and not sizes["matched"]:
+        print(f"note: {recipe.name} lists settings for widths {', '.join(sizes['listed'])}, not "
+              f"{sizes['width']}; using the recipe's base values")
     model = model_record(encoder, label, model_meta)
     task = task_name(recipe, name_or_yaml)
     out_dir = Path(out_dir)
@@ -163,7 +173,8 @@ def run_finetune(
     test_scores = scores(topk, labels, num_classes)
     test_s = time.perf_counter() - test_started
 
-    rep = "lastCLS" if encoder.has_class_token else "lastPOOL"
+    pool = spec.pool_for(encoder.has_class_token)
+    rep = "lastCLS" if pool == "cls" else "lastPOOL"
     heads = []
     for row in state.history:
         head = {"name": f"epoch {row['epoch'] + 1}", "representation": rep, "head": "finetune",
@@ -177,9 +188,10 @@ def run_finetune(
     lr = spec.effective_lr(recipe.batch_size)
     result = ResultRecord(
         protocol={"name": recipe.name, "task": task, "version": recipe.version, "config": recipe.to_dict(),
-                  "reference": recipe.reference, "deviations": list(recipe.deviations)},
+                  "reference": recipe.reference, "deviations": list(recipe.deviations),
+                  **({"by_width": sizes} if sizes["listed"] else {})},
         model=model,
-        features={"representations": [rep], "n_last_blocks": 1, "pool": "cls" if encoder.has_class_token else "avg",
+        features={"representations": [rep], "n_last_blocks": 1, "pool": pool,
                   "head_norm": spec.head_norm, "img_size": img, "mode": "finetune",
                   "transform": {"train": transform_text(train_transform(spec, img)),
                                 "eval": describe_transform(ds.name, img)}},
