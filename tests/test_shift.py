@@ -1,6 +1,7 @@
 """`ijepa-eval shift` end to end at demo size: saved heads, every set on shifted copies, refusals, the table."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -129,6 +130,13 @@ def test_shift_writes_one_result_per_set_matching_independent_recomputation(worl
                                                "robustness_scatter.png", "robustness_scatter.svg"]
     md = (world["dir"] / "tables" / "robustness.md").read_text()
     assert "Ours only" in md and "**shift_imagenet_a** v1" in md and "deviation: transform" in md
+    # the HTML page: the table with each set's cell linking to its run page, and the scatter
+    assert main(["table", str(out), "--out", str(world["dir"] / "html"), "--html"]) == 0
+    page = (world["dir"] / "html" / "index.html").read_text()
+    section = page[page.index('<section id="distribution-shift">'):]
+    section = section[:section.index("</section>")]
+    assert "Ours only" in section and "data:image/svg+xml;base64," in section
+    assert len(set(re.findall(r'href="(pages/[^"]*shift_imagenet_[^"]*)"', section))) == 8
 
 
 def test_all_classes_and_a_rerun_is_skipped(world, capsys):

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from ijepa_eval.leaderboard.footnotes import deviation_footnotes
 from ijepa_eval.leaderboard.plots import save
-from ijepa_eval.leaderboard.records import Result, latest_by_model_protocol
+from ijepa_eval.leaderboard.records import Result
 from ijepa_eval.leaderboard.render import MISSING, markdown, write_frame
 from ijepa_eval.leaderboard.tables import value_cell
 
@@ -55,25 +55,33 @@ def column(r: Result) -> str:
     return name
 
 
-def row_key(r: Result) -> tuple[str, str]:
-    """(model as tables show it, the ImageNet result whose head it is)."""
-    source = (r.record.shift.get("source_result") or {}).get("file") or r.record.shift["head"]["file"]
-    return r.display, source
+def head_label(r: Result) -> str:
+    """The head a row reports: its ImageNet result's protocol and the head's representation and kind."""
+    head, source = r.record.shift["head"], r.record.shift.get("source_result") or {}
+    return f"{source.get('protocol') or head['file']} · {head['representation']}/{head['kind']}"
 
 
-def robustness_frame(results: list[Result]) -> pd.DataFrame:
-    """model | head | IN-val | one column per set (IN-C: top-1 and mCE); newest result per (model, set)."""
-    chosen = latest_by_model_protocol(shift_results(results))
-    rows: dict[tuple[str, str], dict[str, str]] = {}
-    columns: list[str] = ["model", "head", "IN-val"]
-    for r in sorted(chosen.values(), key=lambda r: list(SET_LABELS).index(r.record.shift["set"])
-                    if r.record.shift["set"] in SET_LABELS else len(SET_LABELS)):
-        key = row_key(r)
-        row = rows.setdefault(key, {"model": key[0], "head": r.record.shift["head"]["kind"] + " · "
-                                    + r.record.shift["head"]["representation"]})
+def newest(results: list[Result]) -> list[Result]:
+    """One shift result per (model, head, set run), the newest by date, in the sets' order."""
+    chosen: dict[tuple, Result] = {}
+    for r in sorted(shift_results(results), key=lambda r: (str(r.record.date), str(r.path))):
+        chosen[(r.model_key, head_label(r), r.protocol)] = r
+    order = list(SET_LABELS)
+    return sorted(chosen.values(), key=lambda r: order.index(r.record.shift["set"])
+                  if r.record.shift["set"] in order else len(order))
+
+
+def robustness_cells(results: list[Result]) -> tuple[list[str], list[dict[str, tuple[str, Result | None]]]]:
+    """(columns, rows of {column: (cell text, the result it shows)}): model | head | IN-val | one column per
+    set run (IN-C: top-1, and mCE when all 15 corruptions ran)."""
+    rows: dict[tuple, dict[str, tuple[str, Result | None]]] = {}
+    columns = ["model", "head", "IN-val"]
+    for r in newest(results):
+        row = rows.setdefault((r.model_key, head_label(r)), {"model": (r.display, None), "head": (head_label(r), None)})
         in_val = r.record.shift.get("in_val") or {}
         if in_val.get("top1") is not None:
-            row["IN-val"] = value_cell(in_val["top1"], tuple(in_val["top1_ci"]) if in_val.get("top1_ci") else None)
+            ci = tuple(in_val["top1_ci"]) if in_val.get("top1_ci") else None
+            row["IN-val"] = (value_cell(in_val["top1"], ci), None)
         name = column(r)
         cells = {f"{name} top-1": "top1"} if r.record.shift["set"] == "c" else {name: "top1"}
         if r.metric("mce") is not None:  # mCE exists for the full 15 corruptions only
@@ -81,14 +89,20 @@ def robustness_frame(results: list[Result]) -> pd.DataFrame:
         for col, metric in cells.items():
             if col not in columns:
                 columns.append(col)
-            row[col] = value_cell(r.metric(metric), r.ci(metric))
-    return pd.DataFrame([[row.get(c, MISSING) for c in columns] for row in rows.values()], columns=columns)
+            row[col] = (value_cell(r.metric(metric), r.ci(metric)), r)
+    return columns, list(rows.values())
+
+
+def robustness_frame(results: list[Result]) -> pd.DataFrame:
+    """The table as strings, one row per (model, head); missing cells are —."""
+    columns, rows = robustness_cells(results)
+    return pd.DataFrame([[row.get(c, (MISSING, None))[0] for c in columns] for row in rows], columns=columns)
 
 
 def scatter_points(results: list[Result]) -> list[dict]:
     """(IN-val top-1, set top-1) per (head, set), with both intervals, for the effective-robustness view."""
     points = []
-    for r in latest_by_model_protocol(shift_results(results)).values():
+    for r in newest(results):
         in_val = r.record.shift.get("in_val") or {}
         if in_val.get("top1") is None or r.metric("top1") is None:
             continue

@@ -226,7 +226,8 @@ def run_shift(
                    "head": {"file": source.path.name, "sha256": source.sha256, "kind": source.head.kind,
                             "representation": source.head.representation},
                    "source_result": None if source.result_path is None else
-                   {"file": source.result_path.name, "sha256": sha256_file(source.result_path)},
+                   {"file": source.result_path.name, "sha256": sha256_file(source.result_path),
+                    "protocol": source.result.protocol.get("task") or source.result.protocol["name"]},
                    "in_val": in_val_record(source), **extra},
         )
         labels = np.concatenate([fs.labels for _, fs, _ in predicted])
