@@ -32,8 +32,9 @@ SET_LABELS = {"v2-matched-frequency": "V2 matched-freq.", "v2-threshold0.7": "V2
 OURS_ONLY = ("Ours only: no published frozen-probe numbers on these sets follow this protocol (the same head, "
              "trained and selected as its ImageNet result says), so there are no reference rows.")
 NOTES = [
-    "Cells: top-1 % ± half the width of its 95% bootstrap interval over the set's images; IN-C: mean top-1 over "
-    "15 corruptions x 5 severities, and mCE (lower is better, AlexNet = 100) over the 15 benchmark corruptions.",
+    "Cells: top-1 % with its 95% bootstrap interval over the set's images, written as every leaderboard cell; "
+    "IN-C: mean top-1 over 15 corruptions x 5 severities, and mCE (lower is better, AlexNet = 100) over the 15 "
+    "benchmark corruptions.",
     "IN-A / IN-R: argmax over the set's 200 classes (the datasets' own evaluation); a column marked "
     "'1000-way' takes the argmax over all 1000 classes. ReaL: images whose ReaL label list is empty are excluded.",
 ]
