@@ -165,6 +165,14 @@ def test_refusals_are_one_line_and_come_before_any_extraction(world, tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "/4 is not a class folder of ImageNetV2 top-images" in err
     assert not cache.exists() or not any(cache.iterdir())
+    shifted = next(world["out"].glob("*__shift_imagenet_sketch.json"))
+    assert main(["shift", "--result", str(shifted), "--sets", "sketch", *base]) == 2
+    assert f"is itself a shift result; pass the ImageNet result it applied ({world['linear'].name})" in \
+        capsys.readouterr().err
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("IJEPA_EVAL_DATA", str(tmp_path / "nothing"))
+        assert main(["shift", "--result", str(world["linear"]), "--sets", "r", *base]) == 2
+    assert "no data root for 'imagenet_r'" in (err := capsys.readouterr().err) and "Pass --root r=DIR" in err
     assert main(["shift", "--result", str(world["linear"]), "--sets", "v3", *base]) == 2
     assert "unknown shift set 'v3'" in capsys.readouterr().err
     assert main(["shift", "--result", str(world["linear"]), "--sets", "sketch", "--all-classes", *base]) == 2

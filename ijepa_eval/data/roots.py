@@ -64,8 +64,9 @@ def _config_roots(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in loaded.items()}
 
 
-def resolve_root(name: str, root: str | os.PathLike | None = None) -> Path:
-    """The existing root folder for dataset ``name``; a DatasetError listing every place looked otherwise."""
+def resolve_root(name: str, root: str | os.PathLike | None = None, flag: str = "--root DIR") -> Path:
+    """The existing root folder for dataset ``name``; a DatasetError listing every place looked otherwise
+    (``flag``: how the command at hand takes a root, named in that error)."""
     if root is not None:
         path = Path(root).expanduser()
         if not path.is_dir():
@@ -96,6 +97,6 @@ def resolve_root(name: str, root: str | os.PathLike | None = None) -> Path:
     else:
         looked.append(f"{cfg} (no such file)")
     raise DatasetError(
-        f"no data root for '{name}'; looked in: {'; '.join(looked)}. Pass --root DIR, set ${DATA_ENV} "
+        f"no data root for '{name}'; looked in: {'; '.join(looked)}. Pass {flag}, set ${DATA_ENV} "
         f"to a folder holding '{FAMILY_FOLDERS.get(fam, (fam,))[0]}/', or add '{fam}: DIR' to {cfg}"
     )

@@ -74,12 +74,14 @@ def plan_set(recipe: ShiftRecipe, roots: dict[str, str], classes: list[str], *, 
              corruptions: list[str] | None = None) -> SetPlan:
     """List the set's images (checking the layout) in the head's label space; nothing is decoded."""
     root = roots.get(recipe.set) or (roots.get("v2") if recipe.set.startswith("v2-") else None)
+    if root is None and recipe.set != "real":
+        root = str(resolve_root(recipe.dataset.name, flag=f"--root {recipe.set}=DIR"))
     if recipe.set == "real":
         val = get_dataset("imagenet", roots.get("imagenet"), "val")
         if val.classes != classes:
             raise ConfigError(f"ImageNet val under {val.root} has other classes than the head ({len(val.classes)} vs "
                               f"{len(classes)}); pass --root imagenet=PATH of the ImageNet it was trained on")
-        where = root if root and Path(root).is_file() else resolve_root("imagenet_real", root)
+        where = root if root and Path(root).is_file() else resolve_root("imagenet_real", root, "--root real=PATH")
         real, info = load_real(where, val.files, len(classes))
         return SetPlan(recipe, [("val", val)], real=real, real_info=info)
     if all_classes and recipe.classes != "subset":

@@ -39,6 +39,9 @@ def from_result(path: str | os.PathLike) -> HeadSource:
     path = Path(path)
     result = load_result(path)
     field = result.head_file
+    if result.shift:
+        source = (result.shift.get("source_result") or {}).get("file") or result.shift["head"]["file"]
+        raise ConfigError(f"result {path} is itself a shift result; pass the ImageNet result it applied ({source})")
     if not field:
         kind = (result.protocol.get("config") or {}).get("probe", "?")
         raise ConfigError(f"result {path} keeps no head (probe {kind}; only linear and logreg results written by "
