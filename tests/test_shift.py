@@ -12,6 +12,7 @@ from ijepa_eval.cli import main
 from ijepa_eval.data import get_dataset
 from ijepa_eval.data.synthetic import write_imagenet
 from ijepa_eval.data.synthetic_shift import write_shift_twins
+from ijepa_eval.errors import ConfigError
 from ijepa_eval.features import get_features
 from ijepa_eval.leaderboard.records import load_results
 from ijepa_eval.leaderboard.robustness import robustness_frame, scatter_points, write_robustness
@@ -177,3 +178,26 @@ def test_refusals_are_one_line_and_come_before_any_extraction(world, tmp_path, c
     assert "unknown shift set 'v3'" in capsys.readouterr().err
     assert main(["shift", "--result", str(world["linear"]), "--sets", "sketch", "--all-classes", *base]) == 2
     assert "--all-classes applies to ImageNet-A and -R only" in capsys.readouterr().err
+
+
+def test_check_fits_refuses_other_representation_width_or_transform(world):
+    from types import SimpleNamespace
+
+    from ijepa_eval.shift.source import check_fits, from_result
+
+    source = from_result(world["linear"])
+    ctx = source.head.context
+    assert source.head.representation == "concatPOOL4"  # 4 blocks x 192
+    encoder = SimpleNamespace(info={k: ctx["encoder"][k] for k in ("sha256", "branch", "arch")},
+                              has_class_token=False, embed_dim=192, img_size=ctx["features"]["img_size"])
+    check_fits(source, encoder)  # the encoder it was trained on
+    with pytest.raises(ConfigError, match="another transform"):
+        check_fits(source, SimpleNamespace(**{**vars(encoder), "img_size": 48}))
+    with pytest.raises(ConfigError, match=r"expects 768 features \(concatPOOL4\), this encoder gives 772"):
+        check_fits(source, SimpleNamespace(**{**vars(encoder), "embed_dim": encoder.embed_dim + 1}))
+    source.head.representation = "concatPOOL8"
+    with pytest.raises(ConfigError, match="reads concatPOOL8, which this encoder's features do not offer"):
+        check_fits(source, encoder)
+    source.head.representation = "lastCLS"
+    with pytest.raises(ConfigError, match="reads lastCLS"):
+        check_fits(source, encoder)
