@@ -142,9 +142,10 @@ def test_shift_writes_one_result_per_set_matching_independent_recomputation(worl
 
 def test_all_classes_and_a_rerun_is_skipped(world, capsys):
     args = ["shift", "--result", str(world["linear"]), "--sets", "a", *common(world)]
-    assert main([*args, "--all-classes"]) == 0
+    assert main([*args[:4], "a,sketch", *args[5:], "--all-classes"]) == 0  # sketch is unaffected: a rerun
     path = next(world["out"].glob("*__shift_imagenet_a@all-classes.json"))
     assert load_result(path).shift["classes"] == "all"
+    assert "skip:" in capsys.readouterr().out and not list(world["out"].glob("*sketch@*"))
     assert main(args) == 0 and "skip:" in capsys.readouterr().out
 
 
@@ -177,7 +178,9 @@ def test_refusals_are_one_line_and_come_before_any_extraction(world, tmp_path, c
     assert main(["shift", "--result", str(world["linear"]), "--sets", "v3", *base]) == 2
     assert "unknown shift set 'v3'" in capsys.readouterr().err
     assert main(["shift", "--result", str(world["linear"]), "--sets", "sketch", "--all-classes", *base]) == 2
-    assert "--all-classes applies to ImageNet-A and -R only" in capsys.readouterr().err
+    assert "--all-classes applies to ImageNet-A and -R only; add a or r to --sets" in capsys.readouterr().err
+    assert main(["shift", "--result", str(world["linear"]), "--sets", "a", "--corruptions", "fog", *base]) == 2
+    assert "--corruptions applies to ImageNet-C only" in capsys.readouterr().err
 
 
 def test_check_fits_refuses_other_representation_width_or_transform(world):

@@ -84,9 +84,7 @@ def plan_set(recipe: ShiftRecipe, roots: dict[str, str], classes: list[str], *, 
         where = root if root and Path(root).is_file() else resolve_root("imagenet_real", root, "--root real=PATH")
         real, info = load_real(where, val.files, len(classes))
         return SetPlan(recipe, [("val", val)], real=real, real_info=info)
-    if all_classes and recipe.classes != "subset":
-        raise ConfigError(f"--all-classes applies to ImageNet-A and -R only; {recipe.set} is scored over all classes")
-    mode = "all" if all_classes else recipe.classes
+    mode = "all" if all_classes else recipe.classes  # --all-classes changes ImageNet-A/-R only
     splits = recipe.splits(corruptions)
     datasets = [(s, get_dataset(recipe.dataset.name, root, s, classes=classes)) for s in splits]
     return SetPlan(recipe, datasets, classes_mode=mode)
@@ -174,6 +172,10 @@ def run_shift(
     recipes = [shift_recipe(s) for s in dict.fromkeys(sets)]
     if not recipes:
         raise ConfigError(unknown_choice("shift set", "", shift_recipes()))
+    if all_classes and not any(r.classes == "subset" for r in recipes):
+        raise ConfigError("--all-classes applies to ImageNet-A and -R only; add a or r to --sets")
+    if corruptions is not None and not any(r.dataset.name == "imagenet_c" for r in recipes):
+        raise ConfigError("--corruptions applies to ImageNet-C only; add c to --sets")
     classes = source.head.classes
     roots = roots or {}
     plans = [plan_set(r, roots, classes, all_classes=all_classes, corruptions=corruptions) for r in recipes]
