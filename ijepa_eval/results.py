@@ -37,6 +37,11 @@ results files::
     seeds           {n, seeds, head, metric: {mean, std, values}} or null
                                                          the selected head retrained with seeds seed..seed+n-1
                                                          (std: sample std, ddof 1)
+    head_file       {file, sha256, format} or null       the reported head (linear, logreg), next to the JSON:
+                                                         format "safetensors-head-v1" (ijepa_eval.probes.headfile)
+    shift           {set, classes, head, source_result, in_val, ...} or null
+                                                         a distribution-shift result (ijepa_eval.shift): which
+                                                         head it applied and each set's extra numbers
 
 ``metric_directions`` says which way is better for every metric name the suite writes.
 """
@@ -68,6 +73,7 @@ METRIC_DIRECTIONS: dict[str, bool] = {
     "top5": True,
     "mean_per_class_acc": True,
     "loss": False,
+    "mce": False,  # ImageNet-C mean Corruption Error (percent of AlexNet's)
 }
 
 
@@ -90,6 +96,8 @@ class ResultRecord:
     ci: dict[str, Any] | None = None
     predictions: dict[str, Any] | None = None
     seeds: dict[str, Any] | None = None
+    head_file: dict[str, Any] | None = None
+    shift: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ LAYERS = [
     ("probes",),
     ("finetune", "pretrain"),
     ("protocols",),
-    ("leaderboard",),
+    ("leaderboard", "shift"),
     ("demo",),
     ("cli",),
 ]

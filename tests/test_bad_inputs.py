@@ -402,9 +402,10 @@ def test_recipe_name_stays_inside_out(world, sandbox, kind):
     o = run_cli(protocol_argv(world, sandbox, ["run", recipe], "--label", EVIL_NAMES[kind]), sandbox.parent.parent)
     assert o.tb is None and o.rc == 0, o.tb or o.stderr
     assert_no_leftovers(o, allowed=(sandbox / "out", sandbox / "cache"))
-    written = sorted((sandbox / "out").iterdir(), key=lambda p: p.suffix)  # the result and its predictions
-    assert [p.suffix for p in written] == [".json", ".npz"] and all(len(p.name) < 255 for p in written)
+    written = sorted((sandbox / "out").iterdir(), key=lambda p: p.suffix)  # the result, its predictions and head
+    assert [p.suffix for p in written] == [".json", ".npz", ".safetensors"] and all(len(p.name) < 255 for p in written)
     assert written[1].name == written[0].name.removesuffix(".json") + ".predictions.npz"
+    assert written[2].name == written[0].name.removesuffix(".json") + ".head.safetensors"
     assert not Path("/tmp/ijepa-eval-escaped").exists()
 
 

@@ -65,6 +65,9 @@ def cmd_table(args: argparse.Namespace) -> int:
     grid = (Comparison.of_results(results, reference=args.reference, adjust=args.adjust)
             if args.html or args.reference else None)
     written = write_tables(tables, args.out, formats)
+    from ijepa_eval.leaderboard.robustness import write_robustness
+
+    written += write_robustness(results, args.out, formats)  # shift results: the robustness table and scatter
     if grid is not None:
         for line in grid.not_tested:
             print(f"note: leaderboard: {line}", file=sys.stderr)

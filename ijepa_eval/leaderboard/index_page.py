@@ -17,7 +17,7 @@ from typing import Any
 import matplotlib
 import pandas as pd
 
-from ijepa_eval.leaderboard import plots
+from ijepa_eval.leaderboard import plots, robustness
 from ijepa_eval.leaderboard.cells import (
     PAPER_LEGEND,
     TEST_SELECTED_LEGEND,
@@ -144,6 +144,22 @@ def results_table(results: list[Result], hrefs: dict[Path, str], metrics: Sequen
     return Table("results", columns, rows)
 
 
+def robustness_table(results: list[Result], hrefs: dict[Path, str]) -> Table:
+    """The robustness table (``robustness``) with each set's cell linking to its shift run."""
+    _, rows = robustness.robustness_cells(results)
+    by_row = {(row["model"][0], row["head"][0]): row for row in rows}
+
+    def decorate(row: dict[str, Any], column: str, cell: Cell) -> None:
+        r = by_row[(row["model"], row["head"])].get(column, (None, None))[1]
+        if r is not None and cell.value is not None:
+            cell.href = hrefs[r.path]
+            metric = "mce" if column.endswith("mCE ↓") else "top1"
+            cell.title = f"{r.protocol}: 95% interval {ci_text(ci)}" if (ci := r.ci(metric)) else r.protocol
+
+    return frame_table(robustness.robustness_frame(results), "robustness", model_column="model", decorate=decorate,
+                       note=" ".join([robustness.OURS_ONLY, *robustness.NOTES]))
+
+
 def svg_uri(draw: Callable[[Path], list[Path]]) -> str:
     """Draw a plots.py figure into a temp folder and return its SVG as a data URI (fixed id salt, so
     rebuilding gives identical bytes)."""
@@ -171,6 +187,7 @@ def index_context(results: list[Result], hrefs: dict[Path, str], paper: pd.DataF
             if str(d) not in deviations[r.protocol]:
                 deviations[r.protocol].append(str(d))
     protocols = sorted({r.protocol for r in results} | {p for t in tables for p in t.spec.protocols})
+    shifted = robustness.shift_results(results)
     return {
         "results": results, "sources": [str(s) for s in sources], "metric": metric,
         "context_note": CONTEXT_NOTE if any(r.display.endswith(CONTEXT_MARK) for r in results) else None,
@@ -183,4 +200,8 @@ def index_context(results: list[Result], hrefs: dict[Path, str], paper: pd.DataF
         "runs": results_table(results, hrefs, metrics) if results else None,
         "plots": plot_list, "deviations": [(p, protocol_tokens(p), items) for p, items in sorted(deviations.items())],
         "paper_tables": [paper_section(t, models, hrefs) for t in tables],
+        "robustness": robustness_table(results, hrefs) if shifted else None,
+        "robustness_plot": {"uri": svg_uri(lambda s: robustness.scatter(results, s)),
+                            "alt": "effective robustness: each shift set's top-1 against IN-val top-1 (95% intervals; "
+                                   "below y = x = accuracy lost under the shift)"} if shifted else None,
     }

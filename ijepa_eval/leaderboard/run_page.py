@@ -129,6 +129,8 @@ def run_context(r: Result, json_href: str, predictions_href: str | None) -> dict
         "sections": [
             ("Model", _items(rec.model)), ("Dataset", _items(rec.dataset)), ("Features", _items(rec.features)),
             ("Selection", _items(rec.selection)),
+            *([("Saved head", _items(rec.head_file))] if rec.head_file else []),
+            *([("Distribution shift", _items(rec.shift))] if rec.shift else []),
             ("Training", [("adaptation", rec.adaptation), ("optimizer", _text(rec.optimizer)), ("seed", str(rec.seed)),
                           ("seeds", _text(rec.seeds))]),
             ("Environment", _items(rec.env)), ("Timings", _items(rec.timings)),

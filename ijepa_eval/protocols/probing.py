@@ -30,6 +30,7 @@ from ijepa_eval.probes import (
     scores_from_topk,
     topk_predictions,
 )
+from ijepa_eval.probes.headfile import SavedHead, head_from_grid, head_from_logreg
 from ijepa_eval.probes.linear import LinearGrid
 from ijepa_eval.protocols.recipes import GridSpec, Recipe
 
@@ -52,6 +53,10 @@ class Probe:
 
     def train_scores(self) -> list[dict[str, float]]:
         return []
+
+    def export_head(self, index: int, classes: list[str], context: dict[str, Any]) -> SavedHead | None:
+        """Head ``index`` as a file-ready :class:`SavedHead`; None for probes without weights (kNN)."""
+        return None
 
 
 class LinearProbe(Probe):
@@ -122,6 +127,10 @@ class LinearProbe(Probe):
     def train_scores(self) -> list[dict[str, float]]:
         return self.train_stats
 
+    def export_head(self, index: int, classes: list[str], context: dict[str, Any]) -> SavedHead:
+        assert self.grid is not None, "fit before export"
+        return head_from_grid(self.grid, index, classes, context)
+
     @staticmethod
     def narrow(recipe: Recipe, head: dict[str, Any]) -> Recipe:
         return dataclasses.replace(recipe, grid=GridSpec([head["head"]], [head["lr_mult"]], [head["wd"]]))
@@ -177,6 +186,9 @@ class LogRegProbe(Probe):
         rows = np.arange(len(labels)) if rows is None else rows
         return torch.stack([topk_predictions(m.logits(feats[r][rows])).cpu()
                             for (r, _), m in zip(self.points, self.models, strict=True)])
+
+    def export_head(self, index: int, classes: list[str], context: dict[str, Any]) -> SavedHead:
+        return head_from_logreg(self.models[index], self.points[index][0], classes, context)
 
     @staticmethod
     def narrow(recipe: Recipe, head: dict[str, Any]) -> Recipe:

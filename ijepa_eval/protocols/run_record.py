@@ -1,6 +1,7 @@
 """What both protocol runners (``runner`` for frozen probes, ``finetuning`` for end-to-end fine-tuning)
 share about a run's record: the encoder to evaluate, its model record, the task name, an earlier identical
-result to reuse, and writing a result with its per-example predictions and intervals."""
+result to reuse, and writing a result with its per-example predictions, intervals and (frozen linear or
+logreg probes) its saved head."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from ijepa_eval.errors import IjepaEvalError
+from ijepa_eval.probes.headfile import SavedHead, load_head, write_head_file
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
 from ijepa_eval.results import (
     ResultRecord,
@@ -63,6 +65,9 @@ def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe, task: 
     try:
         old = load_result(path)
         intact = load_predictions(old, path) is not None
+        if recipe.probe in ("linear", "logreg"):  # results of these probes keep their head
+            intact = intact and old.head_file is not None and load_head(path.parent / old.head_file["file"],
+                                                                        old.head_file["sha256"]) is not None
     except IjepaEvalError:
         return None  # unreadable, or its predictions are gone: run again and overwrite atomically
     as_json = json.loads(json.dumps(model.get("arch"), default=str))  # e.g. MSN with --arch final_norm: other features
@@ -74,7 +79,7 @@ def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe, task: 
 
 
 def write_with_predictions(result: ResultRecord, out_dir: Path, labels: np.ndarray, topk: np.ndarray,
-                           indices: np.ndarray) -> Path:
+                           indices: np.ndarray, head: SavedHead | None = None) -> Path:
     """Write a result with its per-example test predictions and the intervals they give (``stats``).
 
     Frozen probes and fine-tuning share it so that every result can be paired in ``compare``: the
@@ -82,5 +87,9 @@ def write_with_predictions(result: ResultRecord, out_dir: Path, labels: np.ndarr
     result JSON never points to a file that is not there yet.
     """
     result.metrics_ci, result.ci = metric_intervals(labels, topk, seed=result.seed)
+    if head is not None:  # the head file, then the predictions, then the JSON pointing to both
+        head.context["result"] = {"file": result_filename(result), "metrics": dict(result.metrics),
+                                  "metrics_ci": dict(result.metrics_ci), "selection": dict(result.selection)}
+        result.head_file = write_head_file(out_dir / result_filename(result), head)
     result.predictions = write_predictions(predictions_path(out_dir / result_filename(result)), labels, topk, indices)
     return write_result(result, out_dir)

@@ -114,11 +114,12 @@ def run_protocol(
     representations = recipe.cls_representations if encoder.has_class_token else recipe.representations
 
     feature_sets: dict[str, Any] = {}
+    datasets: dict[str, Any] = {}
     split_info: dict[str, Any] = {}  # provenance of a subset's split file (ImageNet 1%/10%)
 
     def features_of(split: str):
         if split not in feature_sets:
-            dataset = get_dataset(ds_spec.name, root, split, **ds_spec.options)
+            dataset = datasets[split] = get_dataset(ds_spec.name, root, split, **ds_spec.options)
             if getattr(dataset, "split_info", None):
                 split_info[split] = dataset.split_info
             feature_sets[split] = get_features(
@@ -183,7 +184,15 @@ def run_protocol(
         test_feats, test_labels, test_fs = features_of(ds_spec.test_split)  # only now: selection is done
         test_topk = probe.predict(test_feats, test_labels)
         test_scores = scores_from_topk(test_topk, torch.from_numpy(test_labels), probe.num_classes)
-    predicted = test_topk[best].cpu().numpy()
+    pool = "cls" if encoder.has_class_token else "avg"
+    classes = datasets[ds_spec.train_split].classes or [str(c) for c in range(train_fs.num_classes)]
+    head = probe.export_head(best, list(classes), head_context(model, recipe, encoder, train_fs, pool))
+    if head is None:
+        predicted = test_topk[best].cpu().numpy()
+    else:  # the reported predictions are the saved head's own, so re-applying it reproduces them bit for bit
+        head_topk = head.topk(test_feats[head.representation], dev)
+        test_scores[best] = scores_from_topk(head_topk[None], torch.from_numpy(test_labels), probe.num_classes)[0]
+        predicted = head_topk.numpy()
     seed_runs = None
     if seeds:
         seed_runs = seed_spread(recipe, heads[best], seeds, lambda p: fit(p, *final),
@@ -197,7 +206,6 @@ def run_protocol(
     total_s = time.perf_counter() - started
     timings = {"extraction_s": round(extraction_s, 3), "probe_s": round(probe_s, 3), "total_s": round(total_s, 3),
                **compute_cost(total_s, dev, processes())}
-    pool = "cls" if encoder.has_class_token else "avg"
     result = ResultRecord(
         protocol={"name": recipe.name, "task": task, "version": recipe.version, "config": recipe.to_dict(),
                   "reference": recipe.reference, "deviations": list(recipe.deviations)},
@@ -224,9 +232,19 @@ def run_protocol(
     )
     path = out_dir / result_filename(result)
     if rank == 0:
-        path = write_with_predictions(result, out_dir, test_labels, predicted, test_fs.indices)
+        path = write_with_predictions(result, out_dir, test_labels, predicted, test_fs.indices, head)
     barrier(dev)  # under torchrun: no process returns the path before the file is there
     return path
+
+
+def head_context(model: dict[str, Any], recipe: Recipe, encoder: Any, train_fs: Any, pool: str) -> dict[str, Any]:
+    """What a saved head needs from the features it reads: checked by ``ijepa-eval shift`` before applying it."""
+    return {"encoder": {k: model.get(k) for k in ("source", "sha256", "branch", "arch")},
+            "features": {"n_last_blocks": recipe.n_last_blocks, "pool": pool, "img_size": encoder.img_size,
+                         "transform": describe_transform(recipe.dataset.name, encoder.img_size)},
+            "dataset": {"name": recipe.dataset.name, "train_split": recipe.dataset.train_split,
+                        "fingerprint": train_fs.meta.get("fingerprint")},
+            "protocol": {"name": recipe.name, "version": recipe.version}}
 
 
 def processes() -> int:
