@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: install chromium test lint demo tables bench bench-gpu bench-pretrain clean
+.PHONY: install chromium test lint demo tables bench gpu-check bench-gpu bench-pretrain clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,7 +41,12 @@ tables: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py --out results/bench.json
 
-bench-gpu: $(STAMP)
+# Every CUDA path for a few steps at tiny size, one line each (about a minute; every line says skip without
+# CUDA). bench-gpu runs it first: a broken path stops there, before the 8-minute benchmarks.
+gpu-check: $(STAMP)
+	$(BIN)/python benchmarks/gpu_check.py
+
+bench-gpu: gpu-check
 	$(BIN)/python benchmarks/bench_gpu.py --out results/bench-gpu.json
 
 bench-pretrain: $(STAMP)

@@ -1,7 +1,7 @@
 """Cost of a grid of 20 attentive probes vs one probe, per training step, on the same frozen encoder.
 
-One step of the online protocol = the encoder's forward on a batch (``features.encode``: bf16 + channels-last
-on CUDA) + every probe's V-JEPA update (``AttentiveGrid.train_step``). The forward is shared by the whole
+One step of the online protocol = the encoder's forward on a device batch (``features.encoding``: bf16 +
+channels-last on CUDA) + every probe's V-JEPA update (``AttentiveGrid.train_step``). The forward is shared by the whole
 grid, so on a GPU with a large encoder the 20 probes (V-JEPA 2's lr x wd sweep, V-JEPA's depth-1 probe) should
 cost little beside it: the goal is grid step ÷ one-probe step ≤ 1.3. Each probe still projects every token to
 keys and values (2·N·D² multiply-adds per image, against the encoder's ~12·N·D² per block), so the ratio grows
@@ -20,7 +20,7 @@ import time
 import torch
 
 from ijepa_eval.encoders import load_encoder
-from ijepa_eval.features import encode, prepare_encoder
+from ijepa_eval.features import encode, lent_encoder
 from ijepa_eval.probes.attentive_grid import AttentiveGrid, AttentiveSpec
 from ijepa_eval.threads import fit_threads
 
@@ -35,7 +35,7 @@ def timed_steps(encoder, spec: AttentiveSpec | None, images, labels, steps: int,
                                                     device=device)
 
     def step():
-        tokens = encode(encoder, images, device, tokens=True, inference=False)
+        tokens = encode(encoder, images, tokens=True, inference=False)
         if grid is not None:
             grid.train_step(tokens, labels)
 
@@ -59,13 +59,14 @@ def run(quick: bool = False, device: str | None = None, arch: str | None = None,
     img_size = img_size or (224 if not quick or cuda else 112)
     batch = batch or (128 if cuda else 16)
     steps = steps or (10 if cuda else 3)
-    encoder = prepare_encoder(load_encoder(f"random:{arch}", img_size=img_size), dev)
+    encoder = load_encoder(f"random:{arch}", img_size=img_size)
     g = torch.Generator().manual_seed(0)
-    images = torch.randn(batch, 3, img_size, img_size, generator=g).to(dev)
+    images = torch.randn(batch, 3, img_size, img_size, generator=g).to(dev)  # already normalised, on the device
     labels = torch.randint(0, 1000, (batch,), generator=g).to(dev)
-    encoder_s = timed_steps(encoder, None, images, labels, steps, dev)
-    one_s = timed_steps(encoder, ONE, images, labels, steps, dev)
-    grid_s = timed_steps(encoder, GRID_20, images, labels, steps, dev)
+    with lent_encoder(encoder, dev):
+        encoder_s = timed_steps(encoder, None, images, labels, steps, dev)
+        one_s = timed_steps(encoder, ONE, images, labels, steps, dev)
+        grid_s = timed_steps(encoder, GRID_20, images, labels, steps, dev)
     return {
         "ratio": round(grid_s / one_s, 3),
         "grid_step_s": round(grid_s, 4),

@@ -1,7 +1,11 @@
-"""`make bench-gpu`: one script (≤ 8 minutes on one H100/H200) for the CUDA paths.
+"""`make bench-gpu`: the CUDA paths' speed (`make bench-gpu` runs `benchmarks/gpu_check.py` first, about a
+minute, so a broken path stops it before these; both together ≤ 8 minutes on one H100/H200).
 
 1. feature extraction, ViT-H/14 bf16 on synthetic tensors: images/s through `get_features` vs a bare
    encoder loop, and the forward pass's model FLOPs utilisation (MFU);
+1b. the loader (issue 23): the `gpu` decode backend's img/s (nvJPEG + device resize), and ViT-H/14
+   extraction from generated ImageNet-like JPEGs with 12 workers per backend (pil, tensor, gpu) vs the
+   bare forward (goal ≥ 0.8×);
 2. the paper's 16-head linear grid on a 1.28 M × 5120 synthetic feature matrix (ImageNet-1k train,
    concatPOOL4 of a ViT-H) for one epoch of the in1k_linear recipe (LARS, batch 16384): seconds per epoch
    and the projected 50-epoch time;
@@ -53,6 +57,56 @@ def extraction(dry: bool) -> dict:
     return result
 
 
+def loader(dry: bool) -> dict:
+    """Decoding at the GPU's pace (issue 23): the ``gpu`` backend (nvJPEG batches + device resize) alone, and
+    ViT-H/14 bf16 extraction through get_features with 12 workers per backend against the bare forward on
+    pre-made tensors (goal ≥ 0.8×), on generated ImageNet-like JPEGs."""
+    import tempfile
+
+    from torch.utils.data import DataLoader
+
+    from ijepa_eval.data import eval_transform, get_dataset
+    from ijepa_eval.data.device import DevicePreprocess, collate_uint8
+    from ijepa_eval.data.synthetic import write_imagenet_like
+    from ijepa_eval.encoders import load_encoder
+    from ijepa_eval.features import get_features
+
+    bench_extraction = load_script("bench_extraction")
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    arch, img, per_class, batch, workers = (("vit_tiny_patch16_224", 64, 4, 16, 2) if dry
+                                            else ("vit_huge_patch14_224", 224, 128, 256, 12))
+    result: dict = {"device": str(dev), "arch": arch, "workers": workers, "batch_size": batch}
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-loader-") as tmp:
+        root = write_imagenet_like(Path(tmp) / "jpegs", n_classes=16, n_train_per_class=per_class, n_val_per_class=0)
+        ds = get_dataset("folder", root, "train", decode="gpu")
+        prep = DevicePreprocess(dev, transform=eval_transform("imagenet", img, normalize=False))
+        loader_ = DataLoader(ds, batch_size=batch, num_workers=workers, collate_fn=collate_uint8, pin_memory=dev.type == "cuda")
+        seen, start = 0, None
+        for images, _ in loader_:
+            x = prep(images)
+            if start is None:  # the first batch pays for the workers and nvJPEG's set-up
+                torch.cuda.synchronize() if dev.type == "cuda" else None
+                start = time.perf_counter()
+                continue
+            seen += len(x)
+        torch.cuda.synchronize() if dev.type == "cuda" else None
+        result["gpu_backend_images_per_s"] = round(seen / (time.perf_counter() - start), 1)
+
+        encoder = load_encoder(f"random:{arch}", img_size=img).to(dev)
+        premade = torch.randn(len(ds), 3, img, img)
+        bench_extraction.bare_loop(encoder, premade[:batch], batch, dev, 4)  # warm-up
+        bare = len(premade) / bench_extraction.bare_loop(encoder, premade, batch, dev, 4)
+        result["bare_forward_images_per_s"] = round(bare, 1)
+        for backend in ("pil", "tensor", "gpu"):
+            fs = get_features(encoder, get_dataset("folder", root, "train"), cache_dir=Path(tmp) / f"cache-{backend}",
+                              batch_size=batch, num_workers=workers, device=dev, progress=False, decode=backend)
+            rate = fs.meta["timings"]["loop_images_per_s"]
+            result[f"get_features_{backend}"] = {"images_per_s": rate, "vs_bare": round(rate / bare, 3),
+                                                 "loader_wait_fraction": fs.meta["timings"]["loader_wait_fraction"]}
+    result["n"] = len(ds)
+    return result
+
+
 def probe_grid(dry: bool) -> dict:
     from ijepa_eval.probes import LinearTrainConfig, OptimizerConfig, ScheduleConfig, head_grid
 
@@ -88,7 +142,7 @@ def main() -> int:
     parser.add_argument("--out", default=None,
                         help="JSON path (default results/bench-gpu.json; results/bench-gpu-dry.json with --dry-run)")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, any device: checks the script")
-    parser.add_argument("--only", default="extraction,probe_grid,pretraining,attentive")
+    parser.add_argument("--only", default="extraction,loader,probe_grid,pretraining,attentive")
     args = parser.parse_args()
     if not args.dry_run and not torch.cuda.is_available():
         print("bench-gpu: error: no CUDA device; run it on a GPU machine, or use --dry-run", file=sys.stderr)
@@ -101,7 +155,8 @@ def main() -> int:
     for name in args.only.split(","):
         start = time.perf_counter()
         print(f"== {name}", flush=True)
-        jobs = {"extraction": extraction, "probe_grid": probe_grid, "pretraining": pretraining, "attentive": attentive}
+        jobs = {"extraction": extraction, "loader": loader, "probe_grid": probe_grid, "pretraining": pretraining,
+                "attentive": attentive}
         result = jobs[name](args.dry_run)
         result["wall_s"] = round(time.perf_counter() - start, 1)
         report["benchmarks"][name] = result
@@ -116,6 +171,11 @@ def main() -> int:
         e = b["extraction"]
         print(f"  extraction  {e['get_features_images_per_s']} img/s via get_features, {e['ratio']}× the bare loop "
               f"(goal ≥ 0.8), forward MFU {e['mfu']}")
+    if "loader" in b:
+        d = b["loader"]
+        print(f"  loader      gpu backend {d['gpu_backend_images_per_s']} img/s; {d['arch']} extraction with "
+              f"{d['workers']} workers vs bare forward {d['bare_forward_images_per_s']} img/s (goal ≥ 0.8): "
+              + ", ".join(f"{k} {d[f'get_features_{k}']['vs_bare']}" for k in ("pil", "tensor", "gpu")))
     if "probe_grid" in b:
         p = b["probe_grid"]
         print(f"  probe grid  {p['heads']} heads on {p['n']}×{p['features']}: {p['epoch_s']} s/epoch, "

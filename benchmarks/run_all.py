@@ -16,6 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHES = {
+    "loader": ("bench_loader.py", "tensor-path eval pipeline img/s ÷ PIL decode-only img/s, per core (goal ≥ 0.5)"),
     "extraction": ("bench_extraction.py", "get_features images/s ÷ bare encoder loop images/s (goal ≥ 0.8)"),
     "probe_grid": ("bench_probes.py", "16-head grid time ÷ 1-head time (goal ≤ 1.5)"),
     "attentive_grid": ("bench_attentive.py", "20-probe attentive grid step ÷ 1-probe step, same encoder "

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "ijepa_eval.encoders.commands",  # inspect
     "ijepa_eval.features.commands",  # features, cache
     "ijepa_eval.protocols.commands",  # linear, lowshot, transfer, clevr, knn, run, suite
+    "ijepa_eval.shift.commands",  # shift
     "ijepa_eval.leaderboard.commands",  # table, compare, check, plot
     "ijepa_eval.pretrain.commands",  # pretrain
 )

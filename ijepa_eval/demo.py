@@ -7,7 +7,7 @@
    architecture on clevr_count, clevr_dist, folder_linear (shapes), kNN (clevr_count) and V-JEPA's attentive
    probe on cached patch tokens (clevr_count);
 4. write the leaderboard (Markdown + CSV + bar plot + ``index.html``, with 95% intervals and paired
-   significance marks against random init) and the target-vs-random margins under ``--out``.
+   significance marks against random init, at 5% unadjusted) and the target-vs-random margins under ``--out``.
 
 Every number printed here is produced by this run. Re-running reuses the data, the checkpoint and the
 results (delete ``--out`` to start over).
@@ -134,7 +134,8 @@ def evaluate(out: Path, ckpt: Path, clevr_root: Path, shapes_root: Path, epochs:
 
 
 def leaderboard(out: Path, result_paths: list[Path]) -> dict:
-    """Print and write the table with 95% intervals and ↑/↓/≈ marks against the random-init floor."""
+    """Print and write the table with 95% intervals and ↑/↓/≈ marks against the random-init floor (cells,
+    legend and test sentences are the ``Comparison``'s, as in compare.md and index.html)."""
     from ijepa_eval.io import atomic_write_json
     from ijepa_eval.leaderboard.comparison import Comparison
     from ijepa_eval.leaderboard.html import write_html
@@ -157,11 +158,10 @@ def leaderboard(out: Path, result_paths: list[Path]) -> dict:
     target = next(r.display for r in results if r.label == "ijepa-target")
     verdicts = {p: t.verdict for (name, p), t in comparison.tests.items() if name == target}
     atomic_write_json(out / "summary.json", {"top1": top1, "top1_ci": top1_ci, "target_minus_random": margins,
-                                             "target_vs_random": verdicts})
+                                             "target_vs_random": verdicts, "adjust": comparison.adjust})
     print("\n[4/4] leaderboard (test top-1 %, selected head; head chosen on held-out train data)\n")
     print(comparison.table.to_string())
-    print("\n± half-width of the 95% bootstrap interval over test examples; "
-          f"↑ / ↓ / ≈: significantly better / worse than {floor} / no significant difference (paired, 95%)")
+    print(f"\n{comparison.legend}.")
     print("\n".join(["", *comparison.lines]))
     return margins
 

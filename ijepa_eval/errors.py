@@ -62,6 +62,7 @@ _OS_HINTS = {
     errno.EACCES: "no permission; choose a folder you can write to",
     errno.EPERM: "no permission; choose a folder you can write to",
     errno.EDQUOT: "disk quota exceeded; free some space, then run again",
+    errno.EFBIG: "the file system (or `ulimit -f`) allows no file this large; write elsewhere or raise the limit",
 }
 
 

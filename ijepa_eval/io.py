@@ -49,6 +49,43 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+class _WriteFailures:
+    """A file's ``write``/``flush`` that remember the OSError they raised: torch's zip writer swallows it and
+    raises its own ``RuntimeError`` ("unexpected pos ...") instead."""
+
+    def __init__(self, f: IO) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.f.flush()
+        except OSError as err:
+            self.error = err
+            raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_open`. A failed write (disk full, quota) raises the OSError it is,
+    naming ``path`` (the CLI prints it as one line), and leaves neither ``path`` nor a temp file behind."""
+    import torch
+
+    with atomic_open(path, "wb") as f:
+        recorder = _WriteFailures(f)
+        try:
+            torch.save(obj, recorder)
+        except (RuntimeError, OSError):
+            if recorder.error is None:
+                raise
+            raise OSError(recorder.error.errno, recorder.error.strerror, str(path)) from recorder.error
+
+
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 22) -> str:
     """Content hash of a file (hex). Identifies a checkpoint independent of its name or location."""
     h = hashlib.sha256()

@@ -25,8 +25,11 @@ results files::
     adaptation      "frozen" | "finetune"
     probe           "linear" | "logreg" | "knn" | "finetune" | "attentive" or null (results before it was recorded)
     optimizer       {base_lr, base_batch, effective_lr} or null    lr rule: effective = base * batch / base_batch
-    metrics_ci      {metric: [lo, hi]}                   95% percentile bootstrap over test examples
-                                                         (ijepa_eval.stats: 1000 resamples, seed = `seed`)
+    metrics_ci      {metric: [lo, hi]}                   95% interval over test examples (ijepa_eval.stats)
+    ci              {level, design, method, resamples, seed} or null   how metrics_ci was made:
+                                                         design "class-balanced" | "iid" (the test split's),
+                                                         method {metric: "wilson" | "stratified-percentile"
+                                                         | "percentile"}; resamples/seed of the bootstraps
     predictions     {file, sha256, format} or null       per-example labels + top-5, next to the JSON:
                                                          file is relative to the JSON's folder; format
                                                          "npz-v1" = labels int32 [N], top5 int16|int32
@@ -35,6 +38,15 @@ results files::
     seeds           {n, seeds, head, metric: {mean, std, values}} or null
                                                          the selected head retrained with seeds seed..seed+n-1
                                                          (std: sample std, ddof 1)
+    head_file       {file, sha256, format} or null       the reported head (linear, logreg), next to the JSON:
+                                                         format "safetensors-head-v1" (ijepa_eval.probes.headfile)
+    probe_file      {file, sha256, format} or null       the reported attentive probe, next to the JSON: format
+                                                         "vjepa-checkpoint-pth" = V-JEPA's eval checkpoint layout
+                                                         (ijepa_eval.probes.attentive.read_probe_file); it reads
+                                                         patch tokens, so `shift` (pooled features) cannot apply it
+    shift           {set, classes, head, source_result, in_val, ...} or null
+                                                         a distribution-shift result (ijepa_eval.shift): which
+                                                         head it applied and each set's extra numbers
 
 ``metric_directions`` says which way is better for every metric name the suite writes.
 """
@@ -66,6 +78,7 @@ METRIC_DIRECTIONS: dict[str, bool] = {
     "top5": True,
     "mean_per_class_acc": True,
     "loss": False,
+    "mce": False,  # ImageNet-C mean Corruption Error (percent of AlexNet's)
 }
 
 
@@ -86,8 +99,12 @@ class ResultRecord:
     probe: str | None = None
     optimizer: dict[str, Any] | None = None
     metrics_ci: dict[str, list[float]] = field(default_factory=dict)
+    ci: dict[str, Any] | None = None
     predictions: dict[str, Any] | None = None
     seeds: dict[str, Any] | None = None
+    head_file: dict[str, Any] | None = None
+    probe_file: dict[str, Any] | None = None
+    shift: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from ijepa_eval.paths import inside, safe_component
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint, write_malicious_checkpoint  # noqa: E402
+from test_io import file_size_limit  # noqa: E402
 
 FAST = ["epochs=1", "batch_size=16"]
 REPO = Path(__file__).resolve().parent.parent
@@ -187,6 +188,18 @@ def write_short_record(world, sb):
     return dst
 
 
+def write_record_cut_short(world, sb):
+    """One tensor record 8 bytes short, more of the archive after it: torch.load(mmap=True) maps the next
+    record's bytes into the tensor and loads without a word (inspect used to exit 0 on it)."""
+    src, dst = zipfile.ZipFile(world["ckpt"]), sb / "cut.pth"
+    victim = next(i.filename for i in src.infolist() if "/data/" in i.filename and i.file_size > 4096)
+    with zipfile.ZipFile(dst, "w") as out:
+        for info in src.infolist():
+            data = src.read(info)
+            out.writestr(info, data[:-8] if info.filename == victim else data)
+    return dst
+
+
 def write_state(sb, name, obj):
     torch.save(obj, sb / name)
     return sb / name
@@ -213,6 +226,7 @@ CHECKPOINT_CASES: dict[str, tuple[Callable, str | None]] = {
     "random-bytes": (lambda w, sb: (sb / "rand.pth").write_bytes(os.urandom(999)) and None or sb / "rand.pth", None),
     "truncated-zip": (write_truncated, None),
     "short-record": (write_short_record, None),
+    "record-cut-short": (write_record_cut_short, "storage record"),
     "malicious-pickle": (lambda w, sb: write_malicious_checkpoint(sb / "evil.pth", sb / "pwned") or sb / "evil.pth",
                          "trust-checkpoint"),
     "top-level-list": (lambda w, sb: write_state(sb, "list.pth", [torch.zeros(3)]), None),
@@ -388,9 +402,10 @@ def test_recipe_name_stays_inside_out(world, sandbox, kind):
     o = run_cli(protocol_argv(world, sandbox, ["run", recipe], "--label", EVIL_NAMES[kind]), sandbox.parent.parent)
     assert o.tb is None and o.rc == 0, o.tb or o.stderr
     assert_no_leftovers(o, allowed=(sandbox / "out", sandbox / "cache"))
-    written = sorted((sandbox / "out").iterdir(), key=lambda p: p.suffix)  # the result and its predictions
-    assert [p.suffix for p in written] == [".json", ".npz"] and all(len(p.name) < 255 for p in written)
+    written = sorted((sandbox / "out").iterdir(), key=lambda p: p.suffix)  # the result, its predictions and head
+    assert [p.suffix for p in written] == [".json", ".npz", ".safetensors"] and all(len(p.name) < 255 for p in written)
     assert written[1].name == written[0].name.removesuffix(".json") + ".predictions.npz"
+    assert written[2].name == written[0].name.removesuffix(".json") + ".head.safetensors"
     assert not Path("/tmp/ijepa-eval-escaped").exists()
 
 
@@ -546,6 +561,21 @@ def test_pretrain_checkpoint_fault(sandbox, monkeypatch, code):
             "pred_depth=1", "num_workers=0"]
     o = run_cli(argv, sandbox.parent.parent)
     assert_one_line_error(o, os.strerror(code))
+    assert_no_leftovers(o, allowed=(sandbox / "run",))
+    assert not (sandbox / "run" / "latest.pth.tar").exists()
+
+
+def test_pretrain_checkpoint_cut_off_mid_write(sandbox):
+    """The kernel cuts the checkpoint's write short (file size limit: how a filling disk behaves), which torch's
+    zip writer reports as RuntimeError('unexpected pos'): one line naming the file, nothing half-written."""
+    render_clevr_mini(sandbox / "run" / "clevr_mini", 8, 32, size=32, progress=False, workers=1)
+    argv = ["pretrain", "--out", sandbox / "run", "--no-progress", "--steps", "1", "clevr_mini_images=8",
+            "clevr_mini_size=32", "batch_size=4", "crop_size=32", "patch_size=8", "depth=2",
+            "pred_depth=1", "num_workers=0"]
+    with file_size_limit(300_000):  # the logs and config stay below it; the checkpoint (~2 MB) does not
+        o = run_cli(argv, sandbox.parent.parent)
+    line = assert_one_line_error(o, "file too large")
+    assert str(sandbox / "run" / "latest.pth.tar") in line
     assert_no_leftovers(o, allowed=(sandbox / "run",))
     assert not (sandbox / "run" / "latest.pth.tar").exists()
 

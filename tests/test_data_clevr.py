@@ -158,3 +158,20 @@ def test_clevr_root_may_be_the_parent(tmp_path, clevr_root):
     assert len(get_dataset("clevr_dist", tmp_path, "test")) == N_VAL
     with pytest.raises(DatasetError, match="no CLEVR scenes"):
         get_dataset("clevr_dist", tmp_path / "CLEVR_v1.0" / "images", "test")
+
+
+def test_counting_does_not_need_pixel_coords_but_distance_does(tmp_path, clevr_root):
+    """Scenes whose objects carry no pixel_coords (a trimmed scenes file): counting reads only len(objects),
+    so clevr_count loads with the same labels; clevr_dist, which reads the depth, refuses in one line."""
+    root = tmp_path / "clevr"
+    (root / "scenes").mkdir(parents=True)
+    (root / "images").symlink_to(clevr_root / "images")
+    for split in ("train", "val"):
+        trimmed = [{**s, "objects": [{k: v for k, v in o.items() if k != "pixel_coords"} for o in s["objects"]]}
+                   for s in scenes(clevr_root, split)]
+        (root / "scenes" / f"CLEVR_{split}_scenes.json").write_text(json.dumps({"scenes": trimmed}))
+    for split in ("train", "val", "test"):
+        trimmed, full = (get_dataset("clevr_count", r, split) for r in (root, clevr_root))
+        np.testing.assert_array_equal(trimmed.labels, full.labels)
+    with pytest.raises(DatasetError, match=r"has an object without pixel_coords \[x, y, depth\]; re-download it"):
+        get_dataset("clevr_dist", root, "train")

@@ -134,3 +134,61 @@ def test_a_changed_transform_invalidates_cached_features(tmp_path, monkeypatch):
     old = cache_entry_for(enc, ds, cache_dir=tmp_path)[0].key
     monkeypatch.setitem(transforms_module.SPECS, "cifar100", transforms_module.TransformSpec("crop", "bilinear"))
     assert len({key, old, cache_entry_for(enc, ds, cache_dir=tmp_path)[0].key}) == 3
+
+
+# ---------------------------------------------------------------------------------------------------------
+# uint8 transforms (normalize=False), device-side normalisation, the tensor backend's resize
+
+
+def old_float_pipeline(name: str, img_size: int):
+    """The transform before uint8 loaders (torchvision v1: ... ToTensor, Normalize), written out here."""
+    from torchvision import transforms as T
+
+    spec = transforms_module.transform_spec(name)
+    mode = T.InterpolationMode.BICUBIC if spec.interpolation == "bicubic" else T.InterpolationMode.BILINEAR
+    size = transforms_module.resize_size(img_size)
+    geometry = ([T.Resize((img_size, img_size), interpolation=mode)] if spec.geometry == "resize"
+                else [T.Resize(size, interpolation=mode), T.CenterCrop(img_size)])
+    return T.Compose([T.Lambda(transforms_module.to_rgb), *geometry, T.ToTensor(), T.Normalize(list(MEAN), list(STD))])
+
+
+@pytest.mark.parametrize("name", ["imagenet", "places205", "clevr_count", "cifar100"])
+def test_uint8_then_device_normalisation_equals_the_float_pipeline_bit_for_bit(name):
+    """PIL backend: uint8 [3, s, s] in the loader, Normalize on the batch = the old per-image float path."""
+    from ijepa_eval.data.device import DevicePreprocess
+
+    rng = np.random.default_rng(0)
+    images = [striped(), Image.fromarray(rng.integers(0, 255, (41, 29, 3), dtype=np.uint8)),
+              Image.fromarray(rng.integers(0, 255, (300, 451, 3), dtype=np.uint8))]
+    uint8 = torch.stack([eval_transform(name, 64, normalize=False)(img) for img in images])
+    assert uint8.dtype == torch.uint8 and uint8.shape == (3, 3, 64, 64)
+    old = torch.stack([old_float_pipeline(name, 64)(img) for img in images])
+    assert torch.equal(DevicePreprocess("cpu")(uint8), old)
+    assert torch.equal(torch.stack([eval_transform(name, 64)(img) for img in images]), old)
+
+
+def test_tensor_backend_resize_is_within_two_levels_of_pils():
+    """torchvision's antialiased uint8 kernels follow PIL's filters: the tensor path's pixels differ by at
+    most 2 (of 255) from the PIL path on photo-like images, on average by far less than 1."""
+    from ijepa_eval.data.decode import to_uint8
+    from ijepa_eval.data.synthetic import photo_like
+
+    rng = np.random.default_rng(0)
+    for name in ("imagenet", "places205", "clevr_count"):
+        diffs = []
+        for _ in range(3):
+            img = Image.fromarray(photo_like(1, rng, int(rng.integers(200, 500)), int(rng.integers(180, 400))))
+            pil = eval_transform(name, 224, normalize=False)(img).int()
+            tensor = eval_transform(name, 224, normalize=False)(to_uint8(img)).int()
+            diffs.append((pil - tensor).abs())
+        diffs = torch.stack(diffs)
+        assert diffs.max() <= 2 and diffs.float().mean() < 0.05, (name, diffs.max(), diffs.float().mean())
+
+
+def test_train_transforms_take_pil_and_uint8_tensors():
+    from ijepa_eval.data.decode import to_uint8
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 90, 3), dtype=np.uint8))
+    for source in (img, to_uint8(img)):
+        out = train_transform("imagenet", 32, normalize=False)(source)
+        assert out.shape == (3, 32, 32) and out.dtype == torch.uint8

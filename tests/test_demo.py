@@ -36,7 +36,9 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path):
     lo, hi = summary["top1_ci"]["ijepa-target"]["clevr_count"]
     assert lo <= summary["top1"]["ijepa-target"]["clevr_count"] <= hi
     md = (out / "compare.md").read_text()
-    assert " ± " in md and "ijepa-target (target) − random-init = " in md
+    assert " ± " not in md and "ijepa-target (target) − random-init" in md and ", unadjusted)" in md
+    lo_hi = f"[{lo:.1f}, {hi:.1f}]"  # the cells print the interval itself
+    assert f"{summary['top1']['ijepa-target']['clevr_count']:.1f} {lo_hi}" in md
     assert "\n\nProtocols, their references and declared deviations" in md and "- **clevr_count** v" in md
     attentive = by_key[("ijepa-target", "clevr_count_attentive_cached")]
     assert attentive.probe == "attentive" and attentive.features["mode"] == "cached tokens"

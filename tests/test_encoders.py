@@ -310,6 +310,36 @@ def test_bad_files_fail_with_one_line(tmp_path, ckpts):
         assert "\n" not in str(err.value)
 
 
+def test_storage_record_check_reads_every_dtype_view_and_shared_storage(tmp_path):
+    """The record check (for torch.load's mmap path) passes whatever torch.save writes: views of a larger
+    storage, storages shared by two tensors, bf16/int8/bool/complex, optimizer-style nesting, empty tensors;
+    and refuses the one record cut by a single element, naming it."""
+    import zipfile
+
+    from ijepa_eval.encoders.read import check_storage_records, read_file
+
+    base = torch.arange(64, dtype=torch.float32)
+    obj = {"view": base[10:20], "same": base, "bf16": torch.ones(5, dtype=torch.bfloat16),
+           "i8": torch.ones(3, dtype=torch.int8), "bool": torch.ones(2, dtype=torch.bool),
+           "c64": torch.ones(2, dtype=torch.complex64), "empty": torch.zeros(0),
+           "opt": {"state": {0: {"exp_avg": torch.ones(4)}}, "param_groups": [{"params": [0], "lr": 0.1}]}}
+    good = tmp_path / "good.pth"
+    torch.save(obj, good)
+    check_storage_records(good)
+    loaded, _ = read_file(good)
+    assert torch.equal(loaded["view"], base[10:20]) and loaded["view"].untyped_storage().nbytes() == 256
+    src = zipfile.ZipFile(good)
+    victim = next(i.filename for i in src.infolist() if "/data/" in i.filename and i.file_size == 10)  # bf16 x 5
+    cut = tmp_path / "cut.pth"
+    with zipfile.ZipFile(cut, "w") as out:
+        for info in src.infolist():
+            data = src.read(info)
+            out.writestr(info, data[:-2] if info.filename == victim else data)
+    key = victim.rsplit("/", 1)[-1]
+    with pytest.raises(CheckpointError, match=f"storage record data/{key} holds 8 bytes but its tensor needs 10"):
+        read_file(cut)
+
+
 def test_malicious_pickle_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"

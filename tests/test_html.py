@@ -157,15 +157,16 @@ def test_markup_from_results_is_escaped_and_only_our_script_may_run(site):
 
 def test_index_cells_intervals_and_delta_colours(site):
     html = (site / "index.html").read_text()
-    # results table: value with its 95% bootstrap interval from metrics_ci
+    # results table: value with its 95% interval from metrics_ci (its method on hover)
     assert '33.0<span class="ci">[31.5, 34.4]</span>' in html
     # paper tables: CIFAR-100 87.9 vs paper 87.5 with interval [87.2, 88.5] -> paper inside; CLEVR count 84.0
     # vs 86.7 with [83.4, 84.5] -> worse
-    # (the cell text may carry the tables' significance mark after the number: '+0.4 ≈')
+    # (the cell text carries the tables' range mark after the number: '+0.4 ∈', never a significance arrow)
     assert re.search(r'class="num[^"]* delta-in-ci" data-value="0.4" title="paper 87.5 is inside our 95% interval '
-                     r'\[87.2, 88.5\]">\+0.4[ ≈]*<', html)
+                     r'\[87.2, 88.5\]; not a significance test">\+0.4 ∈<', html)
     assert re.search(r'class="num[^"]* delta-worse" data-value="-2.7" title="paper 86.7 is outside our 95% interval '
-                     r'\[83.4, 84.5\]">-2.7[ ↓]*<', html)
+                     r'\[83.4, 84.5\]; not a significance test">-2.7 ∉<', html)
+    assert "a range check, not a test" in html and "paper&#39;s own test-set noise" in html
     assert html.count("data:image/svg+xml;base64,") == 2  # bars + Figure-1 scatter, inline
     ids = re.findall(r' id="([^"]+)"', html)
     assert len(ids) == len(set(ids)) and {"grid", "results", "table1", "table4-ours-only"} <= set(ids)
@@ -181,7 +182,7 @@ def test_context_rows_are_explained(tmp_path):
     (runs / "ijepa__context__clevr_count.json").write_text(json.dumps(context))
     html = write_html(tmp_path / "site", load_results([runs])).read_text()
     assert "ijepa (context)†" in html and CONTEXT_NOTE in html
-    assert "↑ / ↓ / ≈ against ijepa (context)† (paired test" in html  # the first row
+    assert "significantly higher / lower than ijepa (context)† at 5%, unadjusted" in html  # the first row
     plain = write_html(tmp_path / "plain", load_results([tmp_path / "ctx"])).read_text()
     assert CONTEXT_NOTE not in plain  # no † row, no legend for it
 
@@ -232,7 +233,7 @@ def test_demo_leaderboard_writes_index_html(tmp_path, capsys):
     assert margins["clevr_count"] == 7.0  # ijepa-target 33.0 − random-init 26.0
     html = (tmp_path / "index.html").read_text()
     assert "12 result(s)" in html and html.count('<tr data-protocols="clevr_dist') == 3
-    assert re.search(r"↑ / ↓ / ≈ against random-init( \(target\))? \(paired test", html)  # the demo's floor
+    assert re.search(r"significantly higher / lower than random-init( \(target\))? at 5%, unadjusted", html)  # floor
     assert len(list((tmp_path / PAGES).glob("*.html"))) == 12
 
 
@@ -431,7 +432,7 @@ def test_mixed_adaptation_column_links_and_colours_the_result_the_table_shows(tm
     table2 = html[start:html.index("</table>", start)]
     # Δ = 72.0 − 71.5; the paper's 71.5 lies inside the fine-tuned interval [71.0, 72.9]
     assert re.search(r'class="num[^"]* delta-in-ci" data-value="0.5" title="paper 71.5 is inside our 95% '
-                     r'interval \[71.0, 72.9\]"', table2)
+                     r'interval \[71.0, 72.9\]; not a significance test"', table2)
     assert not re.search(r'in1k_1pct_linear[^"]*"[^>]*>72.0', table2)  # 72.0 never links to the frozen run
     assert re.search(r'href="pages/[^"]*in1k_1pct_finetune[^"]*"[^>]*>72.0', table2)
     assert re.search(r'href="pages/[^"]*in1k_1pct_linear[^"]*"[^>]*>90.0', table2)  # its own `ours frozen` cell
@@ -442,4 +443,4 @@ def test_index_bar_plot_draws_the_intervals(site):
     html = (site / "index.html").read_text()
     uri = re.search(r'src="data:image/svg\+xml;base64,([^"]+)" alt="top1 per protocol and model', html).group(1)
     svg = base64.b64decode(uri).decode()
-    assert svg.count("LineCollection") >= 1 and "95% bootstrap intervals" in svg
+    assert svg.count("LineCollection") >= 1 and "95% intervals" in svg

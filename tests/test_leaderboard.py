@@ -147,20 +147,23 @@ def test_result_lands_in_its_cell_with_delta(tmp_path):
     assert main(["table", str(runs), str(tmp_path / "missing_demo"), "--out", str(out)]) == 0
     t3 = read_table(out, "table3")
     row = find_row(t3, ("I-JEPA", "ViT-H/14")).iloc[0]
-    assert (row["cifar100 paper"], row["cifar100 ours"], row["cifar100 Δ"]) == ("87.5", "88.1", "+0.6")
+    assert (row["cifar100 paper"], row["cifar100 ours"], row["cifar100 Δ"]) == ("87.5", "88.10", "+0.60")
+    # CSV splits each value cell: value, lo, hi, marks (no interval in this result, no test selection)
+    assert (row["cifar100 ours lo"], row["cifar100 ours hi"], row["cifar100 ours marks"]) == ("—", "—", "")
     assert row["places205 ours"] == "—" and row["Ours (model)"] == "ijepa_h14 (target)"
     assert (find_row(t3, ("MAE", "ViT-H/14"))["cifar100 ours"] == "—").all()
     t5 = read_table(out, "table5")
-    assert find_row(t5, ("I-JEPA", "ViT-H/14", "IN-1k"))["cifar100 ours"].iloc[0] == "88.1"
+    assert find_row(t5, ("I-JEPA", "ViT-H/14", "IN-1k"))["cifar100 ours"].iloc[0] == "88.10"
     assert find_row(t5, ("I-JEPA", "ViT-H/14", "IN-22k"))["cifar100 ours"].iloc[0] == "—"
     row2 = find_row(read_table(out, "table2"), ("I-JEPA", "ViT-H/14")).iloc[0]
-    assert row2["in1k_1pct ours frozen"] == "71.2"  # best of the mapped frozen protocols: 71.25 (linear) > 70.0
+    assert row2["in1k_1pct ours frozen"] == "71.25"  # held-out score 71.25 (linear) > 70.0 (logreg)
+    assert row2["in1k_1pct ours frozen marks"] == "(in1k_1pct_linear, best train_holdout top1 of 2 protocols)"
     # I-JEPA's Table 2 number is fine-tuned (App. A.2): a frozen result never gets a Δ against it
     assert (row2["in1k_1pct paper adaptation"], row2["in1k_1pct ours"], row2["in1k_1pct Δ"]) == ("finetune", "—", "—")
     row2 = find_row(read_table(out, "table2"), ("MSN", "ViT-B/4")).iloc[0]
     assert row2["in1k_1pct paper adaptation"] == "frozen" and row2["in1k_1pct paper source"].startswith("MSN Table 2")
     extra = read_table(out, "table3_ours_only")
-    assert extra["Model"].tolist() == ["tiny (target)"] and extra["cifar100 ours"].tolist() == ["12.0"]
+    assert extra["Model"].tolist() == ["tiny (target)"] and extra["cifar100 ours"].tolist() == ["12.00"]
     assert not (out / "table1_ours_only.csv").exists()
     md = (out / "table3.md").read_text()
     assert "| I-JEPA | ViT-H/14 | ijepa_h14 (target) | 87.5 | 88.1 | +0.6 |" in md and "Ours only" in md
@@ -180,7 +183,7 @@ def test_manifest_places_results_without_meta(tmp_path):
     assert main(["table", str(tmp_path / "runs"), "--out", str(out), "--models", str(tmp_path / "models.yaml"),
                  "--format", "csv"]) == 0
     row = find_row(read_table(out, "table4"), ("MAE", "ViT-H/14")).iloc[0]
-    assert (row["clevr_count ours"], row["clevr_count Δ"]) == ("85.0", "-5.5")
+    assert (row["clevr_count ours"], row["clevr_count Δ"]) == ("85.00", "-5.50")
     assert not (out / "table4.md").exists()
 
 
@@ -366,7 +369,7 @@ def test_ours_only_keeps_fine_tuned_and_frozen_results_apart(tmp_path, capsys):
     assert main(["table", str(runs), "--out", str(tmp_path / "t"), "--format", "csv"]) == 0
     capsys.readouterr()
     extra = pd.read_csv(tmp_path / "t" / "table2_ours_only.csv", dtype=str, keep_default_na=False).set_index("Model")
-    assert extra.loc["mae (target)", ["in1k_1pct ours finetune", "in1k_1pct ours frozen"]].tolist() == ["25.0", "100.0"]
+    assert extra.loc["mae (target)", ["in1k_1pct ours finetune", "in1k_1pct ours frozen"]].tolist() == ["25.00", "100.00"]
     assert "in1k_1pct ours" not in extra.columns
     assert extra.loc["mae (target)", "Not in a paper cell because"].count("12 train images") == 1
 
@@ -433,14 +436,15 @@ def test_only_results_on_the_paper_data_fill_paper_cells(tmp_path, capsys):
     t4 = read_table(out, "table4")
     rows = find_row(t4, ("I-JEPA", "ViT-H/14")).set_index("Ours (model)")
     real = rows.loc["ijepa_h14 (target)"]
-    assert (real["clevr_count paper"], real["clevr_count ours"], real["clevr_count Δ"]) == ("86.7", "87.0", "+0.3")
-    assert real["Selected on"] == "test"  # marked, not excluded
+    assert (real["clevr_count paper"], real["clevr_count ours"], real["clevr_count Δ"]) == ("86.7", "87.00", "+0.30")
+    assert real["Selected on"] == "test" and real["clevr_count ours marks"] == "‡"  # marked, not excluded
+    assert "| 87.0‡ | +0.3 |" in (out / "table4.md").read_text()  # the mark sits on the number itself
     mixed = rows.loc["ijepa_h14_mini (target)"]
     assert (mixed["clevr_count ours"], mixed["clevr_count Δ"]) == ("—", "—")
-    assert (mixed["clevr_dist ours"], mixed["clevr_dist Δ"], mixed["Selected on"]) == ("70.0", "-2.4", "train_holdout")
+    assert (mixed["clevr_dist ours"], mixed["clevr_dist Δ"], mixed["Selected on"]) == ("70.00", "-2.40", "train_holdout")
     extra = read_table(out, "table4_ours_only")
     assert extra["Model"].tolist() == ["ijepa_h14_mini (target)"]
-    assert (extra["clevr_count ours"].iloc[0], extra["clevr_dist ours"].iloc[0]) == ("99.0", "—")
+    assert (extra["clevr_count ours"].iloc[0], extra["clevr_dist ours"].iloc[0]) == ("99.00", "—")
     why = extra["Not in a paper cell because"].iloc[0]
     assert why == ("clevr_count: eval data: 900 train images (paper: 63,000); clevr_count: eval data: 100 val images "
                    "(paper: 7,000); clevr_count: eval data: 500 test images (paper: 15,000)")
@@ -526,11 +530,15 @@ def test_real_protocol_run_on_synthetic_data_is_kept_out_of_paper_cells(tmp_path
     path.write_text(json.dumps(record))
     assert main(["table", str(tmp_path / "runs"), "--out", str(out), "--format", "csv"]) == 0
     row = find_row(read_table(out, "table3"), ("I-JEPA", "ViT-H/14")).iloc[0]
-    top1 = f"{record['metrics']['top1']:.1f}"
+    top1 = record["metrics"]["top1"]
     lo, hi = record["metrics_ci"]["top1"]
-    assert hi < 87.5  # the paper's value lies above our interval: our number is significantly lower (↓)
-    assert (row["cifar100 ours"], row["cifar100 Δ"]) == (f"{top1} ± {(hi - lo) / 2:.1f}",
-                                                         f"{record['metrics']['top1'] - 87.5:+.1f} ↓")
+    assert hi < 87.5  # the paper's value lies above our interval: outside it (∉), not "significantly lower"
+    assert (row["cifar100 ours"], row["cifar100 ours lo"], row["cifar100 ours hi"]) == (
+        f"{top1:.2f}", f"{lo:.2f}", f"{hi:.2f}")
+    assert (row["cifar100 Δ"], row["cifar100 Δ marks"]) == (f"{top1 - 87.5:+.2f}", "∉")
+    assert main(["table", str(tmp_path / "runs"), "--out", str(out), "--format", "md"]) == 0
+    md = (out / "table3.md").read_text()
+    assert f"| {top1:.1f} [{lo:.1f}, {hi:.1f}] | {top1 - 87.5:+.1f} ∉ |" in md and "not a significance test" in md
     assert not (out / "table3_ours_only.csv").exists()
 
 
@@ -549,3 +557,29 @@ def test_paper_row_footnotes_cover_both_adaptation_cells(tmp_path, capsys):
     assert ("| MAE | ViT-H/14 | 1600 | mae (target) | 71.5 | finetune | Semi-ViT README 'Finetune' acc@1% (its FINETUNE.md) "
             "| 72.0 | 60.0 | 72.0 | +0.5 |") in md
     assert "- **in1k_1pct_finetune** v1" in md and "- **in1k_1pct_linear** v1" in md
+
+
+def test_table2_chooses_between_protocols_by_held_out_score_never_the_test_score(tmp_path):
+    """Linear probe 72.0 on test but 60.0 held out; logistic regression 70.0 on test, 65.0 held out: the cell
+    shows logistic regression and says why. When one of them chose its head on the test split there is no
+    shared held-out score, and the declared order (linear first) decides — the test score never does."""
+    def head(held: float, test: float) -> list[dict]:
+        return [{"name": "h", "representation": "lastPOOL", "head": "linear",
+                 "scores": {"train_holdout": {"top1": held}, "test": {"top1": test}}}]
+
+    runs, out = tmp_path / "runs", tmp_path / "t"
+    make_result(runs, "ijepa_h14", "in1k_1pct_linear", 72.0, IJEPA_H14, heads=head(60.0, 72.0))
+    make_result(runs, "ijepa_h14", "in1k_1pct_logreg", 70.0, IJEPA_H14, heads=head(65.0, 70.0))
+    assert main(["table", str(runs), "--out", str(out), "--format", "csv,md"]) == 0
+    row = find_row(read_table(out, "table2"), ("I-JEPA", "ViT-H/14")).iloc[0]
+    assert row["in1k_1pct ours frozen"] == "70.00"
+    assert row["in1k_1pct ours frozen marks"] == "(in1k_1pct_logreg, best train_holdout top1 of 2 protocols)"
+    assert "never the test score" in (out / "table2.md").read_text()
+
+    make_result(runs, "ijepa_h14", "in1k_1pct_logreg", 70.0, IJEPA_H14, heads=head(70.0, 70.0), selected_on="test",
+                date="2024-02-01T00:00:00+00:00")
+    assert main(["table", str(runs), "--out", str(out), "--format", "csv"]) == 0
+    row = find_row(read_table(out, "table2"), ("I-JEPA", "ViT-H/14")).iloc[0]
+    assert row["in1k_1pct ours frozen"] == "72.00"
+    assert row["in1k_1pct ours frozen marks"] == (
+        "(in1k_1pct_linear, first in declared order of 2 (no shared held-out score))")

@@ -8,18 +8,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
+from statsmodels.stats.contingency_tables import mcnemar
 
 from ijepa_eval.cli import main
+from ijepa_eval.leaderboard.cells import VALUE_LEGEND
 from ijepa_eval.leaderboard.comparison import Comparison
 from ijepa_eval.leaderboard.records import load_results
-from ijepa_eval.leaderboard.tables import CELL_LEGEND
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_leaderboard_stats import constructed, write_run  # noqa: E402
 
 FOLDER = {"name": "folder", "test_split": "val", "num_classes": 3, "fingerprint": {"val": "abc"}, "sizes": {"val": 425}}
 TOP1_A, TOP1_BASE = 100 * 330 / 425, 100 * 305 / 425  # A is right on 300 + 30 examples, the baseline on 300 + 5
+P_SHAPES = mcnemar([[300, 30], [5, 90]], exact=False, correction=False).pvalue  # McNemar's score test
+A_CELL = f"{TOP1_A:.1f} [{TOP1_A - 2:.1f}, {TOP1_A + 2:.1f}] ↑ (h)"
 
 
 def shapes_runs(runs: Path) -> dict[str, Path]:
@@ -39,34 +41,52 @@ def test_comparison_holds_its_tests_table_and_notes(tmp_path):
     results = load_results([tmp_path / "runs"])
     cmp = Comparison.of_results(results, reference="baseline")
     assert cmp.reference == "baseline (target)" and cmp.protocols == ["shapes", "shapes_ft"] and not cmp.skipped
-    p = binomtest(30, 35, 0.5).pvalue
     same = cmp.tests[("A (target)", "shapes")]
-    assert (same.verdict, same.method, same.reference_protocol) == ("win", "McNemar exact", "shapes")
-    assert same.test.p_value == pytest.approx(p) and same.test.diff == pytest.approx(TOP1_A - TOP1_BASE)
+    assert (same.verdict, same.method, same.reference_protocol) == ("win", "McNemar score test, Tango interval",
+                                                                    "shapes")
+    assert same.test.p_value == pytest.approx(P_SHAPES) and same.test.diff == pytest.approx(TOP1_A - TOP1_BASE)
     # the fine-tuned cell is paired with the baseline's frozen cell on the same examples (the paper's Table 2)
     tuned = cmp.tests[("A (target)", "shapes_ft")]
     assert tuned.reference_protocol == "shapes"
     assert cmp.lines == [
         f"shapes: A (target) − baseline (target) = {TOP1_A - TOP1_BASE:+.1f} top1 points "
-        f"[{same.test.diff_ci[0]:+.1f}, {same.test.diff_ci[1]:+.1f}], McNemar exact p = {p:.3g}: real (better)",
+        f"[{same.test.diff_ci[0]:+.1f}, {same.test.diff_ci[1]:+.1f}] (McNemar score test, Tango interval): "
+        f"significantly better (p = {P_SHAPES:.3g}, unadjusted)",
         f"shapes_ft: A (target) − baseline (target) (shapes) = {TOP1_A - TOP1_BASE:+.1f} top1 points "
-        f"[{tuned.test.diff_ci[0]:+.1f}, {tuned.test.diff_ci[1]:+.1f}], McNemar exact p = {p:.3g}: real (better)",
+        f"[{tuned.test.diff_ci[0]:+.1f}, {tuned.test.diff_ci[1]:+.1f}] (McNemar score test, Tango interval): "
+        f"significantly better (p = {P_SHAPES:.3g}, unadjusted)",
     ]
-    assert cmp.table.set_index("model").loc["A (target)", "shapes"] == f"{TOP1_A:.1f} ± 2.0 ↑ (h)"
+    assert str(cmp.table.set_index("model").loc["A (target)", "shapes"]) == A_CELL
     assert cmp.flat_table.set_index("model").loc["A (target)", "shapes_ft vs ref"] == "win"
-    assert cmp.notes[0].startswith(CELL_LEGEND) and "with baseline (target)" in cmp.notes[0]
+    assert cmp.notes[0].startswith(VALUE_LEGEND) and "than baseline (target) at 5%, unadjusted" in cmp.notes[0]
     assert cmp.notes[2:4] == [f"- {line}" for line in cmp.lines] and cmp.notes[4] == ""
     assert cmp.notes[5].startswith("Protocols, their references")
     assert cmp.values()["A (target)"] == {"shapes": pytest.approx(TOP1_A), "shapes_ft": pytest.approx(TOP1_A)}
     assert cmp.intervals()["baseline (target)"] == {"shapes": pytest.approx((TOP1_BASE - 2, TOP1_BASE + 2)),
                                                     "shapes_ft": None}
-    # mean per-class accuracy is decided by the paired bootstrap: no p-value, and the sentence says which test
+    # mean per-class accuracy: a class-stratified paired bootstrap, whose p-value agrees with its interval
     mpc = Comparison.of_results(results, ["shapes"], "mean_per_class_acc", "baseline")
     boot = mpc.tests[("A (target)", "shapes")]
-    assert boot.method == "paired bootstrap" and boot.test.p_value is None
+    assert boot.method == "class-stratified paired bootstrap" and boot.test.p_value == 0.0
     assert mpc.lines[0].startswith("shapes: A (target) − baseline (target) = ")
     assert mpc.lines[0].endswith(f"mean_per_class_acc points [{boot.test.diff_ci[0]:+.1f}, "
-                                 f"{boot.test.diff_ci[1]:+.1f}], paired bootstrap: real (better)")
+                                 f"{boot.test.diff_ci[1]:+.1f}] (class-stratified paired bootstrap): "
+                                 "significantly better (p < 0.002, unadjusted)")
+
+
+def test_holm_adjustment_is_applied_and_said(tmp_path):
+    shapes_runs(tmp_path / "runs")
+    results = load_results([tmp_path / "runs"])
+    cmp = Comparison.of_results(results, reference="baseline", adjust="holm")
+    assert cmp.adjust == "holm" and all(t.family == 2 for t in cmp.tests.values())
+    same = cmp.tests[("A (target)", "shapes")]
+    assert same.p_adjusted == pytest.approx(min(1.0, 2 * P_SHAPES)) and same.verdict == "win"  # two equal p-values
+    assert "after Holm's adjustment over the 2 tests of this comparison" in cmp.legend
+    assert cmp.lines[0].endswith(f"significantly better (p = {P_SHAPES:.3g}, Holm-adjusted p = "
+                                 f"{2 * P_SHAPES:.3g} over 2 tests)")
+    assert Comparison.of_results(results, reference="baseline").adjust == "none"
+    with pytest.raises(Exception, match="unknown adjustment 'bonferroni'"):
+        Comparison.of_results(results, reference="baseline", adjust="bonferroni")
 
 
 def test_a_missing_predictions_file_skips_its_pair_with_a_note(tmp_path, capsys):
@@ -97,6 +117,7 @@ def test_a_missing_predictions_file_skips_its_pair_with_a_note(tmp_path, capsys)
     # the tested cells keep their marks on the page (C ties; A's fine-tuned cell, whose file is there, wins);
     # A's run page offers no predictions to download
     assert html.count('class="num sig-tie"') == 1 and html.count('class="num sig-win"') == 1
+    assert "paired tests (2)" in html and "not significant (p = 1, unadjusted)" in html  # each test's sentence
     page = next((site / "pages").glob("A-*--shapes.html")).read_text()
     assert "per-example predictions" not in page
 
@@ -108,9 +129,8 @@ def test_table_reference_writes_the_grid_as_compare_does(tmp_path, capsys):
     assert main(["table", str(runs), "--out", str(out), "--reference", "baseline", "--format", "md,csv"]) == 0
     assert "table: 3 result(s)" in capsys.readouterr().out
     md = (out / "compare.md").read_text()
-    p = binomtest(30, 35, 0.5).pvalue
-    assert f"| A (target) | {TOP1_A:.1f} ± 2.0 ↑ (h) | {TOP1_A:.1f} ± 2.0 ↑ (h) |" in md
-    assert f"McNemar exact p = {p:.3g}: real (better)" in md and "with baseline (target)" in md
+    assert f"| A (target) | {A_CELL} | {A_CELL} |" in md
+    assert f"significantly better (p = {P_SHAPES:.3g}, unadjusted)" in md and "than baseline (target)" in md
     flat = pd.read_csv(out / "compare.csv", dtype=str, keep_default_na=False).set_index("model")
     assert flat.loc["A (target)", "shapes vs ref"] == "win" and flat.loc["baseline (target)", "shapes vs ref"] == "—"
     assert not (out / "index.html").exists() and (out / "table1.md").exists()

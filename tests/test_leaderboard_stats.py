@@ -1,4 +1,5 @@
-"""Intervals and significance in the leaderboard: cell text, paper Δ marks, compare's paired tests, error bars."""
+"""Intervals and significance in the leaderboard: cell text, paper Δ marks, compare's paired tests, Holm, error
+bars, Table 2's choice between protocols."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import binomtest
+from scipy.stats import norm
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
 
 from ijepa_eval.cli import main
 from ijepa_eval.leaderboard import comparison, plots
-from ijepa_eval.leaderboard.records import load_results
-from ijepa_eval.leaderboard.tables import delta_cell, marked, value_cell
+from ijepa_eval.leaderboard.cells import delta_cell, paper_interval, result_cell
+from ijepa_eval.leaderboard.records import Result, load_results
+from ijepa_eval.leaderboard.render import ValueCell
+from ijepa_eval.proportions import wilson_interval
 from ijepa_eval.results import (
     ResultRecord,
     predictions_path,
@@ -28,15 +33,34 @@ CLEVR_REAL = {"name": "clevr_count", "test_split": "test", "num_classes": 8,
               "sizes": {"train": 63000, "val": 7000, "test": 15000}}
 
 
+def result_with(top1: float, ci=None, seed_std=None, selected_on="train_holdout") -> Result:
+    seeds = None if seed_std is None else {"n": 3, "seeds": [0, 1, 2], "head": "h",
+                                           "top1": {"mean": top1, "std": seed_std, "values": [top1] * 3}}
+    record = ResultRecord(protocol={"name": "p", "version": 1, "config": {}}, model={"label": "m"}, features={},
+                          dataset={}, metrics={"top1": top1}, selection={"split": selected_on, "head": "h"},
+                          metrics_ci={"top1": list(ci)} if ci else {}, seeds=seeds)
+    return Result(Path("m__target__p.json"), record)
+
+
 def test_cell_text():
-    assert value_cell(72.44, (71.0, 73.6)) == "72.4 ± 1.3" and value_cell(72.44) == "72.4" and value_cell(None) == "—"
-    assert marked("72.4 ± 1.3", "win") == "72.4 ± 1.3 ↑" and marked("1.0", "loss") == "1.0 ↓"
-    assert marked("1.0", "tie") == "1.0 ≈" and marked("1.0", None) == "1.0"
-    # Δ = ours − paper; the mark places the paper's value against our interval
-    assert delta_cell(86.0, 86.7, (85.1, 86.9)) == "-0.7 ≈"  # inside: consistent with the paper
-    assert delta_cell(88.0, 86.7, (87.2, 88.8)) == "+1.3 ↑"  # paper below our interval
-    assert delta_cell(80.0, 86.7, (79.0, 81.0)) == "-6.7 ↓"
-    assert delta_cell(80.0, 86.7, None) == "-6.7" and delta_cell(None, 86.7, None) == "—"
+    # intervals as they are: 98/100 right has the asymmetric Wilson interval [93.0, 99.4], not "98.0 ± 3.2"
+    lo, hi = wilson_interval(98, 100)
+    assert str(ValueCell(98.0, (100 * lo, 100 * hi))) == "98.0 [93.0, 99.4]"
+    assert str(ValueCell(72.44, (71.0, 73.6), "↑", ("concatPOOL4/linear",))) == "72.4 [71.0, 73.6] ↑ (concatPOOL4/linear)"
+    assert str(ValueCell(72.44)) == "72.4" and str(ValueCell(None)) == "—"
+    assert ValueCell(72.444, (71.0, 73.6), "↑", test_selected=True).csv_fields() == ("72.44", "71.00", "73.60", "‡ ↑")
+    assert str(result_cell(result_with(72.44, (71.0, 73.6), selected_on="test"), "top1")) == "72.4‡ [71.0, 73.6]"
+    assert str(result_cell(result_with(72.44, (71.0, 73.6), seed_std=0.1234), "top1")) == "72.4 [71.0, 73.6] (seed sd 0.12)"
+    assert str(result_cell(None, "top1")) == "—" and str(result_cell(result_with(72.4), "top5")) == "—"
+    # Δ = ours − paper: ∉ / ∈ place the paper's value against our interval (a range check, not a test)
+    assert str(delta_cell(result_with(86.0, (85.1, 86.9)), "top1", 86.7)) == "-0.7 ∈"
+    assert str(delta_cell(result_with(88.0, (87.2, 88.8)), "top1", 86.7)) == "+1.3 ∉"
+    assert str(delta_cell(result_with(80.0), "top1", 86.7)) == "-6.7" and str(delta_cell(None, "top1", 86.7)) == "—"
+    # with probe seeds the interval widens by z·sd on each side, in quadrature: the paper's 86.7 is then inside
+    seeded = result_with(88.0, (87.2, 88.8), seed_std=0.6)
+    z = norm.isf(0.025)
+    assert paper_interval(seeded, "top1") == pytest.approx((88.0 - np.hypot(0.8, z * 0.6), 88.0 + np.hypot(0.8, z * 0.6)))
+    assert str(delta_cell(seeded, "top1", 86.7)) == "+1.3 ∈"
 
 
 def write_run(out_dir: Path, label: str, protocol: str, labels: np.ndarray, top1_pred: np.ndarray, *,
@@ -68,11 +92,13 @@ def test_paper_table_cells_carry_intervals_and_delta_marks(tmp_path):
     assert main(["table", str(runs), "--out", str(out)]) == 0
     table4 = pd.read_csv(out / "table4.csv", dtype=str, keep_default_na=False)
     row = table4[(table4["Method"] == "I-JEPA") & (table4["Arch"] == "ViT-H/14")].iloc[0]
-    assert (row["clevr_count ours"], row["clevr_count Δ"]) == ("100.0 ± 1.5", "+13.3 ≈")
+    assert [row[f"clevr_count ours{c}"] for c in ("", " lo", " hi", " marks")] == ["100.00", "84.00", "87.00", ""]
+    assert (row["clevr_count Δ"], row["clevr_count Δ marks"]) == ("+13.30", "∈")
     md = (out / "table4.md").read_text()
-    assert "| 100.0 ± 1.5 | +13.3 ≈ |" in md and "95% bootstrap interval" in md
+    assert "| 100.0 [84.0, 87.0] | +13.3 ∈ |" in md and "95% interval over test examples" in md
+    assert "not a significance test" in md and "paper's own test-set noise" in md
     tex = (out / "table4.tex").read_text()
-    assert r"100.0 $\pm$ 1.5" in tex and r"+13.3 $\approx$" in tex and "≈" not in tex and "±" not in tex
+    assert r"100.0 [84.0, 87.0]" in tex and r"+13.3 $\in$" in tex and "∈" not in tex and "±" not in tex
 
 
 def constructed(n_both: int, only_a: int, only_b: int, n_neither: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,21 +128,39 @@ def test_compare_marks_real_differences_and_ties(tmp_path, capsys):
     assert main(["compare", "--results", str(runs), "--reference", "baseline", "--out", str(out),
                  "--protocols", "shapes,counts,other", "--plot"]) == 0
     printed = capsys.readouterr().out
-    p_shapes = binomtest(30, 35, 0.5).pvalue
-    assert f"shapes: A (target) − baseline (target) = {100 * 25 / 425:+.1f} top1 points" in printed
-    assert f"McNemar exact p = {p_shapes:.3g}: real (better)" in printed
-    assert "counts: A (target) − baseline (target) = +0.7 top1 points" in printed and "not significant" in printed
+    p_shapes = mcnemar([[300, 30], [5, 90]], exact=False, correction=False).pvalue  # McNemar's score test
+    assert f"shapes: A (target) − baseline (target) = {100 * 25 / 425:+.1f} top1 points [" in printed
+    assert f"(McNemar score test, Tango interval): significantly better (p = {p_shapes:.3g}, unadjusted)" in printed
+    p_counts = mcnemar([[300, 8], [5, 112]], exact=False, correction=False).pvalue
+    assert "counts: A (target) − baseline (target) = +0.7 top1 points" in printed
+    assert f"not significant (p = {p_counts:.3g}, unadjusted)" in printed and "at 5%, unadjusted" in printed
     assert "other: A (target) vs baseline (target) not tested: different test sets" in printed
 
     flat = pd.read_csv(out / "compare.csv", dtype=str, keep_default_na=False).set_index("model")
     assert flat.loc["A (target)", "shapes vs ref"] == "win" and flat.loc["A (target)", "counts vs ref"] == "tie"
     assert flat.loc["A (target)", "other vs ref"] == "—" and flat.loc["baseline (target)", "shapes vs ref"] == "—"
     assert float(flat.loc["A (target)", "shapes p"]) == pytest.approx(p_shapes, rel=1e-2)
+    assert flat.loc["A (target)", "shapes p holm"] == "—"  # not adjusted, and the file says so
     top1_a = 100 * 330 / 425
     assert flat.loc["A (target)", "shapes lo"] == f"{top1_a - 2:.2f}"
+    assert (flat.loc["A (target)", "shapes interval"], flat.loc["A (target)", "shapes selected on"]) == (
+        "percentile", "train_holdout")  # a result that records no ci.method had the old percentile bootstrap
     md = (out / "compare.md").read_text()
-    assert f"| A (target) | {top1_a:.1f} ± 2.0 ↑ (h) |" in md and "↑ / ↓: significantly higher / lower" in md
-    assert "real (better)" in md and "not tested: different test sets" in md
+    assert f"| A (target) | {top1_a:.1f} [{top1_a - 2:.1f}, {top1_a + 2:.1f}] ↑ (h) |" in md
+    assert "↑ / ↓: significantly higher / lower than baseline (target) at 5%, unadjusted" in md
+    assert "significantly better (p = " in md and "not tested: different test sets" in md
+
+    # --adjust holm: Holm over the comparison's 2 tests, recorded in the legend, the sentences and the CSV
+    assert main(["compare", "--results", str(runs), "--reference", "baseline", "--out", str(out),
+                 "--protocols", "shapes,counts,other", "--adjust", "holm"]) == 0
+    printed = capsys.readouterr().out
+    want = multipletests([p_shapes, p_counts], method="holm")[1]
+    assert f"Holm-adjusted p = {want[0]:.3g} over 2 tests" in printed and "after Holm's adjustment over the 2 tests" in printed
+    flat = pd.read_csv(out / "compare.csv", dtype=str, keep_default_na=False).set_index("model")
+    assert float(flat.loc["A (target)", "shapes p holm"]) == pytest.approx(want[0], rel=1e-2)
+    assert float(flat.loc["A (target)", "counts p holm"]) == pytest.approx(want[1], rel=1e-2)
+    assert "after Holm's adjustment" in (out / "compare.md").read_text()
+    assert main(["compare", "--results", str(runs), "--adjust", "bonferroni"]) == 2
 
     # the other order: the baseline is significantly worse than A
     rows = comparison.rows_from_results(load_results([runs]))
@@ -146,7 +190,7 @@ def test_bars_draw_interval_error_bars(tmp_path):
     with_ci = plots.bars(values, tmp_path / "ci", intervals={"A": {"p": (66.0, 73.0), "q": None},
                                                               "B": {"p": (57.0, 64.0)}})[1].read_text()
     assert "LineCollection" not in plain and with_ci.count("LineCollection") >= 1
-    assert "95% bootstrap intervals" in with_ci
+    assert "95% intervals" in with_ci
 
 
 def test_scatter_draws_our_interval(tmp_path):
@@ -178,4 +222,5 @@ def test_compare_of_checkpoints_keeps_the_mark_of_a_context_row(tmp_path):
     assert tests[("hf", "shapes")].verdict == "win" and not skipped
     shown, flat = comparison.compare_frames(rows, ["shapes"], "top1", tests)
     assert shown["model"].tolist() == ["baseline", "hf†"]
-    assert shown.loc[1, "shapes"].endswith("↑ (h)") and flat.loc[1, "shapes vs ref"] == "win"
+    assert str(shown.loc[1, "shapes"]).endswith("↑ (h)") and flat.loc[1, "shapes vs ref"] == "win"
+

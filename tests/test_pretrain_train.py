@@ -245,6 +245,52 @@ def test_load_encoder_reads_the_target_encoder(full_run):
             assert torch.allclose(enc.forward_features(x), ours.eval()(x).mean(1), atol=1e-5)
 
 
+@pytest.mark.parametrize("rank", [32, 3])  # healthy tokens, and tokens that span 3 directions
+def test_collapse_rank_from_the_gram_matrix_equals_the_svd(rank):
+    """eigvalsh of the D x D Gram matrix gives the singular values numpy's SVD of the tokens gives."""
+    import numpy as np
+
+    from ijepa_eval.pretrain.monitor import collapse_stats
+
+    g = torch.Generator().manual_seed(rank)
+    tokens = torch.randn(4, 16, rank, generator=g) @ torch.randn(rank, 32, generator=g)
+    x = tokens.double().numpy()
+    h = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)  # F.layer_norm, no affine
+    flat = h.reshape(-1, 32)
+    s = np.linalg.svd(flat - flat.mean(0), compute_uv=False)
+    p = s / s.sum()
+    want = np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())
+    got = collapse_stats(tokens)
+    assert got["target_erank"] == pytest.approx(want, rel=1e-6)
+    assert got["target_std"] == pytest.approx(h.std(0, ddof=1).mean(), rel=1e-5)
+    assert (got["target_erank"] < 6) == (rank == 3)
+
+
+def test_cuda_rng_state_is_the_current_gpus_and_resumes_on_fewer_gpus(monkeypatch):
+    """Saved: the current GPU's generator only. Restored: that one; an older checkpoint's list of every visible
+    GPU's states restores the current GPU's entry, and a node showing fewer GPUs than it lists is no IndexError."""
+    from ijepa_eval.pretrain import checkpoint as ckpt
+
+    restored, current = [], {"index": 0}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current["index"])
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": torch.tensor([7 + current["index"]]))
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("every GPU's state is not saved"))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.append(int(state)))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: pytest.fail("restores the current GPU only"))
+    current["index"] = 1
+    state = ckpt.rng_state()
+    assert torch.equal(state["cuda"], torch.tensor([8]))
+    ckpt.set_rng_state(state)
+    ckpt.set_rng_state({**state, "cuda": [torch.tensor([i]) for i in range(8)]})  # written on 8 GPUs, rank 1
+    current["index"] = 3
+    ckpt.set_rng_state({**state, "cuda": [torch.tensor([0]), torch.tensor([1])]})  # written where 2 were visible
+    assert restored == [8, 1]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # resumed on a CPU-only machine
+    ckpt.set_rng_state(state)
+    assert restored == [8, 1] and ckpt.rng_state()["cuda"] is None
+
+
 def test_two_process_ddp_matches_one_process(clevr_root, tmp_path):
     # fixed-size blocks keep the per-rank batch truncation a no-op, so both runs see the same masks;
     # the ranks also accumulate 2 micro-batches (DDP no_sync), which crashed with static_graph=True

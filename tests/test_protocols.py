@@ -16,6 +16,7 @@ from ijepa_eval.io import sha256_file
 from ijepa_eval.protocols import RECIPES_DIR, available_recipes, load_recipe, run_protocol
 from ijepa_eval.protocols import runner as runner_module
 from ijepa_eval.results import METRIC_DIRECTIONS, load_result
+from ijepa_eval.stats import metric_intervals
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint  # noqa: E402
@@ -309,6 +310,7 @@ def check_predictions_and_intervals(path, r):
     assert r.metrics["top1"] == pytest.approx(top1) and r.metrics["top5"] == pytest.approx(top5_acc)
     assert r.metrics["mean_per_class_acc"] == pytest.approx(100.0 * np.mean(per_class))
     assert set(r.metrics_ci) == set(r.metrics)
+    assert (r.metrics_ci, r.ci) == metric_intervals(labels, top5, seed=r.seed)  # the method is recorded
     for metric, (lo, hi) in r.metrics_ci.items():
         assert lo <= r.metrics[metric] + 1e-9 and r.metrics[metric] <= hi + 1e-9 and 0 <= lo <= hi <= 100
 
@@ -395,6 +397,38 @@ def test_paper_augmentation_is_seeded_when_loading_in_process(world):
         return torch.cat([g.weight.flatten() for g in probe.grid.groups.values()])
 
     torch.testing.assert_close(trained_weights(1), trained_weights(2), rtol=0, atol=0)
+
+
+def test_paper_augmentation_encodes_in_chunks_equal_to_one_shot(world):
+    """A probe batch of 16 encoded as chunks of 5, 5, 5, 1 (extraction_batch_size 5) trains the same heads as
+    one forward over all 16: same batches, order and augmentations; no forward ever sees more than 5 images."""
+    import numpy as np
+    import torch
+
+    from ijepa_eval.data import get_dataset, train_transform
+    from ijepa_eval.encoders import load_encoder
+    from ijepa_eval.protocols.probing import LinearProbe
+
+    enc = load_encoder(str(world["ckpt"]))
+    ds = get_dataset("cifar100", world["roots"]["cifar100"], "train", transform=train_transform("cifar100", enc.img_size))
+    seen = []
+    forward = enc.forward_pooled
+    enc.forward_pooled = lambda images, n: seen.append(len(images)) or forward(images, n)
+
+    def trained(chunk: int) -> tuple[torch.Tensor, list[dict]]:
+        recipe = load_recipe("cifar100", ["epochs=2", "batch_size=16", f"extraction_batch_size={chunk}",
+                                          "grid.lr_mults=[1.0]", "aug=paper"])
+        probe = LinearProbe(recipe, ["lastPOOL", "concatPOOL4"], 100, torch.device("cpu"), progress=False)
+        probe.fit_augmented(enc, ds, np.arange(len(ds)), num_workers=0)
+        return torch.cat([p.flatten() for g in probe.grid.groups.values() for p in g.params]), probe.train_stats
+
+    one_shot, one_shot_stats = trained(16)
+    assert max(seen) == 16
+    seen.clear()
+    chunked, chunked_stats = trained(5)
+    assert max(seen) == 5 and seen[:4] == [5, 5, 5, 1]  # 60 images: batches 16, 16, 16, 12
+    torch.testing.assert_close(chunked, one_shot)
+    assert [s["top1"] for s in chunked_stats] == [s["top1"] for s in one_shot_stats]
 
 
 def test_skip_existing_reuses_only_identical_runs(world, tmp_path):

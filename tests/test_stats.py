@@ -1,4 +1,5 @@
-"""ijepa_eval.stats against slow reference loops, scipy's binomial test and known coverage; predictions files."""
+"""ijepa_eval.stats against slow reference loops, statsmodels, scipy and published values; predictions files.
+Coverage over simulated test sets: test_stats_coverage.py."""
 
 from __future__ import annotations
 
@@ -6,10 +7,16 @@ import statistics
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest
+from scipy.optimize import minimize_scalar
+from scipy.stats import binom, multinomial, norm
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
 
 from ijepa_eval import stats
+from ijepa_eval.bootstrap import binomial_draws, class_stratified_share, order_interval
 from ijepa_eval.errors import ConfigError, IjepaEvalError
+from ijepa_eval.proportions import mcnemar_score_p, paired_score, wilson_interval
 from ijepa_eval.results import ResultRecord, load_predictions, write_predictions
 
 
@@ -45,65 +52,203 @@ def slow_metrics(labels: np.ndarray, top5: np.ndarray) -> dict[str, float]:
     return {"top1": top1, "top5": top5_acc, "mean_per_class_acc": 100.0 * sum(recalls) / len(recalls)}
 
 
-def slow_bootstrap(labels, top5, resamples, seed):
-    rng = np.random.default_rng(seed)
-    out = {m: [] for m in stats.METRICS}
-    for _ in range(resamples):
-        idx = rng.integers(0, len(labels), len(labels))
-        for m, v in slow_metrics(labels[idx], top5[idx]).items():
-            out[m].append(v)
-    return {m: np.array(v) for m, v in out.items()}
-
-
-def test_bootstrap_equals_a_slow_loop_with_the_same_seed(monkeypatch):
+def test_point_metrics_equal_a_slow_loop():
     labels, top5 = synthetic(157, [0.3, 0.5, 0.7, 0.9, 0.6, 0.2, 0.8], seed=1)
-    slow = slow_bootstrap(labels, top5, 1000, seed=3)
-    monkeypatch.setattr(stats, "CHUNK_ELEMENTS", 1000)  # several chunks: the random stream must not change
-    fast = stats.bootstrap_distribution(labels, top5, resamples=1000, seed=3)
-    np.testing.assert_array_equal(fast["top1"], slow["top1"])
-    np.testing.assert_array_equal(fast["top5"], slow["top5"])
-    np.testing.assert_allclose(fast["mean_per_class_acc"], slow["mean_per_class_acc"], rtol=0, atol=1e-10)
-    ci = stats.bootstrap_ci(labels, top5, resamples=1000, seed=3)
-    for m in stats.METRICS:
-        np.testing.assert_allclose(ci[m], np.percentile(slow[m], [2.5, 97.5]), rtol=0, atol=1e-10)
     assert stats.point_metrics(labels, top5) == pytest.approx(slow_metrics(labels, top5), abs=1e-10)
-    assert stats.bootstrap_ci(labels, top5, resamples=1000, seed=4) != ci  # the seed matters
 
 
-def test_bootstrap_intervals_cover_the_true_value_95_percent_of_the_time():
-    """200 test sets drawn from a known population: a 95% interval must contain the truth ~95% of the time
-    (±3 binomial standard errors), a 68% interval only ~68% of the time."""
-    accuracies = [0.5, 0.6, 0.8, 0.9]  # balanced classes: top-1 = mean per-class = 70%, top-5 = 70 + 30·0.5 = 85%
-    truth = {"top1": 70.0, "top5": 85.0, "mean_per_class_acc": 70.0}
-    covered = {level: dict.fromkeys(truth, 0) for level in (0.95, 0.68)}
-    trials = 200
-    for t in range(trials):
-        labels, top5 = synthetic(400, accuracies, seed=100 + t)
-        dist = stats.bootstrap_distribution(labels, top5, resamples=1000, seed=t)
-        for level, hits in covered.items():
-            for m, v in truth.items():
-                lo, hi = stats.interval(dist[m], level)
-                hits[m] += lo <= v <= hi
-    for m in truth:
-        assert 0.90 <= covered[0.95][m] / trials <= 0.99, (m, covered[0.95][m])
-        assert 0.58 <= covered[0.68][m] / trials <= 0.78, (m, covered[0.68][m])
+@pytest.mark.parametrize("level", [0.95, 0.9])
+def test_wilson_interval_matches_statsmodels(level):
+    k = np.array([0, 1, 3, 17, 50, 98, 100, 4990])
+    n = np.array([10, 20, 3, 40, 100, 100, 100, 5000])
+    lo, hi = wilson_interval(k, n, level)
+    want = proportion_confint(k, n, alpha=1 - level, method="wilson")
+    np.testing.assert_allclose(lo, want[0], atol=1e-12)
+    np.testing.assert_allclose(hi, want[1], atol=1e-12)
+    with pytest.raises(ConfigError, match="successes <= n"):
+        wilson_interval(5, 4)
 
 
-def test_bootstrap_of_50k_examples_takes_seconds():
-    import time
+def test_chance_of_balance_is_the_largest_multinomial_probability_of_exact_balance():
+    for classes, k in [(2, 10), (4, 5), (8, 10), (3, 2)]:
+        balanced = np.full(classes, k)
+        uniform = multinomial.pmf(balanced, classes * k, np.full(classes, 1 / classes))
+        assert stats.chance_of_balance(classes, k) == pytest.approx(uniform, rel=1e-9)
+        skewed = np.random.default_rng(classes).dirichlet(np.ones(classes))
+        assert multinomial.pmf(balanced, classes * k, skewed) < uniform
+    assert stats.chance_of_balance(1000, 50) == 0.0 and stats.chance_of_balance(2, 10) > 0.17
 
-    labels, top5 = np.random.default_rng(0).integers(0, 1000, 50_000), np.random.default_rng(1).integers(0, 1000, (50_000, 5))
-    started = time.perf_counter()
-    ci = stats.bootstrap_ci(labels, top5)
-    assert time.perf_counter() - started < 10 and set(ci) == set(stats.METRICS)
+
+def balanced_labels(classes, per_class):
+    return np.repeat(np.arange(classes), per_class)
 
 
-@pytest.mark.parametrize(("n01", "n10"), [(0, 6), (1, 5), (3, 3), (7, 20), (40, 61), (0, 0), (250, 190)])
-def test_mcnemar_matches_scipy_binomtest(n01, n10):
-    expected = 1.0 if n01 + n10 == 0 else binomtest(n01, n01 + n10, 0.5).pvalue
-    assert stats.mcnemar_exact(n01, n10) == pytest.approx(expected, rel=1e-12)
-    assert stats.mcnemar_exact(0, 6) == pytest.approx(2 * 0.5**6)  # by hand: both tails of Binomial(6, 1/2)
-    assert stats.mcnemar_exact(1, 5) == pytest.approx(2 * 7 / 64)
+def predictions_with(labels, right1, right5):
+    """top-2 predictions: the label first where ``right1``, second where ``right5`` only, else other classes."""
+    c = labels.max() + 1
+    return np.stack([np.where(right1, labels, (labels + 1) % c), np.where(right5 & ~right1, labels, (labels + 2) % c)], 1)
+
+
+def test_design_is_balanced_only_when_chance_cannot_explain_it():
+    assert stats.test_design(balanced_labels(1000, 50)) == "class-balanced"  # ImageNet val
+    assert stats.test_design(balanced_labels(8142, 3)) == "class-balanced"  # iNat18 val
+    assert stats.test_design(balanced_labels(8, 10)) == "class-balanced"  # chance 1e-6
+    assert stats.test_design(balanced_labels(2, 10)) == "iid"  # 17.6% of i.i.d. 20-label sets look like this
+    assert stats.test_design(balanced_labels(100, 1)) == "iid"  # one per class: nothing to stratify
+    assert stats.test_design(balanced_labels(100, 50)[1:]) == "iid"  # one image dropped
+    assert stats.test_design(np.r_[balanced_labels(10, 5), 20, 20, 20, 20, 20]) == "class-balanced"  # ids skip 10–19
+
+
+def test_metric_intervals_use_the_method_the_design_and_counts_call_for():
+    rng = np.random.default_rng(0)
+    labels = balanced_labels(40, 50)
+    right1 = rng.random(2000) < 0.7
+    right5 = right1 | (rng.random(2000) < 0.5)
+    ci, record = stats.metric_intervals(labels, predictions_with(labels, right1, right5), seed=5)
+    assert record == {"level": 0.95, "design": "class-balanced", "resamples": 1000, "seed": 5,
+                      "method": dict.fromkeys(stats.METRICS, "stratified-percentile")}
+    assert ci["mean_per_class_acc"] == ci["top1"]  # equal class sizes: the same number
+    point = stats.point_metrics(labels, predictions_with(labels, right1, right5))
+    assert point["mean_per_class_acc"] == pytest.approx(point["top1"])
+    assert all(lo <= point[m] <= hi for m, (lo, hi) in ci.items())
+    assert stats.metric_intervals(labels, predictions_with(labels, right1, right5), seed=5)[0] == ci  # seeded
+
+    few_errors = np.ones(2000, bool)
+    few_errors[:30] = False  # 30 < 50 wrong: Wilson, conservative on a balanced split
+    ci, record = stats.metric_intervals(labels, predictions_with(labels, few_errors, few_errors))
+    assert record["design"] == "class-balanced" and set(record["method"].values()) == {"wilson"}
+    assert ci["top1"] == pytest.approx([100 * v for v in proportion_confint(1970, 2000, method="wilson")])
+
+    ci, record = stats.metric_intervals(labels[1:], predictions_with(labels[1:], right1[1:], right5[1:]))
+    assert record["design"] == "iid"
+    assert record["method"] == {"top1": "wilson", "top5": "wilson", "mean_per_class_acc": "stratified-percentile"}
+    singleton = np.r_[labels[:100], 99]
+    record = stats.metric_intervals(singleton, predictions_with(singleton, right1[:101], right5[:101]))[1]
+    assert record["method"]["mean_per_class_acc"] == "percentile"
+
+
+def slow_stratified(labels, right, resamples, rng):
+    """Mean over classes of ``right``'s class mean when every class redraws n_c − 1 of its examples, one
+    class at a time."""
+    out = []
+    classes = np.unique(labels)
+    for _ in range(resamples):
+        shares = []
+        for c in classes:
+            members = np.flatnonzero(labels == c)
+            shares.append(right[rng.choice(members, len(members) - 1)].mean())
+        out.append(np.mean(shares))
+    return np.array(out)
+
+
+def test_class_stratified_bootstrap_matches_a_slow_loop_and_has_an_unbiased_variance():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(12), [3, 3, 3, 4, 5, 5, 7, 8, 9, 10, 12, 20])
+    right = rng.random(len(labels)) < np.linspace(0.2, 0.9, 12)[labels]
+    sizes = np.bincount(labels)
+    fast = class_stratified_share(np.bincount(labels, weights=right).astype(int), sizes, 20000, rng)
+    slow = slow_stratified(labels, right, 4000, np.random.default_rng(4))
+    share = np.bincount(labels, weights=right) / sizes
+    # unbiased: redrawing n_c − 1 gives Var = sum p(1 − p)/(n_c − 1) / C², the textbook estimate with s²
+    variance = (share * (1 - share) / (sizes - 1)).sum() / 12**2
+    assert fast.mean() == pytest.approx(share.mean(), abs=0.003) and slow.mean() == pytest.approx(share.mean(), abs=0.005)
+    assert fast.var() == pytest.approx(variance, rel=0.04) and slow.var() == pytest.approx(variance, rel=0.08)
+    np.testing.assert_allclose(np.percentile(fast, [2.5, 97.5]), np.percentile(slow, [2.5, 97.5]), atol=0.01)
+    with pytest.raises(ConfigError, match="at least 2 examples"):
+        class_stratified_share(np.array([1, 0]), np.array([1, 3]), 10, rng)
+
+
+@pytest.mark.parametrize(("trials", "p"), [(0, 0.3), (1, 0.5), (7, 0.0), (7, 1.0), (30, 0.2), (400, 0.97)])
+def test_binomial_draws_follow_the_binomial_distribution(trials, p):
+    rng = np.random.default_rng(trials)
+    draws = binomial_draws(np.array([trials, 3]), np.array([p, 0.5]), 40000, rng)
+    assert draws.shape == (2, 40000) and draws.min() >= 0 and draws[0].max() <= trials
+    freq = np.bincount(draws[0], minlength=trials + 1) / 40000
+    np.testing.assert_allclose(freq, binom.pmf(np.arange(trials + 1), trials, p), atol=0.01)
+    np.testing.assert_allclose(np.bincount(draws[1], minlength=4) / 40000, binom.pmf(np.arange(4), 3, 0.5), atol=0.01)
+
+
+# ------------------------------------------------------------------------------------------ paired tests
+
+
+def test_mcnemar_score_test_and_tango_interval_match_published_and_statsmodels_values():
+    # Cavo et al. (2012) table [[59, 6], [16, 80]]: Fagerland, Lydersen & Laake's contingencytables reports
+    # the Tango score interval -0.0621 (-0.1240 to -0.0054)
+    s = paired_score(6, 16, 161)
+    assert (round(s.diff, 4), round(s.lo, 4), round(s.hi, 4)) == (-0.0621, -0.1240, -0.0054)
+    for table in ([[59, 6], [16, 80]], [[300, 20], [5, 100]], [[10, 0], [6, 3]], [[5, 40], [38, 9]]):
+        b, c = table[0][1], table[1][0]
+        want = mcnemar(table, exact=False, correction=False).pvalue
+        assert mcnemar_score_p(b, c) == pytest.approx(want, rel=1e-10)
+    assert mcnemar_score_p(0, 0) == 1.0
+
+
+def brute_force_tango(b, c, n, level=0.95):
+    """Score-test inversion from first principles: the restricted MLE by numerical maximisation of the
+    multinomial likelihood, the score statistic from its variance, each limit by bisection."""
+    z = norm.isf((1 - level) / 2)
+    rest = n - b - c
+
+    def statistic(d0):
+        def nll(p21):
+            p12 = p21 + d0
+            return -(b * np.log(max(p12, 1e-300)) + c * np.log(max(p21, 1e-300))
+                     + rest * np.log(max(1 - p12 - p21, 1e-300)))
+        lo, hi = max(0.0, -d0), (1 - d0) / 2
+        p21 = minimize_scalar(nll, bounds=(lo, hi), method="bounded", options={"xatol": 1e-12}).x
+        return (b - c - n * d0) / np.sqrt(n * (2 * p21 + d0 * (1 - d0)))
+
+    def bisect(inside, outside):  # |T| <= z at `inside`, > z at `outside`
+        for _ in range(40):
+            mid = (inside + outside) / 2
+            inside, outside = (mid, outside) if abs(statistic(mid)) <= z else (inside, mid)
+        return inside
+
+    estimate = (b - c) / n
+    return bisect(estimate, -0.9999), bisect(estimate, 0.9999)
+
+
+@pytest.mark.parametrize(("b", "c", "n"), [(6, 16, 161), (20, 5, 425), (0, 4, 50), (12, 12, 100), (40, 2, 60)])
+def test_tango_interval_is_the_inverted_score_test(b, c, n):
+    s = paired_score(b, c, n)
+    lo, hi = brute_force_tango(b, c, n)
+    assert s.lo == pytest.approx(lo, abs=2e-4) and s.hi == pytest.approx(hi, abs=2e-4)
+    assert s.lo <= s.diff <= s.hi
+
+
+def test_interval_excludes_zero_exactly_when_the_test_is_significant():
+    rng = np.random.default_rng(20)
+    seen = set()
+    for _ in range(400):
+        n = int(rng.integers(5, 3000))
+        discordant = int(rng.integers(0, n + 1) * rng.random())
+        b = int(rng.binomial(discordant, rng.uniform(0.2, 0.8)))
+        s = paired_score(b, discordant - b, n)
+        assert (s.lo > 0 or s.hi < 0) == (s.p_value < 0.05), (b, discordant - b, n, s)
+        seen.add(s.significant)
+    assert seen == {True, False}
+    for trial in range(40):  # the bootstrap test of mean per-class accuracy, on random predictions
+        labels, ours = synthetic(60, [0.6, 0.7, 0.8], seed=trial)
+        _, ref = synthetic(60, [0.5, 0.6, 0.7], seed=trial)
+        t = stats.paired_test(labels, ours, ref, "mean_per_class_acc", resamples=200, seed=trial)
+        assert (t.diff_ci[0] > 0 or t.diff_ci[1] < 0) == (t.p_value < 0.05) == t.significant
+    x = np.r_[-np.ones(25), np.ones(975)]  # 25 of 1000 resamples <= 0: p = 0.05 exactly, not significant
+    assert order_interval(x, 0.95) == (-1.0, 1.0, 0.05)
+    assert order_interval(x[1:], 0.95)[0] == 1.0  # 24 of 999: lo > 0 and p = 0.048
+    assert order_interval(x[1:], 0.95)[2] == pytest.approx(48 / 999)
+
+
+def test_score_test_holds_its_level_and_tango_covers_a_large_difference():
+    """20000 paired test sets under no difference: McNemar's score test rejects ~5% (Fagerland et al. 2013
+    found the asymptotic test close to nominal); 2000 sets with a 10-point difference: Tango's interval
+    covers it ~95% (the exact interval conditional on the discordant count, scaled to Δ, covers 86% here)."""
+    rng = np.random.default_rng(1)
+    null = rng.multinomial(200, [0.05, 0.05, 0.9], size=20000)
+    rejected = np.mean([mcnemar_score_p(b, c) < 0.05 for b, c, _ in null])
+    assert 0.04 <= rejected <= 0.06, rejected
+    tables = rng.multinomial(500, [0.12, 0.02, 0.86], size=2000)
+    covered = np.mean([(s := paired_score(b, c, 500)).lo <= 0.10 <= s.hi for b, c, _ in tables])
+    assert 0.935 <= covered <= 0.965, covered
 
 
 def constructed_pair(both: int, only_ours: int, only_ref: int, neither: int):
@@ -121,29 +266,48 @@ def constructed_pair(both: int, only_ours: int, only_ref: int, neither: int):
 def test_paired_test_on_constructed_tables(only_ours, only_ref, verdict):
     labels, ours, ref = constructed_pair(300, only_ours, only_ref, 100)
     t = stats.paired_test(labels, ours, ref, "top1")
-    assert (t.n_better, t.n_worse, t.verdict) == (only_ours, only_ref, verdict)
-    assert t.p_value == pytest.approx(binomtest(only_ours, only_ours + only_ref, 0.5).pvalue, rel=1e-12)
+    assert (t.n_better, t.n_worse, t.verdict, t.method) == (only_ours, only_ref, verdict, "tango-score")
+    table = [[300, only_ours], [only_ref, 100]]
+    assert t.p_value == pytest.approx(mcnemar(table, exact=False, correction=False).pvalue, rel=1e-10)
     assert t.diff == pytest.approx(100.0 * (only_ours - only_ref) / len(labels))
-    assert t.diff_ci[0] <= t.diff <= t.diff_ci[1]
+    s = paired_score(only_ours, only_ref, len(labels))
+    assert t.diff_ci == pytest.approx([100 * s.lo, 100 * s.hi]) and t.diff_ci[0] <= t.diff <= t.diff_ci[1]
     same = stats.paired_test(labels, ours, ours, "top1")
-    assert (same.verdict, same.p_value, same.diff, same.diff_ci) == ("tie", 1.0, 0.0, [0.0, 0.0])
+    assert (same.verdict, same.p_value, same.diff) == ("tie", 1.0, 0.0)
+    assert same.diff_ci[0] == pytest.approx(-same.diff_ci[1]) and same.diff_ci[1] > 0  # no discordance seen, not none
 
 
-def test_paired_bootstrap_of_mean_per_class_equals_a_slow_loop():
+def test_paired_bootstrap_of_mean_per_class_matches_a_slow_loop():
     labels, ours = synthetic(120, [0.9, 0.8, 0.7], seed=5)
     _, ref = synthetic(120, [0.5, 0.4, 0.6], seed=5)  # same labels (same seed), weaker predictions
-    rng = np.random.default_rng(11)
-    diffs = []
-    for _ in range(1000):
-        idx = rng.integers(0, 120, 120)
-        diffs.append(slow_metrics(labels[idx], ours[idx])["mean_per_class_acc"]
-                     - slow_metrics(labels[idx], ref[idx])["mean_per_class_acc"])
-    t = stats.paired_test(labels, ours, ref, "mean_per_class_acc", seed=11)
-    np.testing.assert_allclose(t.diff_ci, np.percentile(diffs, [2.5, 97.5]), atol=1e-10)
-    assert t.p_value is None and t.verdict == "win"
+    t = stats.paired_test(labels, ours, ref, "mean_per_class_acc", seed=11, resamples=20000)
+    per_example = (ours[:, 0] == labels).astype(float) - (ref[:, 0] == labels)  # a mean of differences
+    slow = slow_stratified(labels, per_example, 3000, np.random.default_rng(2)) * 100
+    np.testing.assert_allclose(t.diff_ci, np.percentile(slow, [2.5, 97.5]), atol=0.8)
+    assert t.method == "stratified-paired-percentile" and t.verdict == "win" and t.p_value < 0.05
     assert stats.paired_test(labels, ref, ours, "mean_per_class_acc", seed=11).verdict == "loss"
+    one_of_a_class = np.r_[labels, 7]
+    t = stats.paired_test(one_of_a_class, np.r_[ours, ours[:1]], np.r_[ref, ref[:1]], "mean_per_class_acc")
+    assert t.method == "paired-percentile" and t.verdict == "win"
+    balanced = balanced_labels(40, 50)  # mean per-class accuracy is top-1 there, and so is its test
+    _, ours = synthetic(2000, [0.7], seed=1)
+    assert stats.paired_test(balanced, ours, ours[::-1], "mean_per_class_acc").method == "tango-score"
     with pytest.raises(ConfigError, match="no paired test for metric 'loss'"):
-        stats.paired_test(labels, ours, ref, "loss")
+        stats.paired_test(labels, ours[:120], ref, "loss")
+
+
+def test_holm_matches_statsmodels():
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 5, 17):
+        p = rng.random(m) ** 3
+        p[rng.random(m) < 0.2] = 0.04  # ties
+        want = multipletests(p, alpha=0.05, method="holm")
+        np.testing.assert_allclose(stats.holm(p), want[1], atol=1e-12)
+        assert [stats.significant(q) for q in stats.holm(p)] == list(want[0])
+    assert stats.holm([]) == []
+    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])  # by hand: 3p, max(2p, ·), p
+    with pytest.raises(ConfigError, match="p-values in"):
+        stats.holm([0.2, 1.5])
 
 
 def test_seed_summary_is_mean_and_sample_std():
@@ -153,6 +317,13 @@ def test_seed_summary_is_mean_and_sample_std():
         stats.seed_summary([70.0])
     with pytest.raises(ConfigError, match=r"labels \[N\] and top-k \[N, k\]"):
         stats.hits(np.zeros(3), np.zeros(3))
+
+
+def test_widen_by_seeds_adds_the_seed_spread_in_quadrature():
+    lo, hi = stats.widen_by_seeds(72.0, [71.0, 72.5], 0.4)
+    z = norm.isf(0.025)
+    assert lo == pytest.approx(72.0 - np.hypot(1.0, z * 0.4)) and hi == pytest.approx(72.0 + np.hypot(0.5, z * 0.4))
+    assert stats.widen_by_seeds(72.0, [71.0, 72.5], 0.0) == (71.0, 72.5)
 
 
 # ----------------------------------------------------------------------------------- predictions files

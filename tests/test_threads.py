@@ -56,3 +56,26 @@ def test_busy_cores_is_the_median_of_procs_running_minus_this_thread(monkeypatch
 
     monkeypatch.setattr(threads, "open", missing, raising=False)  # no /proc (macOS): nothing known is busy
     assert threads.busy_cores() == 0
+
+
+def test_loader_workers_follow_the_ranks_share_of_cores_not_omp(monkeypatch, capsys):
+    """torchrun sets OMP_NUM_THREADS=1 per rank: that limits intra-op threads, not loader processes."""
+    for var in ("SLURM_CPUS_PER_TASK", "LOCAL_WORLD_SIZE", "RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(96)))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads.loader_workers() == threads.MAX_LOADER_WORKERS == 32  # a 96-core workstation, one GPU
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun --nproc_per_node 8: 12 cores per rank
+    assert threads.rank_cores() == (12, "affinity 96, 8 ranks on the node") and threads.loader_workers() == 11
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "64")  # sbatch -c 64 on a bigger node, 8 ranks in the task
+    assert threads.rank_cores() == (8, "affinity 96, SLURM_CPUS_PER_TASK 64, 8 ranks on the node")
+    assert threads.loader_workers(processes_per_node=1) == 32 and threads.loader_workers(processes_per_node=64) == 0
+    monkeypatch.setattr(threads, "_announced", False)
+    threads.loader_workers(announce=True)
+    threads.loader_workers(announce=True)
+    printed = capsys.readouterr().err
+    assert printed.count("loader: 7 workers for 8 cores of this rank") == 1 and "--workers" in printed
+    monkeypatch.setattr(threads, "_announced", False)
+    monkeypatch.setenv("RANK", "3")  # one line per job, from rank 0
+    threads.loader_workers(announce=True)
+    assert capsys.readouterr().err == ""

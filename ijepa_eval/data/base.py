@@ -13,26 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ijepa_eval.errors import DatasetError
+from ijepa_eval.data.decode import DEFAULT_DECODE, check_decode, open_rgb, read_for_device, read_rgb, to_uint8
+from ijepa_eval.errors import ConfigError, DatasetError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode an image fully (so truncation is caught here, not inside a transform) and convert to RGB."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise DatasetError(f"image file {path} is missing; re-download or re-extract the dataset") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise DatasetError(
-            f"image {path} is corrupt or truncated ({err}); replace it or pass skip_bad_images=True"
-        ) from None
 
 
 class ImageDataset(Dataset):
@@ -41,6 +29,10 @@ class ImageDataset(Dataset):
     ``ds[i]`` returns ``(transform(image), label)``. With ``skip_bad_images=True`` an undecodable image
     yields ``(None, label)`` instead of raising, so a collate function can drop it and record the index;
     ``ds.load(i)`` always raises a DatasetError naming the file.
+
+    ``decode`` (``ijepa_eval.data.decode``) chooses what ``image`` is: a PIL image (``pil``), a uint8
+    [3, H, W] tensor with the same pixels (``tensor``), or what the device decodes (``gpu``: a JPEG's
+    encoded bytes or a decoded uint8 tensor; no transform here, it runs on the device).
     """
 
     def __init__(
@@ -54,7 +46,12 @@ class ImageDataset(Dataset):
         skip_bad_images: bool = False,
         classes: Sequence[str] | None = None,
         root: str | os.PathLike | None = None,
+        decode: str = DEFAULT_DECODE,
     ) -> None:
+        self.decode = check_decode(decode)
+        if self.decode == "gpu" and transform is not None:
+            raise ConfigError("decode 'gpu' decodes and resizes on the device: build the dataset without a "
+                              "transform and give it to ijepa_eval.data.device.DevicePreprocess")
         self.name = name
         self.split = split
         self.labels = np.asarray(labels, dtype=np.int64)
@@ -84,10 +81,25 @@ class ImageDataset(Dataset):
         """The RGB PIL image at ``index``; raises DatasetError naming the file when it cannot be decoded."""
         raise NotImplementedError
 
+    def load_uint8(self, index: int) -> torch.Tensor:
+        """The pixels of ``load(index)`` as uint8 [3, H, W] (sources with a faster way override it)."""
+        return to_uint8(self.load(index))
+
+    def load_for_device(self, index: int) -> torch.Tensor:
+        """The ``gpu`` backend's item: encoded JPEG bytes where the source has them, else ``load_uint8``."""
+        return self.load_uint8(index)
+
+    def read(self, index: int, decode: str | None = None) -> Image.Image | torch.Tensor:
+        """The image at ``index`` as decode backend ``decode`` (None = this dataset's) delivers it."""
+        decode = self.decode if decode is None else check_decode(decode)
+        if decode == "tensor":
+            return self.load_uint8(index)
+        return self.load_for_device(index) if decode == "gpu" else self.load(index)
+
     def __getitem__(self, index: int) -> tuple[Any, int]:
         label = int(self.labels[index])
         try:
-            img = self.load(index)
+            img = self.read(index)
         except DatasetError:
             if self.skip_bad_images:
                 return None, label
@@ -132,6 +144,12 @@ class FileImageDataset(ImageDataset):
 
     def load(self, index: int) -> Image.Image:
         return open_rgb(self.path(index))
+
+    def load_uint8(self, index: int) -> torch.Tensor:
+        return read_rgb(self.path(index))
+
+    def load_for_device(self, index: int) -> torch.Tensor:
+        return read_for_device(self.path(index))
 
     def _fingerprint_parts(self) -> Iterable[str]:
         yield self.label_source

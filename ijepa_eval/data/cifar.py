@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ijepa_eval.data.base import ImageDataset
@@ -93,6 +94,9 @@ class Cifar100(ImageDataset):
 
     def load(self, index: int) -> Image.Image:
         return Image.fromarray(self.images[index])
+
+    def load_uint8(self, index: int) -> torch.Tensor:
+        return torch.from_numpy(self.images[index]).permute(2, 0, 1)  # the array PIL would wrap, no copy
 
     def _fingerprint_parts(self) -> Iterable[str]:
         # Pixels live in the pickle: hashing it (~150 MB, < 1 s) is the cheapest faithful identity.

@@ -46,14 +46,15 @@ def find_clevr_root(root: Path) -> Path:
     raise DatasetError(f"no CLEVR scenes under {root}; expected {root}/scenes/CLEVR_{{train,val}}_scenes.json")
 
 
-def load_scenes(path: Path) -> list[dict]:
+def load_scenes(path: Path, pixel_coords: bool = True) -> list[dict]:
+    """Scenes in image order; ``pixel_coords``: every object must carry them (clevr_dist reads the depth)."""
     try:
         scenes = json.loads(path.read_text())["scenes"]
     except FileNotFoundError:
         raise DatasetError(f"CLEVR scenes file {path} is missing; download CLEVR_v1.0 (with scenes)") from None
     except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise DatasetError(f"CLEVR scenes file {path} is malformed ({err}); re-download it") from None
-    check_scenes(scenes, path)
+    check_scenes(scenes, path, pixel_coords)
     return sorted(scenes, key=lambda s: s["image_index"])
 
 
@@ -76,8 +77,9 @@ def vtab_train_val(file_names: list[str]) -> tuple[list[int], list[int]]:
     return order[:cut], order[cut:]
 
 
-def check_scenes(scenes: object, path: Path) -> None:
-    """The structure labels are read from: a string or a dict for ``objects`` would still have a len()."""
+def check_scenes(scenes: object, path: Path, pixel_coords: bool = True) -> None:
+    """The structure labels are read from: a string or a dict for ``objects`` would still have a len().
+    Object fields are checked only where a label reads them (``pixel_coords`` for clevr_dist)."""
     def bad(where: str, what: str) -> DatasetError:
         return DatasetError(f"CLEVR scenes file {path}: {where} {what}; re-download it")
 
@@ -91,7 +93,7 @@ def check_scenes(scenes: object, path: Path) -> None:
             raise bad(f"scene {i}", "lacks an integer image_index or a plain image_filename")
         if not isinstance(objects, list) or not all(isinstance(o, dict) for o in objects):
             raise bad(f"scene {i} ('{name}')", f"has 'objects' of type {type(objects).__name__}, not a list of objects")
-        for o in objects:
+        for o in objects if pixel_coords else ():
             coords = o.get("pixel_coords")
             if not (isinstance(coords, list) and len(coords) == 3
                     and all(isinstance(c, int | float) and not isinstance(c, bool) for c in coords)):
@@ -102,7 +104,7 @@ def clevr(name: str, root: Path, split: str, **kwargs) -> FileImageDataset:
     root = find_clevr_root(root)
     clevr_split = "val" if split == "test" else "train"
     scenes_path = root / "scenes" / f"CLEVR_{clevr_split}_scenes.json"
-    scenes = load_scenes(scenes_path)
+    scenes = load_scenes(scenes_path, pixel_coords=name == "clevr_dist")
     if clevr_split == "train":
         train, val = vtab_train_val([s["image_filename"] for s in scenes])  # check_scenes: every one is a str
         scenes = [scenes[i] for i in {"train": train, "val": val, "trainval": train + val}[split]]

@@ -6,7 +6,7 @@ import functools
 import os
 from collections.abc import Callable
 
-from ijepa_eval.data import cifar, clevr, folders, hf, lists, subsets
+from ijepa_eval.data import cifar, clevr, folders, hf, lists, shift, subsets
 from ijepa_eval.data.base import ImageDataset
 from ijepa_eval.data.roots import resolve_root
 from ijepa_eval.errors import DatasetError, unknown_choice
@@ -28,10 +28,17 @@ SOURCES: dict[str, tuple[Callable[..., ImageDataset], tuple[str, ...], tuple[str
     "clevr_count": (functools.partial(clevr.clevr, "clevr_count"), clevr.SPLITS, ()),
     "clevr_dist": (functools.partial(clevr.clevr, "clevr_dist"), clevr.SPLITS, ()),
     "folder": (folders.folder, ("train", "val", "test"), ()),
+    # distribution-shift test sets, labelled in the head's class space (``classes``, default ImageNet-1k)
+    "imagenet_v2": (shift.imagenet_v2, tuple(shift.V2_VARIANTS), ("classes",)),
+    "imagenet_a": (functools.partial(shift.imagenet_subset, "imagenet_a"), ("test",), ("classes", "subset")),
+    "imagenet_r": (functools.partial(shift.imagenet_subset, "imagenet_r"), ("test",), ("classes", "subset")),
+    "imagenet_sketch": (shift.imagenet_sketch, ("test",), ("classes",)),
+    "imagenet_c": (shift.imagenet_c, shift.C_SPLITS, ("classes",)),
 }
+HF_ROOTED = ("imagenet_sketch",)  # sources that also read an ``hf:<id or path>`` root
 HF_PREFIX = "hf:"
 HF_OPTIONS = ("image_column", "label_column", "num_classes", "cache_dir")
-COMMON_OPTIONS = ("skip_bad_images",)
+COMMON_OPTIONS = ("skip_bad_images", "decode")
 DATASET_NAMES = (*SOURCES, f"{HF_PREFIX}<hub id or local path>")
 
 
@@ -45,8 +52,11 @@ def get_dataset(
     """A torch Dataset of ``(image, int label)`` with ``num_classes``, ``labels``, ``fingerprint()``.
 
     ``root`` defaults to $IJEPA_EVAL_DATA/<family> or the data config (see ``ijepa_eval.data.roots``).
-    Options: ``skip_bad_images`` (all), ``split_file``/``allow_custom_split`` (imagenet subsets),
-    ``image_column``/``label_column``/``num_classes``/``cache_dir`` (hf:).
+    Options: ``skip_bad_images`` and ``decode`` (all: ``pil`` | ``tensor`` | ``gpu``, see
+    ``ijepa_eval.data.decode``), ``split_file``/``allow_custom_split`` (imagenet subsets),
+    ``image_column``/``label_column``/``num_classes``/``cache_dir`` (hf:), ``classes`` (the head's label
+    space, shift sets) and ``subset`` (imagenet_a / imagenet_r). ``imagenet_sketch`` also takes
+    ``root="hf:<id or path>"``.
     """
     if name.startswith(HF_PREFIX):
         source = name[len(HF_PREFIX):] or (str(root) if root is not None else "")
@@ -60,7 +70,9 @@ def get_dataset(
     if split not in splits:
         raise DatasetError(unknown_choice(f"split for dataset '{name}'", split, splits))
     _check_options(name, options, extra)
-    return source(resolve_root(name, root), split, transform=transform, **options)
+    if not (name in HF_ROOTED and str(root).startswith(HF_PREFIX)):
+        root = resolve_root(name, root)
+    return source(root, split, transform=transform, **options)
 
 
 def _check_options(name: str, options: dict, extra: tuple[str, ...]) -> None:

@@ -5,6 +5,7 @@ The data config is a small YAML mapping dataset (or family) names to roots, e.g.
     imagenet: /datasets/imagenet        # also serves imagenet_1pct / imagenet_10pct
     clevr: /datasets/CLEVR_v1.0         # serves clevr_count and clevr_dist
     cifar100: /datasets/cifar100
+    imagenet_a: /datasets/imagenet-a    # the shift sets each have their own key (imagenet_v2, imagenet_c, ...)
 """
 
 from __future__ import annotations
@@ -26,11 +27,20 @@ FAMILY_FOLDERS = {
     "places205": ("places205", "Places205"),
     "inat18": ("inat18", "inaturalist2018", "iNat2018"),
     "clevr": ("clevr", "CLEVR_v1.0", "clevr/CLEVR_v1.0"),
+    # distribution-shift sets: each has a family (and a root) of its own; ReaL's real.json may sit in imagenet/
+    "imagenet_v2": ("imagenetv2", "imagenet-v2", "ImageNetV2"),
+    "imagenet_real": ("imagenet-real", "reassessed-imagenet", "imagenet"),
+    "imagenet_a": ("imagenet-a", "imagenet_a"),
+    "imagenet_r": ("imagenet-r", "imagenet_r"),
+    "imagenet_sketch": ("imagenet-sketch", "ImageNet-Sketch", "sketch"),
+    "imagenet_c": ("imagenet-c", "ImageNet-C"),
 }
 
 
 def family(name: str) -> str:
-    """The root family of a dataset name: imagenet_1pct -> imagenet, clevr_dist -> clevr."""
+    """The root family of a dataset name: imagenet_1pct -> imagenet, clevr_dist -> clevr, imagenet_a -> itself."""
+    if name in FAMILY_FOLDERS:
+        return name
     if name.startswith("imagenet"):
         return "imagenet"
     if name.startswith("clevr"):
@@ -54,8 +64,9 @@ def _config_roots(path: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in loaded.items()}
 
 
-def resolve_root(name: str, root: str | os.PathLike | None = None) -> Path:
-    """The existing root folder for dataset ``name``; a DatasetError listing every place looked otherwise."""
+def resolve_root(name: str, root: str | os.PathLike | None = None, flag: str = "--root DIR") -> Path:
+    """The existing root folder for dataset ``name``; a DatasetError listing every place looked otherwise
+    (``flag``: how the command at hand takes a root, named in that error)."""
     if root is not None:
         path = Path(root).expanduser()
         if not path.is_dir():
@@ -86,6 +97,6 @@ def resolve_root(name: str, root: str | os.PathLike | None = None) -> Path:
     else:
         looked.append(f"{cfg} (no such file)")
     raise DatasetError(
-        f"no data root for '{name}'; looked in: {'; '.join(looked)}. Pass --root DIR, set ${DATA_ENV} "
+        f"no data root for '{name}'; looked in: {'; '.join(looked)}. Pass {flag}, set ${DATA_ENV} "
         f"to a folder holding '{FAMILY_FOLDERS.get(fam, (fam,))[0]}/', or add '{fam}: DIR' to {cfg}"
     )

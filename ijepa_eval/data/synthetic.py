@@ -30,6 +30,43 @@ def class_image(label: int, rng: np.random.Generator, size: int = 32) -> np.ndar
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def photo_like(label: int, rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """An HxWx3 uint8 image with a photo's statistics: a 1/f colour field (natural images' spectrum, so the
+    JPEG size and the resize's work are realistic), a few sharp-edged blobs, a little sensor noise; its
+    tint and blob count follow ``label`` so a probe can learn the class."""
+    fy, fx = np.fft.fftfreq(height)[:, None], np.fft.rfftfreq(width)[None, :]
+    falloff = np.maximum(np.hypot(fx, fy), 1.0 / max(width, height)) ** 1.1
+    field = np.stack([np.fft.irfft2((rng.normal(size=falloff.shape) + 1j * rng.normal(size=falloff.shape)) / falloff,
+                                    s=(height, width)) for _ in range(3)], axis=-1)
+    field = field @ (np.eye(3) + 0.3 * rng.normal(size=(3, 3)))  # correlated channels, as in photos
+    tint = np.random.default_rng(2000 + label).uniform(60, 190, size=3)
+    img = (field - field.mean()) / (field.std() + 1e-9) * 45 + tint
+    yy, xx = np.mgrid[:height, :width]
+    for _ in range(2 + label % 4 + int(rng.integers(0, 2))):
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        rx, ry = rng.uniform(8, width / 3), rng.uniform(8, height / 3)
+        blob = ((xx - cx) / rx) ** 2 + ((yy - cy) / ry) ** 2 < 1
+        img[blob] = 0.4 * img[blob] + 0.6 * rng.uniform(0, 255, size=3)
+    img += rng.normal(0, 3, size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_imagenet_like(root: str | os.PathLike, n_classes: int = 4, n_train_per_class: int = 8,
+                        n_val_per_class: int = 4, seed: int = 0, quality: int = 90) -> Path:
+    """ImageNet's layout (``train/<wnid>/``, ``val/<wnid>/``) with ImageNet-like JPEGs: photo-like content,
+    sizes drawn around ImageNet's mean (~400x350, sd ~60x50), 4:2:0 at ``quality``."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    for label, wnid in enumerate(wnids(n_classes)):
+        for split, n in (("train", n_train_per_class), ("val", n_val_per_class)):
+            for k in range(n):
+                width, height = int(np.clip(rng.normal(400, 60), 200, 640)), int(np.clip(rng.normal(350, 50), 180, 560))
+                path = root / split / wnid / f"{wnid}_{split}_{k}.JPEG"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(photo_like(label, rng, width, height)).save(path, "JPEG", quality=quality)
+    return root
+
+
 def wnids(n_classes: int) -> list[str]:
     """Plausible, sorted WordNet ids (n01440764 is ImageNet's first class)."""
     return [f"n{1440764 + 1000 * i:08d}" for i in range(n_classes)]

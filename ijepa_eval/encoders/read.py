@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -118,6 +119,8 @@ def _read_torch(path: Path, trust_checkpoint: bool) -> Any:
                     f"'{path}' is not a PyTorch checkpoint (neither zip nor legacy torch.save format) "
                     "or is truncated; check the path or re-download it"
                 )
+    if mmap:
+        check_storage_records(path)
     try:
         if trust_checkpoint:
             return torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
@@ -141,6 +144,67 @@ def _read_torch(path: Path, trust_checkpoint: bool) -> Any:
             f"'{path}' needs code that is not importable here ({_first_line(err)}); "
             "install the package that wrote it or re-save its state_dict"
         ) from err
+
+
+class _Stub(dict):
+    """Whatever a checkpoint's pickle names (a class, a rebuild function): built from nothing, runs nothing."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def append(self, item: Any) -> None:
+        pass
+
+    def extend(self, items: Any) -> None:
+        pass
+
+
+class _StorageRecords(pickle.Unpickler):
+    """Reads a zip checkpoint's ``data.pkl`` for its storages only: (record key, storage type, elements) of
+    every persistent id. Nothing is imported: every global is ``_Stub`` except the storage type's name."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.storages: list[tuple[str, str, int]] = []
+
+    def find_class(self, module: str, name: str) -> Any:
+        return name if module == "torch" and name.endswith("Storage") else _Stub
+
+    def persistent_load(self, pid: Any) -> None:
+        if isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage":
+            self.storages.append((str(pid[2]), pid[1], int(pid[4])))
+
+
+def check_storage_records(path: Path) -> None:
+    """Every storage's zip record holds all of its bytes. ``torch.load(mmap=True)`` maps storages straight
+    from the file and does not check: a record cut short (a damaged copy) would hand the tensor the bytes
+    of the records after it, and every reader (``inspect`` too) would go on with wrong numbers."""
+    import torch
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            sizes = {info.filename: info.file_size for info in zf.infolist()}
+            pkl = next((n for n in sizes if n.rsplit("/", 1)[-1] == "data.pkl"), None)
+            if pkl is None:
+                return  # not torch's layout: torch.load reports it
+            unpickler = _StorageRecords(zf.read(pkl))
+            unpickler.load()
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError, KeyError,
+            IndexError, AttributeError):
+        return  # a pickle this reader cannot follow: torch.load's own checks decide
+    prefix = pkl[: -len("data.pkl")]
+    for key, storage_type, numel in unpickler.storages:
+        try:
+            need = numel * torch.serialization.StorageType(storage_type).dtype.itemsize
+        except (KeyError, AttributeError, TypeError):
+            continue  # an unknown storage type: torch.load refuses it
+        have = sizes.get(f"{prefix}data/{key}")
+        if have is not None and have < need:
+            raise CheckpointError(f"'{path}': storage record data/{key} holds {have} bytes but its tensor needs "
+                                  f"{need}; the file is damaged: re-download or re-save it")
 
 
 # -- transformers / timm hub folders -------------------------------------------------------------------

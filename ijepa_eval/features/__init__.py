@@ -23,9 +23,9 @@ _EXPORTS = {
     "cache_entry_for": "planning",
     "get_features": "extract",
     "tokens_bytes": "extract",
+    "device_batches": "encoding",
     "encode": "encoding",
-    "prepare_encoder": "encoding",
-    "resolve_device": "distributed",
+    "lent_encoder": "encoding",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

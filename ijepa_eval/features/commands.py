@@ -45,7 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_cache_dir_arg(p)
     p.add_argument("--batch-size", type=int_at_least(1), default=64, metavar="N", help="images per forward pass")
     p.add_argument("--workers", type=int_at_least(0), default=None, metavar="N",
-                   help="data loader workers; unset = one per spare core, at most 12")
+                   help="data loader workers; unset = this rank's cores but one (printed)")
+    p.add_argument("--decode", default="pil", metavar="BACKEND",
+                   help="image decoding: pil (the reference) | tensor (libjpeg-turbo + torch resize, ~2x per core) "
+                        "| gpu (nvJPEG on the device); part of the cache key")
     p.add_argument("--device", default=None, help="cuda, cuda:1 or cpu; unset = cuda when available")
     p.add_argument("--n-last-blocks", type=int_at_least(1), default=4, metavar="N", help="how many last blocks to store (concatPOOL<n>)")
     p.add_argument("--skip-bad-images", action="store_true",
@@ -84,7 +87,7 @@ def run_features(args: argparse.Namespace) -> int:
     dataset = get_dataset(args.dataset, args.root, args.split)
     fs = get_features(encoder, dataset, cache_dir=args.cache_dir, batch_size=args.batch_size,
                       num_workers=args.workers, device=args.device, n_last_blocks=args.n_last_blocks,
-                      skip_bad_images=args.skip_bad_images, progress=not args.quiet)
+                      skip_bad_images=args.skip_bad_images, progress=not args.quiet, decode=args.decode)
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return 0  # under torchrun every rank extracts its share; rank 0 reports and exports
     how = "cache hit" if fs.meta["cache_hit"] else f"extracted in {fs.meta['extraction_s']:.1f} s"

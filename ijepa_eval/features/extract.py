@@ -5,11 +5,14 @@ committed only when every one of its rows was filled, so a killed run resumes sh
 torchrun (or any initialised process group) shard ``s`` belongs to rank ``s % world_size``; rank 0 plans,
 waits at a barrier and commits meta.json. This module is the sequence; each step has its own module:
 ``planning`` (the cache key, the entry, the missing shards), ``shard_writer`` (loading by index, the
-extraction loop, committing shards) and ``distributed`` (ranks, devices, collectives).
+extraction loop, committing shards) and ``distributed`` (collectives, loader workers; each process's device is ``ijepa_eval.devices``'s).
 
-Transform: a dataset whose ``transform`` is None yields PIL images, and gets
-``ijepa_eval.data.eval_transform(dataset.name, encoder.img_size)`` (the paper's eval preprocessing);
-a dataset that already has a transform is used as is. Either way the transform's repr is in the key.
+Transform: a dataset whose ``transform`` is None gets the paper's eval preprocessing,
+``ijepa_eval.data.eval_transform(dataset.name, encoder.img_size, normalize=False)``, through the decode
+backend asked for (or the uint8 ``transform`` the caller gives: attentive probes' V-JEPA eval transform);
+loaders ship uint8 and the device normalises (``features.encoding``). A dataset
+that already has a transform is used as is. Either way the transform's text and the backend are in the key.
+A loop of 10 s or more that waits for its loader over a fifth of the time prints a loader-bound warning.
 
 Storage is float16 (half the bytes of float32; probes see float32). Features that are NaN or beyond the
 float16 range (|x| > 65504, far above what a final LayerNorm produces) raise a CacheError instead of
@@ -20,15 +23,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 
+from ijepa_eval.devices import process_device
 from ijepa_eval.errors import CacheError, ConfigError, DatasetError
 from ijepa_eval.features.cache import LABELS, STORAGE_DTYPE, CacheEntry, shard_ranges
-from ijepa_eval.features.distributed import barrier, broadcast, default_workers, dist_context, resolve_device
+from ijepa_eval.features.distributed import barrier, broadcast, default_workers
 from ijepa_eval.features.featureset import FeatureSet
 from ijepa_eval.features.planning import (
     base_meta,
@@ -55,17 +61,23 @@ def get_features(
     progress: bool = True,
     skip_bad_images: bool = False,
     shard_rows: int = DEFAULT_SHARD_ROWS,
+    decode: str | None = None,
     tokens: bool = False,
+    transform: Callable | None = None,
 ) -> FeatureSet:
     """Features of ``dataset`` under ``encoder``, from the cache or extracted into it (then cached).
 
     A cache hit never calls the encoder. ``cache_dir`` None = ``$IJEPA_EVAL_CACHE`` or
-    ``~/.cache/ijepa-eval``. ``num_workers`` None = one loader worker per spare core (at most 12).
-    ``skip_bad_images`` drops undecodable images (indices and messages in ``meta["bad"]``) instead of
-    failing. The encoder is moved to ``device`` (CUDA when available). Under torchrun every rank must call
-    this with the same arguments; each extracts its share and all return the same FeatureSet.
+    ``~/.cache/ijepa-eval``. ``num_workers`` None = one loader worker per core of this rank's share
+    (``ijepa_eval.threads.loader_workers``). ``decode`` (``pil`` | ``tensor`` | ``gpu``, None = the
+    dataset's, ``pil`` by default) picks the decode backend; it is part of the cache key, so one backend's
+    features are never served for another. ``skip_bad_images`` drops undecodable images (indices and
+    messages in ``meta["bad"]``) instead of failing. The encoder is lent to ``device`` (CUDA when available)
+    while it extracts, then moved back. Under torchrun every rank must call this with the same arguments;
+    each extracts its share on its own GPU and all return the same FeatureSet.
     ``tokens`` stores the last block's patch tokens instead of pooled blocks (``FeatureSet.tokens()``;
-    ``n_last_blocks`` is then 1): ``tokens_bytes`` says how much disk that takes.
+    ``n_last_blocks`` is then 1): ``tokens_bytes`` says how much disk that takes. ``transform`` (a uint8
+    transform, for a dataset without its own) replaces the paper's eval transform; its text is in the key.
     """
     n_last_blocks = 1 if tokens else n_last_blocks
     if not 1 <= n_last_blocks <= encoder.depth:
@@ -76,13 +88,10 @@ def get_features(
     if num_workers is not None and num_workers < 0:
         raise ConfigError(f"num_workers (--workers) must be 0 or more, got {num_workers}")
     check_dataset(dataset)
-    rank, world_size = dist_context()
-    device = resolve_device(device, world_size)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)  # collectives (broadcast_object_list) use the current device
-    transform = default_transform(encoder, dataset)
+    rank, world_size, device = process_device(device)  # under torchrun: cuda:LOCAL_RANK, process group joined
     entry, fields = cache_entry_for(encoder, dataset, cache_dir=cache_dir, n_last_blocks=n_last_blocks,
-                                    device=device, tokens=tokens)
+                                    device=device, decode=decode, tokens=tokens, transform=transform)
+    transform = default_transform(encoder, dataset, transform)
     pools = pools_of(encoder, tokens)
 
     # Rank 0 holds the entry's lock from planning to commit: a second process asking for the same features
@@ -104,16 +113,20 @@ def get_features(
             if not hit:
                 started = time.perf_counter()
                 mine = [s for s in missing if s % world_size == rank]
-                extract_shards(encoder, dataset, entry, ranges, mine, transform=transform, batch_size=batch_size,
-                               num_workers=default_workers(world_size) if num_workers is None else num_workers,
-                               device=device, n_last_blocks=n_last_blocks, progress=progress and rank == 0,
-                               skip_bad_images=skip_bad_images, tokens=tokens)
+                clock = extract_shards(
+                    encoder, dataset, entry, ranges, mine, transform=transform, batch_size=batch_size,
+                    num_workers=default_workers(world_size) if num_workers is None else num_workers, device=device,
+                    n_last_blocks=n_last_blocks, progress=progress and rank == 0, skip_bad_images=skip_bad_images,
+                    decode=fields["decode"], tokens=tokens)
+                if rank == 0 and clock is not None and clock.warning(fields["decode"]):
+                    print(f"warning: {clock.warning(fields['decode'])}", file=sys.stderr)
                 barrier(device)
                 extraction_s = time.perf_counter() - started
                 if rank == 0:
                     commit(entry, ranges, pools, dataset,
                            base_meta(entry, fields, encoder, dataset, shard_rows, complete=True),
-                           extraction_s=extraction_s, extracted_rows=sum(ranges[s][1] - ranges[s][0] for s in missing))
+                           extraction_s=extraction_s, extracted_rows=sum(ranges[s][1] - ranges[s][0] for s in missing),
+                           clock=clock)
                 barrier(device)
         except BaseException:
             if rank == 0:

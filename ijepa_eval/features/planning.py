@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ijepa_eval.errors import DatasetError
+from ijepa_eval.errors import ConfigError, DatasetError
 from ijepa_eval.features.cache import (
     FEATURE_CODE_VERSION,
     STORAGE_DTYPE,
@@ -35,7 +35,7 @@ def describe_transform(transform: Callable | None) -> str:
 
 
 def key_fields(encoder: Any, dataset: Any, transform: str, n_last_blocks: int, precision: str,
-               tokens: bool = False) -> dict[str, Any]:
+               decode: str = "pil", tokens: bool = False) -> dict[str, Any]:
     """Everything that changes the stored numbers (STYLE 8); its hash names the cache folder."""
     from ijepa_eval.encoders import state_dict_sha256
 
@@ -51,27 +51,55 @@ def key_fields(encoder: Any, dataset: Any, transform: str, n_last_blocks: int, p
         "split": dataset.split,
         "fingerprint": dataset.fingerprint(),
         "transform": transform,
+        "decode": decode,  # pil | tensor | gpu: the backends' pixels differ (README, Decoding)
         "n_last_blocks": int(n_last_blocks),
         "pools": pools_of(encoder, tokens),
         "precision": precision,
     }
 
 
-def default_transform(encoder: Any, dataset: Any) -> Callable | None:
-    """The paper's eval transform for a dataset without one (it yields PIL images); None = use the dataset's."""
+def default_transform(encoder: Any, dataset: Any, transform: Callable | None = None) -> Callable | None:
+    """The transform extraction runs for a dataset without one (it yields images), ending at uint8 (the device
+    normalises): ``transform`` when given (the attentive probes' V-JEPA eval transform), else the paper's
+    eval transform. None = use the dataset's own."""
     if getattr(dataset, "transform", None) is not None:
+        if transform is not None:
+            raise ConfigError(f"dataset '{dataset.name}' brings its own transform; build it without one to extract "
+                              "with another")
         return None
+    if transform is not None:
+        return transform
     from ijepa_eval.data import eval_transform
 
-    return eval_transform(dataset.name, encoder.img_size)
+    return eval_transform(dataset.name, encoder.img_size, normalize=False)
+
+
+def resolve_decode(dataset: Any, decode: str | None) -> str:
+    """The backend an extraction decodes with: ``decode``, else the dataset's own (``pil`` for datasets that
+    have none). A dataset with its own transform decodes as it was built; another backend is an error."""
+    from ijepa_eval.data.decode import DEFAULT_DECODE, check_decode
+
+    own = getattr(dataset, "decode", DEFAULT_DECODE)
+    decode = own if decode is None else check_decode(decode)
+    if getattr(dataset, "transform", None) is not None and decode != own:
+        raise ConfigError(f"dataset '{dataset.name}' brings its own transform and decodes with '{own}'; build it "
+                          f"with decode='{decode}' (get_dataset(..., decode=...)) or without a transform")
+    if not hasattr(dataset, "read") and decode != DEFAULT_DECODE:
+        raise ConfigError(f"dataset '{dataset.name}' is not an ijepa_eval ImageDataset: it decodes its own images, "
+                          f"so decode '{decode}' cannot apply; use decode 'pil'")
+    return decode
 
 
 def cache_entry_for(encoder: Any, dataset: Any, *, cache_dir: str | os.PathLike | None = None, n_last_blocks: int = 4,
-                    device: str | torch.device = "cpu", tokens: bool = False) -> tuple[CacheEntry, dict[str, Any]]:
+                    device: str | torch.device = "cpu", decode: str | None = None, tokens: bool = False,
+                    transform: Callable | None = None) -> tuple[CacheEntry, dict[str, Any]]:
     """Where get_features keeps (or will keep) these features, and the key fields naming it."""
-    transform = default_transform(encoder, dataset) or dataset.transform
+    from ijepa_eval.data.transforms import Normalize
+
+    transform = default_transform(encoder, dataset, transform)
+    text = f"{describe_transform(transform)} | device: {Normalize()!r}" if transform else describe_transform(dataset.transform)
     precision = "bf16-autocast" if torch.device(device).type == "cuda" else "fp32"
-    fields = key_fields(encoder, dataset, describe_transform(transform), n_last_blocks, precision, tokens)
+    fields = key_fields(encoder, dataset, text, n_last_blocks, precision, resolve_decode(dataset, decode), tokens)
     return CacheEntry(resolve_cache_dir(cache_dir) / make_key(fields)), fields
 
 

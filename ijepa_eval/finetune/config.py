@@ -7,6 +7,7 @@ for ``--help`` and for tables.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,7 +47,8 @@ class FinetuneSpec:
     head_norm: HeadNorm = "final"  # "final": pretrained norm on tokens, then pool; "fc_norm": pool, then a new LayerNorm
     keep: Keep = "last"  # weights reported: last epoch (no choice made) or best epoch on the selection split
     eval_every: int = 1  # epochs between selection-split evaluations (keep=best)
-    accum_steps: int = 1  # micro-batches per step (memory); the step still sees the whole batch
+    micro_batch: int | None = None  # images per device per forward/backward; None = the default for the
+    # model's size (`default_micro_batch`). Memory only: gradients are accumulated over the recipe's batch.
     eval_batch_size: int = 128
     # Recipe overrides per encoder width ({"1024": {"finetune.weight_decay": 0.05}}, dotted keys as on the
     # command line) where the reference gives one value per model size; applied once the encoder is known
@@ -58,8 +60,11 @@ class FinetuneSpec:
             raise ConfigError("finetune.betas and finetune.crop_scale take two numbers each, e.g. [0.9, 0.999]")
         if not 0.0 < self.layer_decay <= 1.0:
             raise ConfigError(f"finetune.layer_decay must be in (0, 1], got {self.layer_decay}")
-        if self.accum_steps < 1 or self.eval_every < 1:
-            raise ConfigError("finetune.accum_steps and finetune.eval_every must be >= 1")
+        if self.eval_every < 1:
+            raise ConfigError(f"finetune.eval_every={self.eval_every} is out of range; it must be >= 1")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise ConfigError(f"finetune.micro_batch={self.micro_batch} is out of range; it must be >= 1 "
+                              "(or null: the default for the model's size)")
         bad = [w for w in self.by_width if not w.isdigit()]
         if bad:
             raise ConfigError(f"finetune.by_width keys are encoder widths (embed_dim, e.g. 1024), got {bad}")
@@ -78,3 +83,48 @@ class FinetuneSpec:
 
     def effective_lr(self, global_batch: int) -> float:
         return self.lr if self.lr is not None else self.blr * global_batch / self.base_batch
+
+
+# Tokens per device per forward/backward that fit, with the weights, gradients and AdamW state, in a 40 GB GPU
+# under bf16 autocast, by encoder width (ViT-Ti/S, B, L, H, g): 32 ViT-H/14 images of 257 tokens hold about
+# 12 GB of activations (34 bytes x tokens x width x depth, flash attention) next to 10 GB of fp32 state.
+MICRO_BATCH_TOKENS = {384: 256 * 257, 768: 128 * 257, 1024: 64 * 257, 1280: 32 * 257, 1408: 16 * 257}
+
+
+def default_micro_batch(embed_dim: int, tokens: int) -> int:
+    """The largest power of two of images whose tokens stay within the width's budget (a width between two
+    table rows takes the wider one's budget; wider than ViT-g, ViT-g's): at 448 px, a quarter of 224's."""
+    budget = next((b for width, b in sorted(MICRO_BATCH_TOKENS.items()) if embed_dim <= width),
+                  MICRO_BATCH_TOKENS[max(MICRO_BATCH_TOKENS)])
+    return 2 ** max(0, int(math.log2(max(1, budget // tokens))))
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one optimisation step of ``global_batch`` images is computed: every one of ``world_size`` devices
+    takes ``global_batch / world_size`` images as ``accum_steps`` forward/backward passes of ``micro_batch``."""
+
+    global_batch: int
+    world_size: int
+    micro_batch: int
+    accum_steps: int
+
+    @property
+    def per_device(self) -> int:
+        return self.micro_batch * self.accum_steps
+
+    def record(self) -> dict[str, Any]:
+        """What the result JSON's ``optimizer`` field says about it."""
+        return {"batch_size": self.global_batch, "world_size": self.world_size, "micro_batch": self.micro_batch,
+                "accum_steps": self.accum_steps}
+
+
+def batch_plan(global_batch: int, world_size: int, max_micro_batch: int) -> BatchPlan:
+    """The fewest accumulation steps that split each device's share into equal micro-batches of at most
+    ``max_micro_batch`` images; the step still sees the whole ``global_batch`` (gradients are averaged)."""
+    if global_batch % world_size:
+        raise ConfigError(f"batch_size {global_batch} is not divisible by {world_size} processes; "
+                          f"use a multiple of {world_size}")
+    per_device = global_batch // world_size
+    accum = next(a for a in range(math.ceil(per_device / max_micro_batch), per_device + 1) if per_device % a == 0)
+    return BatchPlan(global_batch, world_size, per_device // accum, accum)

@@ -76,8 +76,10 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
-def train_transform(spec: FinetuneSpec, img_size: int):
-    """timm's ImageNet training transform as MAE's ``build_transform(is_train=True)`` calls it."""
+def train_transform(spec: FinetuneSpec, img_size: int, *, normalize: bool = True):
+    """timm's ImageNet training transform as MAE's ``build_transform(is_train=True)`` calls it. With
+    ``normalize=False`` it is timm's prefetcher variant: it stops at uint8 and ``device_erasing`` does the
+    random erasing on the device after normalisation (timm's PrefetchLoader split)."""
     from timm.data import create_transform
     from torchvision import transforms as T
 
@@ -86,9 +88,18 @@ def train_transform(spec: FinetuneSpec, img_size: int):
     timm_tf = create_transform(
         input_size=img_size, is_training=True, scale=tuple(spec.crop_scale), hflip=spec.hflip, color_jitter=None,
         auto_augment=spec.auto_augment, interpolation="bicubic", re_prob=spec.reprob, re_mode=spec.remode,
-        re_count=spec.recount, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        re_count=spec.recount, mean=IMAGENET_MEAN, std=IMAGENET_STD, use_prefetcher=not normalize,
     )
     return T.Compose([T.Lambda(to_rgb), timm_tf])
+
+
+def device_erasing(spec: FinetuneSpec, device: torch.device):
+    """MAE's random erasing (``--reprob/--remode/--recount``) on normalised batches on ``device``; None at 0."""
+    from timm.data.random_erasing import RandomErasing
+
+    if spec.reprob <= 0:
+        return None
+    return RandomErasing(probability=spec.reprob, mode=spec.remode, max_count=spec.recount, device=device)
 
 
 def mixup_and_loss(spec: FinetuneSpec, num_classes: int) -> tuple[Any, nn.Module]:

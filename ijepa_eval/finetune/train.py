@@ -24,10 +24,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from ijepa_eval.data.device import DevicePreprocess, prefetch
 from ijepa_eval.errors import CheckpointError, ConfigError, DatasetError
-from ijepa_eval.finetune.config import FinetuneSpec
+from ijepa_eval.finetune.config import BatchPlan, FinetuneSpec
 from ijepa_eval.finetune.model import lr_at, mixup_and_loss, set_lr
-from ijepa_eval.io import atomic_open
+from ijepa_eval.io import atomic_torch_save
 from ijepa_eval.probes.metrics import scores_from_topk, topk_predictions
 
 LATEST = "latest.pth"
@@ -71,10 +72,11 @@ class EpochBatches(Sampler):
 
 
 class SeededItems(Dataset):
-    """``dataset[index]`` through ``transform`` under RNGs seeded by (seed, epoch, index).
+    """``(transform(dataset[index] image), label, item seed)`` under RNGs seeded by (seed, epoch, index).
 
     timm's RandAugment draws from ``random`` and ``numpy``, crops and erasing from ``torch``: all three are
-    seeded for the item and restored afterwards, so the caller's streams are untouched.
+    seeded for the item and restored afterwards, so the caller's streams are untouched. The item seed goes
+    along so that the device-side random erasing of a uint8 transform is seeded per image too.
     """
 
     def __init__(self, dataset: Dataset, transform: Callable, seed: int):
@@ -87,10 +89,11 @@ class SeededItems(Dataset):
         epoch, index = item
         image, label = self.dataset[index]
         py_state, np_state = random.getstate(), np.random.get_state()
+        seed = item_seed(self.seed, epoch, index)
         try:
             with torch.random.fork_rng(devices=[]):
-                seed_all(item_seed(self.seed, epoch, index))
-                return self.transform(image), label
+                seed_all(seed)
+                return self.transform(image), label, seed
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
@@ -108,10 +111,12 @@ def predict(model: nn.Module, dataset: Dataset, rows: np.ndarray, batch_size: in
     mine = rows[rank::world_size]
     loader = DataLoader(Subset(dataset, mine.tolist()), batch_size=batch_size, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
+    prep = DevicePreprocess(device)
     topk, labels = [], []
-    for images, y in tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress):
+    batches = prefetch(loader, lambda batch: (prep(batch[0]), batch[1]), device)
+    for images, y in tqdm(batches, total=len(loader), desc=desc, unit="batch", leave=False, disable=not progress):
         with torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda"):
-            logits = model(images.to(device, non_blocking=True))
+            logits = model(images)
         topk.append(topk_predictions(logits.float()))  # stays on the device: one copy at the end, not a sync per batch
         labels.append(torch.as_tensor(y))
     model.train(was_training)
@@ -150,8 +155,7 @@ def save_checkpoint(work_dir: Path, model: nn.Module, optimizer: torch.optim.Opt
     """Atomic: a kill mid-write leaves the previous epoch's checkpoint."""
     blob = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": state.epoch,
             "history": state.history, "best": state.best, "elapsed_s": state.elapsed_s, **identity}
-    with atomic_open(work_dir / LATEST, "wb") as f:
-        torch.save(blob, f)
+    atomic_torch_save(blob, work_dir / LATEST)
     keep = best_path(work_dir, state.best["epoch"]) if state.best else None
     for stale in work_dir.glob("best-e*.pth"):  # only now: the checkpoint naming the new best is on disk
         if stale != keep:
@@ -187,17 +191,20 @@ def load_checkpoint(work_dir: Path, model: nn.Module, optimizer: torch.optim.Opt
 
 def fit(
     model: nn.Module, dataset: Dataset, rows: np.ndarray, num_classes: int, *, spec: FinetuneSpec, epochs: int,
-    batch_size: int, seed: int, device: torch.device, world_size: int, rank: int, work_dir: Path,
+    plan: BatchPlan, seed: int, device: torch.device, rank: int, work_dir: Path,
     identity: dict[str, Any], resume: bool, num_workers: int, progress: bool,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None, select_metric: str = "top1",
 ) -> FitState:
     """Train ``model`` on ``dataset[rows]`` (``dataset`` applies the training transform through
-    ``SeededItems``); ``evaluate`` scores the selection split every ``eval_every`` epochs and at the end."""
+    ``SeededItems``) with global batches split as ``plan`` says; ``evaluate`` scores the selection split
+    every ``eval_every`` epochs and at the end. A uint8 transform (``train_transform(spec, s, normalize=False)``)
+    is normalised and randomly erased on the device, one batch ahead on CUDA (``ijepa_eval.data.device``)."""
     from tqdm.auto import tqdm
 
-    from ijepa_eval.finetune.model import build_optimizer
+    from ijepa_eval.finetune.model import build_optimizer, device_erasing
 
     is_main = rank == 0
+    world_size, micro, accum = plan.world_size, plan.micro_batch, plan.accum_steps
     model.to(device)
     optimizer = build_optimizer(model, spec)
     state = load_checkpoint(work_dir, model, optimizer, identity) if resume else FitState()
@@ -205,35 +212,36 @@ def fit(
         print(f"finetune: {work_dir / LATEST} already holds all {epochs} epochs")
     net = nn.parallel.DistributedDataParallel(model) if world_size > 1 else model
     mixup, criterion = mixup_and_loss(spec, num_classes)
-    lr = spec.effective_lr(batch_size)
-    micro = batch_size // world_size // spec.accum_steps
-    if micro < 1 or (batch_size // world_size) % spec.accum_steps:
-        raise ConfigError(f"per-process batch {batch_size // world_size} does not split into "
-                          f"{spec.accum_steps} accum_steps")
+    lr = spec.effective_lr(plan.global_batch)
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=device.type == "cuda")
+    prep = DevicePreprocess(device, erasing=device_erasing(spec, device))
+
+    def to_device(batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels, seeds = batch
+        return prep(images, seeds.tolist()), labels.to(device, non_blocking=True)
+
     bar = tqdm(total=epochs, initial=state.epoch, desc="finetune", unit="ep", disable=not (is_main and progress))
     for epoch in range(state.epoch, epochs):
         started = time.perf_counter()
         seed_all(item_seed(seed, epoch, rank))  # drop path, mixup: a pure function of (seed, epoch, rank)
-        sampler = EpochBatches(rows, batch_size, world_size, rank, seed, epoch)
+        sampler = EpochBatches(rows, plan.global_batch, world_size, rank, seed, epoch)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=device.type == "cuda")
         model.train()
         losses = []
-        for step, (images, labels) in enumerate(loader):
+        for step, (images, labels) in enumerate(prefetch(loader, to_device, device)):
             current_lr = lr_at(epoch + step / len(sampler), spec, lr, epochs)
             set_lr(optimizer, current_lr)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             if mixup is not None:
                 images, labels = mixup(images, labels)
             step_loss = torch.zeros((), device=device)
-            for k in range(spec.accum_steps):
+            for k in range(accum):
                 part = slice(k * micro, (k + 1) * micro)
-                last = k == spec.accum_steps - 1
+                last = k == accum - 1
                 with contextlib.nullcontext() if last or world_size == 1 else net.no_sync():
                     with autocast:
                         loss = criterion(net(images[part]), labels[part])
-                    (loss / spec.accum_steps).backward()
-                step_loss += loss.detach() / spec.accum_steps
+                    (loss / accum).backward()
+                step_loss += loss.detach() / accum
             if spec.clip_grad is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), spec.clip_grad)
             optimizer.step()
@@ -251,8 +259,7 @@ def fit(
             if state.best is None or row["selection_scores"][select_metric] > state.best["scores"][select_metric]:
                 state.best = {"epoch": done, "scores": row["selection_scores"]}
                 if is_main:
-                    with atomic_open(best_path(work_dir, done), "wb") as f:
-                        torch.save(model.state_dict(), f)
+                    atomic_torch_save(model.state_dict(), best_path(work_dir, done))
         state.epoch, state.history = done, [*state.history, {**row, "seconds": round(time.perf_counter() - started, 3)}]
         state.elapsed_s += time.perf_counter() - started
         if is_main:

@@ -3,9 +3,10 @@ beside ours, and every attentive result beside the same checkpoint's linear prob
 
 A reference row names the probe that produced it (V-JEPA's, or Efficient Probing's EP, which is not V-JEPA's)
 and where it was chosen; ours lands in it under the paper tables' rules (model metadata agrees, evaluated on
-the paper's data). ``Ours − linear`` is a paired test on the same test examples (McNemar exact, 95%): the
-attentive result against its recipe's ``attentive.linear_pair`` result of the same model. ``compare`` runs the
-same pairing (``comparison.probe_pairs``).
+the paper's data). Cells are ``cells``' (``value [lo, hi]``, ``‡`` for a probe chosen on the test split, a
+Δ range check ∉ / ∈). ``Ours − linear`` is a paired test on the same test examples (McNemar's score test with
+Tango's interval, at 5%, unadjusted): the attentive result against its recipe's ``attentive.linear_pair``
+result of the same model. ``compare`` runs the same pairing (``pairing.probe_pairs``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from ijepa_eval.leaderboard.comparison import ProbePair, is_attentive, pair_with_linear
+from ijepa_eval.leaderboard.cells import (
+    MARKS,
+    PAPER_LEGEND,
+    TEST_SELECTED_LEGEND,
+    VALUE_LEGEND,
+    delta_cell,
+    result_cell,
+    significance_legend,
+)
+from ijepa_eval.leaderboard.pairing import CellTest, is_attentive, pair_with_linear
 from ijepa_eval.leaderboard.paper import PAPER_DIR, PaperTable, _read_reference, row_matches
 from ijepa_eval.leaderboard.records import Result
-from ijepa_eval.leaderboard.render import MISSING, fmt
+from ijepa_eval.leaderboard.render import MISSING, ValueCell, fmt
 from ijepa_eval.leaderboard.tables import (
     OURS_MODEL,
     SELECTED_ON,
@@ -26,10 +36,7 @@ from ijepa_eval.leaderboard.tables import (
     BuiltTable,
     Model,
     build_tables,
-    delta_cell,
     group_models,
-    marked,
-    value_cell,
 )
 
 ATTENTIVE_CSV = PAPER_DIR / "attentive_reference.csv"
@@ -39,16 +46,17 @@ KEY = "attentive"
 TITLE = "Attentive probes (V-JEPA's probe; published attentive numbers)"
 REPORTED = ("test", "unstated")  # the number a source reports (its best epoch, or what its README gives)
 METRIC = "top1"  # the table's metric (published attentive numbers are top-1)
+LINEAR = "the same checkpoint's linear probe"  # what "Ours − linear" tests against
 INTRO = (
     f"{METRIC} (%). paper = a published attentive-probe number (results/paper/attentive_reference.csv; "
     "`Paper probe` says which probe: `vjepa` = V-JEPA's, our recipe; `ep_q32` = Efficient Probing's EP, a "
     "different probe and recipe), `Paper selected on`: `test` = its best epoch on the reported split, `unstated` "
-    "= the source does not say; paper linear = the same source's linear probe. ours = our attentive result ± "
-    "half-width of its 95% bootstrap interval; Δ = ours − paper (≈: the paper's value lies inside our interval); "
-    "ours linear = the same checkpoint's linear probe on the same data (the recipe's `linear_pair`); "
-    "ours − linear: paired on the same test examples, McNemar exact, ↑ / ↓ / ≈ at 95%. Selected on: `none` = one "
-    "probe, its last epoch (V-JEPA's recipe); `train_holdout` / `val` = chosen among a grid on held-out data; "
-    "`test` = chosen on the reported split (V-JEPA 2's convention).\n"
+    "= the source does not say; paper linear = the same source's linear probe. ours = our attentive result, "
+    f"ours linear = the same checkpoint's linear probe on the same data (the recipe's `linear_pair`): "
+    f"{VALUE_LEGEND}; {TEST_SELECTED_LEGEND}. {PAPER_LEGEND}. ours − linear = the difference [its interval], "
+    f"{significance_legend(LINEAR, None, 0)}. Selected on: `none` = one probe, "
+    "its last epoch (V-JEPA's recipe); `train_holdout` / `val` = chosen among a grid on held-out data; `test` = "
+    "chosen on the reported split (V-JEPA 2's convention).\n"
 )
 
 
@@ -56,11 +64,12 @@ def load_attentive_reference(path: str | os.PathLike | None = None) -> pd.DataFr
     return _read_reference(Path(path or ATTENTIVE_CSV), ATTENTIVE_COLUMNS)
 
 
-def _ours_cells(model: Model, protocol: str, ours: Result | None) -> dict[str, str]:
+def _ours_cells(model: Model, protocol: str, ours: Result | None) -> dict[str, ValueCell]:
     linear, test = pair_with_linear(model.display, model.by_protocol, protocol) if ours else (None, None)
-    diff = marked(fmt(test.test.diff, signed=True), test.test.verdict) if isinstance(test, ProbePair) else MISSING
-    return {"Ours linear": value_cell(linear.metric(METRIC), linear.ci(METRIC)) if linear else MISSING,
-            "Ours − linear": diff}
+    paired = isinstance(test, CellTest)
+    diff = ValueCell(test.test.diff, test.test.diff_ci, MARKS[test.verdict], signed=True) if paired else (
+        ValueCell(None, signed=True))
+    return {"Ours linear": result_cell(linear, METRIC), "Ours − linear": diff}
 
 
 def build_attentive_table(reference: pd.DataFrame, results: list[Result]) -> BuiltTable:
@@ -77,16 +86,14 @@ def build_attentive_table(reference: pd.DataFrame, results: list[Result]) -> Bui
                       & rows["probe"].str.startswith("lp") & rows["selected_on"].isin(REPORTED)]
         matched = [m for m in models if row_matches(row, m.meta)] or [None]
         for model in matched:
-            ours = model.best(row["protocol"], METRIC, comparable=True) if model else None
-            ci = ours.ci(METRIC) if ours else None
+            choice = model.choose(row["protocol"], METRIC, comparable=True) if model else None
+            ours = choice.result if choice else None
             line = {"Method": row["method"], "Arch": row["arch"], "Epochs": row["epochs"], "Data": row["data"],
                     "Protocol": row["protocol"], "Paper probe": row["probe"], "Paper selected on": reported["selected_on"],
                     "Paper": fmt(reported["value"]), "Paper linear": fmt(linear["value"].iloc[0]) if len(linear) else MISSING,
                     OURS_MODEL: model.display if model else MISSING,
-                    "Ours": value_cell(ours.metric(METRIC), ci) if ours else MISSING,
-                    "Δ": delta_cell(ours.metric(METRIC) if ours else None, reported["value"], ci),
-                    **(_ours_cells(model, row["protocol"], ours) if model else {"Ours linear": MISSING,
-                                                                                 "Ours − linear": MISSING}),
+                    "Ours": result_cell(ours, METRIC), "Δ": delta_cell(ours, METRIC, reported["value"]),
+                    **_ours_cells(model, row["protocol"], ours),
                     SELECTED_ON: ours.selected_on if ours else MISSING,
                     "Paper source": f"{reported['source']} ({row['ref']})"}
             if ours:
@@ -100,7 +107,7 @@ def build_attentive_table(reference: pd.DataFrame, results: list[Result]) -> Bui
             if not is_attentive(r) or id(r) in placed:
                 continue
             why = "; ".join(r.data_issues or []) or "no matching reference row"
-            extra.append({"Model": model.display, "Protocol": p, "Ours": value_cell(r.metric(METRIC), r.ci(METRIC)),
+            extra.append({"Model": model.display, "Protocol": p, "Ours": result_cell(r, METRIC),
                           **_ours_cells(model, p, r), SELECTED_ON: r.selected_on, WHY: why})
             shown.append(r)
             sources.append(f"{model.display} · {p}: {r.path}")

@@ -11,6 +11,7 @@ TABLE_EPILOG = """examples:
   ijepa-eval table results/runs results/demo --models models.yaml --format md,csv
   ijepa-eval table results/runs --out results/tables --html     # also index.html + one page per run
   ijepa-eval table results/runs --reference mae --format md,csv  # also compare.md/.csv: every model vs mae
+  ijepa-eval table results/runs --reference mae --adjust holm    # marks adjusted for the number of tests
 models.yaml places results in paper rows when their JSON has no model.meta:
   ijepa_h14:      {method: I-JEPA, arch: ViT-H/14, epochs: 300, data: IN-1k}
   3f2a9c01d4e5:   {method: MAE, arch: ViT-H/14, epochs: 1600}     # sha256 prefix"""
@@ -18,10 +19,12 @@ models.yaml places results in paper rows when their JSON has no model.meta:
 COMPARE_EPILOG = """examples:
   ijepa-eval compare ijepa.pth.tar mae.pth dino.pth --protocols cifar100,clevr_count --root /data
   ijepa-eval compare a.pth b.pth --protocols clevr_count --labels ours,baseline --plot
-  ijepa-eval compare --results results/runs --protocols cifar100,places205 --reference mae
-Cells: value ± half-width of the 95% bootstrap interval, then ↑ / ↓ / ≈ = significantly better / worse than
-the reference row (default: the first) / no significant difference, by a paired test on the same test
-examples (McNemar exact for top1/top5, paired bootstrap for mean_per_class_acc)."""
+  ijepa-eval compare --results results/runs --protocols cifar100,places205 --reference mae --adjust holm
+Cells: value [lo, hi] = the 95% interval over test examples (‡: head chosen on the test split, optimistic),
+then ↑ / ↓ / ≈ = significantly better / worse than the reference row (default: the first) / not significant
+at 5%, by a paired test on the same test examples (McNemar's score test with Tango's interval for
+top1/top5, a paired bootstrap for mean_per_class_acc). Unadjusted unless --adjust holm (Holm-Bonferroni
+over every test of the comparison); the output says which."""
 
 PLOT_EPILOG = """examples:
   ijepa-eval plot bars results/runs --protocols cifar100,clevr_count --out results/tables/bars
@@ -60,8 +63,12 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
     paper = load_paper(args.paper)
     tables = every_table(paper, results)
-    grid = Comparison.of_results(results, reference=args.reference) if args.html or args.reference else None
+    grid = (Comparison.of_results(results, reference=args.reference, adjust=args.adjust)
+            if args.html or args.reference else None)
     written = write_tables(tables, args.out, formats)
+    from ijepa_eval.leaderboard.robustness import write_robustness
+
+    written += write_robustness(results, args.out, formats)  # shift results: the robustness table and scatter
     if grid is not None:
         for line in grid.not_tested:
             print(f"note: leaderboard: {line}", file=sys.stderr)
@@ -95,10 +102,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         rows = compare.run_checkpoints(args.checkpoints, protocols, labels=labels, root=args.root, out_dir=out,
                                        cache_dir=args.cache_dir, device=args.device)
         protocols = None  # columns: the recipes' names (a protocol may have been given as a YAML path)
-    comparison = Comparison.of(rows, protocols, args.metric, args.reference)
+    comparison = Comparison.of(rows, protocols, args.metric, args.reference, args.adjust)
     print(comparison.table.to_string(index=False))
     if comparison.lines:
-        print("\n".join(["", f"against {comparison.reference} (95%, same test examples):", *comparison.lines]))
+        print("\n".join(["", f"{comparison.legend}.", "", *comparison.lines]))
     if comparison.footnotes:
         print("\n" + "\n".join(comparison.footnotes))
     written = comparison.write(out)
@@ -148,6 +155,12 @@ def _add_results_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--paper", help="reference CSV (default: results/paper/ijepa_paper.csv)")
 
 
+def _add_adjust(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adjust", choices=("none", "holm"), default="none",
+                   help="multiple-comparison adjustment of the significance marks: none (each test at 5%%, "
+                   "said so in the output) or holm (Holm-Bonferroni over every test of the comparison)")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from ijepa_eval.cli_base import HelpFormatter
 
@@ -168,6 +181,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", help="the leaderboard row the others are tested against (its label, with or "
                    "without ' (branch)'); writes OUT/compare.md/.csv (as `compare --results` does) in the md/csv "
                    "formats asked for, and sets the grid of --html's index.html (default there: the first row)")
+    _add_adjust(p)
     p.set_defaults(func=cmd_table)
 
     p = subparsers.add_parser(
@@ -187,6 +201,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", default="top1", help="metric shown in each cell")
     p.add_argument("--reference", help="row the others are tested against: its label, with or without ' (branch)'; "
                    "the first row when not given")
+    _add_adjust(p)
     p.add_argument("--plot", action="store_true", help="also write compare_bars.png/.svg")
     p.set_defaults(func=cmd_compare)
 

@@ -2,67 +2,51 @@
 
 ``compare``, the demo and the HTML leaderboard all render a ``Comparison``; none of them repeats the steps.
 
-Each cell is the result's reported metric (the head selected on held-out data) ± half its 95% bootstrap
-interval, a significance mark against the reference row (the first, or ``reference``) and which
-representation and head won, e.g. ``86.7 ± 0.6 ↑ (concatPOOL4/bn_linear)`` (cell format: leaderboard.tables).
-The paired test runs on the two results' per-example predictions of the same test examples (McNemar's exact
-test for top-1/top-5, a paired bootstrap for mean per-class accuracy, ``ijepa_eval.stats``); a fine-tuned
+Each cell is the result's reported metric (the head selected on held-out data) with its 95% interval, a
+significance mark against the reference row (the first, or ``reference``) and which representation and head
+won, e.g. ``86.7 [86.1, 87.3] ↑ (concatPOOL4/bn_linear)`` (cell format: ``cells``). The paired test runs on
+the two results' per-example predictions of the same test examples (McNemar's score test with Tango's
+interval for top-1/top-5, a paired bootstrap for mean per-class accuracy, ``ijepa_eval.stats``): the mark
+and the printed interval of the difference come from one method, so they never disagree. Marks are
+"significant at 5%, unadjusted" unless ``adjust="holm"`` (Holm–Bonferroni over every test of the
+comparison), which the legend and each sentence say; a fine-tuned
 result whose protocol the reference row lacks is tested against its frozen result on the same examples
 (and vice versa), as the paper's Table 2 compares methods. A pair that cannot be tested (another test set,
 no predictions, a predictions file gone missing) is skipped with a note saying why. Within a row, every
 attentive-probe cell is also tested against the same checkpoint's linear probe on the same data (its recipe's
-``attentive.linear_pair``), shown or not: how much the attentive probe adds, beyond noise.
+``attentive.linear_pair``; ``pairing``), shown or not: how much the attentive probe adds, beyond noise. Those
+tests belong to the comparison's family: Holm adjusts over them too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ijepa_eval.errors import ConfigError, unknown_choice
+from ijepa_eval.leaderboard.cells import (
+    ADJUSTMENTS,
+    MARKS,
+    SEED_LEGEND,
+    TEST_SELECTED_LEGEND,
+    VALUE_LEGEND,
+    result_cell,
+    significance_legend,
+)
 from ijepa_eval.leaderboard.footnotes import deviation_footnotes
+from ijepa_eval.leaderboard.pairing import CellTest, comparable, probe_pairs
 from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result
 from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
-from ijepa_eval.leaderboard.tables import CELL_LEGEND, group_models, marked, value_cell
-from ijepa_eval.stats import PairedTest, paired_test
+from ijepa_eval.leaderboard.tables import group_models
+from ijepa_eval.stats import holm, paired_test
 
 Row = tuple[str, dict[str, Result]]  # (row label, our protocol name -> result)
-VERDICT_WORDS = {"win": "real (better)", "loss": "real (worse)", "tie": "not significant"}
-
-
-@dataclass(frozen=True)
-class CellTest:
-    """One cell tested against the reference row: which two results were paired and what the test said."""
-
-    row: str
-    protocol: str
-    reference_protocol: str  # the reference row's cell it was paired with (its frozen cell for a fine-tuned one)
-    test: PairedTest
-
-    @property
-    def verdict(self) -> str:
-        return self.test.verdict
-
-    @property
-    def method(self) -> str:
-        """The test that decided (``stats.paired_test``): McNemar's where it gives a p-value, else the bootstrap."""
-        return "McNemar exact" if self.test.p_value is not None else "paired bootstrap"
-
-    def sentence(self, reference: str) -> str:
-        """The difference, its interval, the test and whether it is real."""
-        t = self.test
-        other = "" if self.reference_protocol == self.protocol else f" ({self.reference_protocol})"
-        how = f"{self.method} p = {t.p_value:.3g}" if t.p_value is not None else self.method
-        return (f"{self.protocol}: {self.row} − {reference}{other} = {t.diff:+.1f} {t.metric} points "
-                f"[{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}], {how}: {VERDICT_WORDS[t.verdict]}")
-
-
 Tests = dict[tuple[str, str], CellTest]  # (row label, protocol) -> its test against the reference row
 
 
@@ -98,83 +82,6 @@ def reference_row(rows: list[Row], reference: str | None) -> str | None:
     return matches[0]
 
 
-def comparable(a: Result, b: Result) -> str | None:
-    """Why two results cannot be paired example by example (None: they can)."""
-    if a.test_set() != b.test_set():
-        return "different test sets (dataset, split, fingerprint or size)"
-    for r in (a, b):
-        if (file := r.predictions_file) is not None and not file.is_file():
-            return f"predictions file {file} is missing (keep it next to its JSON or re-run the protocol)"
-    pa, pb = a.predictions, b.predictions
-    if pa is None or pb is None:
-        return "no per-example predictions (result written before schema 2)"
-    if not (np.array_equal(pa.indices, pb.indices) and np.array_equal(pa.labels, pb.labels)):
-        return "the predictions cover different test examples"
-    return None
-
-
-def is_attentive(r: Result) -> bool:
-    config = r.record.protocol.get("config") or {}
-    return r.record.probe == "attentive" or config.get("probe") == "attentive"
-
-
-def linear_pair(r: Result) -> str | None:
-    """The protocol (task) name of the linear probe an attentive result pairs with, on the same dataset."""
-    pair = ((r.record.protocol.get("config") or {}).get("attentive") or {}).get("linear_pair")
-    if not pair:
-        return None
-    _, at, dataset = r.protocol.partition("@")
-    return f"{pair}@{dataset}" if at else pair
-
-
-@dataclass(frozen=True)
-class ProbePair:
-    """An attentive result tested against the same model's linear result on the same test examples."""
-
-    row: str
-    attentive: str  # protocol (task) names
-    linear: str
-    test: PairedTest
-
-    def sentence(self) -> str:
-        t = self.test
-        how = f"McNemar exact p = {t.p_value:.3g}" if t.p_value is not None else "paired bootstrap"
-        words = {"win": "real (better)", "loss": "real (worse)", "tie": "not significant"}[t.verdict]
-        return (f"{self.attentive}: {self.row}, attentive − linear ({self.linear}) = {t.diff:+.1f} {t.metric} points "
-                f"[{t.diff_ci[0]:+.1f}, {t.diff_ci[1]:+.1f}], {how}: {words}")
-
-
-def pair_with_linear(row: str, cells: dict[str, Result], protocol: str, metric: str = "top1",
-                     ) -> tuple[Result | None, ProbePair | str | None]:
-    """(the linear result, its paired test — or why there is none) for the attentive cell ``protocol``."""
-    ours, linear_name = cells.get(protocol), None
-    if ours is not None and is_attentive(ours):
-        linear_name = linear_pair(ours)
-    linear = cells.get(linear_name) if linear_name else None
-    if ours is None or linear is None or ours.metric(metric) is None:
-        return linear, None
-    why = comparable(ours, linear)
-    if why:
-        return linear, why
-    pred, ref = ours.predictions, linear.predictions
-    return linear, ProbePair(row, protocol, linear_name, paired_test(pred.labels, pred.top5, ref.top5, metric))
-
-
-def probe_pairs(rows: list[tuple[str, dict[str, Result]]], metric: str = "top1",
-                protocols: Sequence[str] | None = None) -> tuple[list[ProbePair], list[str]]:
-    """Every attentive cell (of ``protocols``, default all) of every row against the same row's linear cell,
-    shown or not: (tests, one line per pair that could not be tested)."""
-    tests, skipped = [], []
-    for name, cells in rows:
-        for p in (q for q in cells if protocols is None or q in protocols):
-            linear, test = pair_with_linear(name, cells, p, metric)
-            if isinstance(test, ProbePair):
-                tests.append(test)
-            elif test is not None:
-                skipped.append(f"{p}: {name} attentive vs linear ({linear.protocol}) not tested: {test}")
-    return tests, skipped
-
-
 def reference_cell(ref_cells: dict[str, Result], protocol: str, ours: Result) -> tuple[str, Result] | None:
     """(protocol, result) of the reference row to test ``ours`` against: its result for the same protocol,
     else — a fine-tuned against a frozen result, as the paper's Table 2 compares methods — its first result of
@@ -203,13 +110,25 @@ def significance(rows: list[Row], protocols: Sequence[str], metric: str = "top1"
                 skipped.append(SkippedPair(name, p, why))
                 continue
             pred, ref_pred = ours.predictions, ref.predictions
-            tests[(name, p)] = CellTest(name, p, q, paired_test(pred.labels, pred.top5, ref_pred.top5, metric))
+            tests[(name, p)] = CellTest(name, p, q, paired_test(pred.labels, pred.top5, ref_pred.top5, metric),
+                                        (ours.seed_std(metric), ref.seed_std(metric)))
     return tests, skipped
+
+
+def adjusted(tests: Sequence[CellTest], adjust: str | None) -> list[CellTest]:
+    """The tests with Holm-adjusted p-values over all of them (``adjust="holm"``), else unchanged."""
+    if adjust not in (*ADJUSTMENTS, None):
+        raise ConfigError(unknown_choice("adjustment", str(adjust), ADJUSTMENTS))
+    if adjust in (None, "none"):
+        return list(tests)
+    p_adjusted = holm([t.test.p_value for t in tests])
+    return [dataclasses.replace(t, p_adjusted=q, family=len(tests)) for t, q in zip(tests, p_adjusted, strict=True)]
 
 
 def compare_frames(rows: list[Row], protocols: Sequence[str] | None, metric: str = "top1",
                    tests: Tests | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(display table with 'value ± h mark (repr/head)' cells, CSV table with value, head, interval, test)."""
+    """(display table with 'value [lo, hi] mark (repr/head)' cells, CSV table with value, head, interval,
+    interval method, test verdict and p-values in their own columns)."""
     if protocols is None:  # every protocol found, in first-seen order
         protocols = list(dict.fromkeys(p for _, cells in rows for p in cells))
     tests = tests or {}
@@ -224,16 +143,21 @@ def compare_frames(rows: list[Row], protocols: Sequence[str] | None, metric: str
             value = r.metric(metric) if r else None
             ci = r.ci(metric) if value is not None else None
             t = tests.get((name, p))
-            cell = marked(value_cell(value, ci), t.verdict if t else None)
-            s[p] = f"{cell} ({r.winning_head()})" if value is not None else MISSING
+            s[p] = result_cell(r, metric, MARKS[t.verdict] if t else "", (r.winning_head(),) if r else ())
             f[p] = fmt(value)
             f[f"{p} head"] = r.winning_head() if value is not None else MISSING
             f[f"{p} lo"], f[f"{p} hi"] = (f"{ci[0]:.2f}", f"{ci[1]:.2f}") if ci else (MISSING, MISSING)
+            f[f"{p} interval"] = r.ci_method(metric) if ci else MISSING
+            f[f"{p} selected on"] = r.selected_on if value is not None else MISSING
+            f[f"{p} seed sd"] = f"{std:.2f}" if value is not None and (std := r.seed_std(metric)) is not None else MISSING
             f[f"{p} vs ref"] = t.verdict if t else MISSING
-            f[f"{p} p"] = f"{t.test.p_value:.3g}" if t and t.test.p_value is not None else MISSING
+            f[f"{p} p"] = f"{t.test.p_value:.3g}" if t else MISSING
+            f[f"{p} p holm"] = f"{t.p_adjusted:.3g}" if t and t.p_adjusted is not None else MISSING
         shown.append(s)
         flat.append(f)
-    columns = [c for p in protocols for c in (p, f"{p} head", f"{p} lo", f"{p} hi", f"{p} vs ref", f"{p} p")]
+    columns = [c for p in protocols for c in (p, f"{p} head", f"{p} lo", f"{p} hi", f"{p} interval",
+                                               f"{p} selected on", f"{p} seed sd", f"{p} vs ref", f"{p} p",
+                                               f"{p} p holm")]
     return pd.DataFrame(shown, columns=["model", *protocols]), pd.DataFrame(flat, columns=["model", *columns])
 
 
@@ -252,22 +176,43 @@ class Comparison:
     reference: str | None  # the reference row's label; None only when there are no rows
     tests: Tests  # every tested cell, in row then protocol order
     skipped: list[SkippedPair]  # every pair that could not be tested, and why
+    adjust: str = "none"  # "holm": the marks use Holm-adjusted p-values over all tests (pairs included)
+    pairs: list[CellTest] = field(default_factory=list)  # attentive cells against their row's linear cell
+    pairs_skipped: list[str] = field(default_factory=list)  # such pairs that could not be tested, and why
 
     @classmethod
     def of(cls, rows: list[Row], protocols: Sequence[str] | None = None, metric: str = "top1",
-           reference: str | None = None) -> Comparison:
+           reference: str | None = None, adjust: str | None = None) -> Comparison:
         """Test every row against ``reference`` (a row label, default the first row) over ``protocols``
-        (default: every protocol found, in first-seen order)."""
+        (default: every protocol found, in first-seen order); ``adjust`` "holm" adjusts for their number."""
         protocols = list(protocols or dict.fromkeys(p for _, cells in rows for p in cells))
         reference = reference_row(rows, reference)
         tests, skipped = significance(rows, protocols, metric, reference)
-        return cls(rows, protocols, metric, reference, tests, skipped)
+        pairs, pairs_skipped = probe_pairs(rows, metric, protocols)
+        family = adjusted([*tests.values(), *pairs], adjust)  # one family: every test the comparison prints
+        return cls(rows, protocols, metric, reference, dict(zip(tests, family[:len(tests)], strict=True)), skipped,
+                   adjust or "none", family[len(tests):], pairs_skipped)
 
     @classmethod
     def of_results(cls, results: list[Result], protocols: Sequence[str] | None = None, metric: str = "top1",
-                   reference: str | None = None) -> Comparison:
+                   reference: str | None = None, adjust: str | None = None) -> Comparison:
         """One row per model of existing result JSONs (newest result per protocol)."""
-        return cls.of(rows_from_results(results), protocols, metric, reference)
+        return cls.of(rows_from_results(results), protocols, metric, reference, adjust)
+
+    def shown(self) -> list[Result]:
+        """Every result in the table."""
+        return [r for _, cells in self.rows for p, r in cells.items() if p in self.protocols]
+
+    @property
+    def legend(self) -> str:
+        """What the cells and marks mean: the interval, the significance rule, and ‡ / seed sd where shown."""
+        parts = [VALUE_LEGEND, significance_legend(self.reference, self.adjust,
+                                                            len(self.tests) + len(self.pairs))]
+        if any(r.test_selected for r in self.shown()):
+            parts.append(TEST_SELECTED_LEGEND)
+        if any(r.seed_std(self.metric) is not None for r in self.shown()):
+            parts.append(SEED_LEGEND)
+        return "; ".join(parts)
 
     @cached_property
     def _frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -288,17 +233,12 @@ class Comparison:
         """One sentence per skipped pair."""
         return [s.sentence(self.reference) for s in self.skipped]
 
-    @cached_property
-    def _probe_pairs(self) -> tuple[list[ProbePair], list[str]]:
-        return probe_pairs(self.rows, self.metric, self.protocols)
-
     @property
     def lines(self) -> list[str]:
         """One sentence per tested cell, then one per skipped pair; then each attentive cell against the same
         row's linear cell (``attentive.linear_pair``), and the pairs of those that could not be tested."""
-        pairs, skipped = self._probe_pairs
         return ([t.sentence(self.reference) for t in self.tests.values()] + self.not_tested
-                + [t.sentence() for t in pairs] + skipped)
+                + [t.sentence() for t in self.pairs] + self.pairs_skipped)
 
     @property
     def footnotes(self) -> list[str]:
@@ -309,9 +249,7 @@ class Comparison:
     def notes(self) -> list[str]:
         """compare.md's notes: the cell legend and one bullet per line, then the footnotes, a blank line apart
         (else Markdown reads the footnotes' heading as part of the last bullet)."""
-        significance_block = [] if not self.lines else [
-            f"{CELL_LEGEND}; marks compare each row with {self.reference} on the same test examples.", "",
-            *(f"- {line}" for line in self.lines)]
+        significance_block = [] if not self.lines else [f"{self.legend}.", "", *(f"- {line}" for line in self.lines)]
         blocks = [b for b in (significance_block, self.footnotes) if b]
         return [line for i, block in enumerate(blocks) for line in ([""] if i else []) + block]
 

@@ -13,12 +13,13 @@ from typing import Any
 
 import pandas as pd
 
+from ijepa_eval.leaderboard.cells import TEST_SELECTED, TEST_SELECTED_LEGEND, seed_note
 from ijepa_eval.leaderboard.paper import PROTOCOL_SOURCES, our_protocols
 from ijepa_eval.leaderboard.records import Result
 from ijepa_eval.leaderboard.render import MISSING, fmt
 
-# Significance marks the tables write after a value or Δ (significantly higher / lower / no significant
-# difference at 95%); the page colours the cell by them and shows the text unchanged.
+# Significance marks the tables write after a value (significantly higher / lower / not significant, paired
+# test); the page colours the cell by them and shows the text unchanged. Δ cells are coloured by index_page.
 MARK_CLASSES = {"↑": "sig-win", "↓": "sig-loss", "≈": "sig-tie"}
 _NUMBER = re.compile(r"[^\w+\-−]*?([+\-−]?\d+(?:\.\d+)?)")  # after marks such as '*' or '('
 
@@ -90,9 +91,15 @@ def ci_text(ci: Sequence[float] | None) -> str | None:
 
 
 def metric_cell(r: Result, metric: str) -> Cell:
-    """A result's metric with its 95% interval underneath."""
+    """A result's metric with its 95% interval (and seed spread) underneath; ``‡`` and a tooltip when its head
+    was chosen on the test split."""
     value = r.metric(metric)
-    return Cell(fmt(value), value, cell_class(fmt(value), True), ci=ci_text(r.ci(metric)))
+    text = fmt(value) + (TEST_SELECTED if r.test_selected and value is not None else "")
+    under = " ".join([ci_text(r.ci(metric)) or "", *seed_note(r, metric)]).strip() or None
+    title = f"interval: {r.ci_method(metric)}" if r.ci(metric) else None
+    if r.test_selected:
+        title = f"{title}; {TEST_SELECTED_LEGEND}" if title else TEST_SELECTED_LEGEND
+    return Cell(text, value, cell_class(text, True), ci=under, title=title)
 
 
 def frame_table(

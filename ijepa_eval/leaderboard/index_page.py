@@ -17,7 +17,14 @@ from typing import Any
 import matplotlib
 import pandas as pd
 
-from ijepa_eval.leaderboard import plots
+from ijepa_eval.leaderboard import plots, robustness
+from ijepa_eval.leaderboard.cells import (
+    PAPER_LEGEND,
+    TEST_SELECTED_LEGEND,
+    VALUE_LEGEND,
+    paper_inside,
+    paper_interval,
+)
 from ijepa_eval.leaderboard.comparison import Comparison
 from ijepa_eval.leaderboard.html_table import (
     Cell,
@@ -40,9 +47,10 @@ from ijepa_eval.results import METRIC_DIRECTIONS
 METRIC_TITLES = {"top1": "top-1", "top5": "top-5", "mean_per_class_acc": "mean per-class acc"}
 
 
-def delta_class(delta: float, paper: float | None, ci: Sequence[float] | None, higher_is_better: bool) -> str:
-    """Colour of a Δ = ours − paper cell: the paper value inside our 95% interval, better, worse or equal."""
-    if ci and paper is not None and ci[0] <= paper <= ci[1]:
+def delta_class(delta: float, inside: bool | None, higher_is_better: bool) -> str:
+    """Colour of a Δ = ours − paper cell: the paper value inside our (seed-widened) 95% interval, better, worse
+    or equal."""
+    if inside:
         return "delta-in-ci"
     if delta == 0:
         return "delta-zero"
@@ -69,26 +77,33 @@ def paper_section(t: BuiltTable, models: dict[str, Model], hrefs: dict[Path, str
             return
         # the result the cell shows: a mixed-adaptation column's `ours {kind}`, else the paper's adaptation
         kind = next((a for a in ADAPTATIONS if column == f"{p} ours {a}"), row.get(f"{p} paper adaptation"))
-        ours = model.best(p, metric, comparable=True, adaptation=kind)
-        if ours is None:
+        choice = model.choose(p, metric, comparable=True, adaptation=kind)
+        if choice is None:
             return
+        ours = choice.result
         ci = ours.ci(metric)
         if column in (f"{p} ours", f"{p} ours {kind}"):
             cell.href = hrefs[ours.path]
-            cell.title = f"{ours.protocol}: 95% interval {ci_text(ci)}" if ci else ours.protocol
+            interval = f"95% interval {ci_text(ci)} ({ours.ci_method(metric)})" if ci else ""
+            selected = TEST_SELECTED_LEGEND if ours.test_selected else ""
+            cell.title = "; ".join(t for t in ((choice.notes() or (ours.protocol,))[0], interval, selected) if t)
         elif column.endswith("Δ") and cell.value is not None:
             paper = leading_number(str(row.get(f"{p} paper")))
-            cell.cls += " " + delta_class(cell.value, paper, ci, METRIC_DIRECTIONS.get(metric, True))
-            if ci and paper is not None:
-                inside = "inside" if ci[0] <= paper <= ci[1] else "outside"
-                cell.title = f"paper {paper:g} is {inside} our 95% interval {ci_text(ci)}"
+            inside = paper_inside(ours, metric, paper) if paper is not None else None
+            cell.cls += " " + delta_class(cell.value, inside, METRIC_DIRECTIONS.get(metric, True))
+            if inside is not None:
+                interval = ci_text(paper_interval(ours, metric))
+                widened = " (widened by the probe-seed spread)" if ours.seed_std(metric) is not None else ""
+                cell.title = (f"paper {paper:g} is {'inside' if inside else 'outside'} our 95% interval {interval}"
+                              f"{widened}; not a significance test")
 
     extra = None
     if len(t.ours_only):
         extra = frame_table(t.ours_only, f"{t.spec.key}-ours-only", protocols, model_column="Model")
     return PaperSection(
         t.spec.title, " ".join(dict.fromkeys(protocol_tokens(p) for p in protocols)),
-        frame_table(t.main, t.spec.key, protocols, model_column=OURS_MODEL, decorate=decorate, note=f"{metric} (%)"),
+        frame_table(t.main, t.spec.key, protocols, model_column=OURS_MODEL, decorate=decorate,
+                    note=f"{metric} (%); ours: {VALUE_LEGEND}; {TEST_SELECTED_LEGEND}. {PAPER_LEGEND}"),
         extra, t.sources,
     )
 
@@ -106,8 +121,8 @@ def grid_table(comparison: Comparison, hrefs: dict[Path, str]) -> Table:
             cell.title = f"95% interval {ci_text(ci)}" if (ci := r.ci(metric)) else None
 
     return frame_table(shown, "grid", list(shown.columns[1:]), model_column="model", decorate=decorate,
-                       note=f"newest result per model and protocol; ↑ / ↓ / ≈ against {comparison.reference} (paired "
-                            "test on the same test examples, 95%); click a number to open its run")
+                       note=f"newest result per model and protocol; {comparison.legend}; click a number to open its "
+                            "run")
 
 
 def results_table(results: list[Result], hrefs: dict[Path, str], metrics: Sequence[str]) -> Table:
@@ -127,6 +142,22 @@ def results_table(results: list[Result], hrefs: dict[Path, str], metrics: Sequen
             model=r.display, protocols=protocol_tokens(r.protocol),
         ))
     return Table("results", columns, rows)
+
+
+def robustness_table(results: list[Result], hrefs: dict[Path, str]) -> Table:
+    """The robustness table (``robustness``) with each set's cell linking to its shift run."""
+    _, rows = robustness.robustness_cells(results)
+    by_row = {(row["model"][0], row["head"][0]): row for row in rows}
+
+    def decorate(row: dict[str, Any], column: str, cell: Cell) -> None:
+        r = by_row[(row["model"], row["head"])].get(column, (None, None))[1]
+        if r is not None and cell.value is not None:
+            cell.href = hrefs[r.path]
+            metric = "mce" if column.endswith("mCE ↓") else "top1"
+            cell.title = f"{r.protocol}: 95% interval {ci_text(ci)}" if (ci := r.ci(metric)) else r.protocol
+
+    return frame_table(robustness.robustness_frame(results), "robustness", model_column="model", decorate=decorate,
+                       note=" ".join([robustness.OURS_ONLY, *robustness.NOTES]))
 
 
 def svg_uri(draw: Callable[[Path], list[Path]]) -> str:
@@ -156,14 +187,21 @@ def index_context(results: list[Result], hrefs: dict[Path, str], paper: pd.DataF
             if str(d) not in deviations[r.protocol]:
                 deviations[r.protocol].append(str(d))
     protocols = sorted({r.protocol for r in results} | {p for t in tables for p in t.spec.protocols})
+    shifted = robustness.shift_results(results)
     return {
         "results": results, "sources": [str(s) for s in sources], "metric": metric,
         "context_note": CONTEXT_NOTE if any(r.display.endswith(CONTEXT_MARK) for r in results) else None,
         "protocols": protocols, "models": sorted(models),
         "grid": grid_table(comparison, hrefs) if results else None,
+        "tested": [(t.sentence(comparison.reference), protocol_tokens(t.protocol), t.row)
+                   for t in comparison.tests.values()] if results else [],
         "untested": [(s.sentence(comparison.reference), protocol_tokens(s.protocol), s.row)
                      for s in comparison.skipped] if results else [],
         "runs": results_table(results, hrefs, metrics) if results else None,
         "plots": plot_list, "deviations": [(p, protocol_tokens(p), items) for p, items in sorted(deviations.items())],
         "paper_tables": [paper_section(t, models, hrefs) for t in tables],
+        "robustness": robustness_table(results, hrefs) if shifted else None,
+        "robustness_plot": {"uri": svg_uri(lambda s: robustness.scatter(results, s)),
+                            "alt": "effective robustness: each shift set's top-1 against IN-val top-1 (95% intervals; "
+                                   "below y = x = accuracy lost under the shift)"} if shifted else None,
     }

@@ -74,10 +74,39 @@ class Result:
         value = self.record.metrics.get(name)
         return None if value is None else float(value)
 
+    @property
+    def test_selected(self) -> bool:
+        """The head (or epoch) was chosen on the reported split: its number and interval are optimistic."""
+        return self.selected_on == "test"
+
     def ci(self, name: str) -> tuple[float, float] | None:
-        """95% bootstrap interval of a metric, if the result has one (schema 2)."""
+        """95% interval of a metric over test examples, if the result has one (schema 2)."""
         pair = (self.record.metrics_ci or {}).get(name)
         return None if pair is None else (float(pair[0]), float(pair[1]))
+
+    def ci_method(self, name: str) -> str:
+        """How ``ci(name)`` was made (``stats.metric_intervals``); results written before it was recorded
+        had the percentile bootstrap over examples."""
+        return str(((self.record.ci or {}).get("method") or {}).get(name) or "percentile")
+
+    def seed_std(self, name: str) -> float | None:
+        """Standard deviation of a metric over probe seeds (``--seeds``), None when only one seed ran."""
+        spread = (self.record.seeds or {}).get(name)
+        return float(spread["std"]) if isinstance(spread, dict) and spread.get("std") is not None else None
+
+    def held_out_score(self) -> tuple[tuple, float] | None:
+        """(where, score) of the selected head on held-out data — where = (split, metric, holdout fraction,
+        seed), which two results must share for their scores to be compared — or None when the choice was
+        made on the test split or not at all (a fine-tuning run's last epoch)."""
+        sel = self.record.selection
+        split, metric = sel.get("split"), sel.get("metric")
+        if split in (None, "test", "none") or not metric:
+            return None
+        head = next((h for h in self.record.heads if h.get("name") == sel.get("head")), {})
+        score = ((head.get("scores") or {}).get(split) or {}).get(metric)
+        config = self.record.protocol.get("config") or {}
+        where = (split, metric, (config.get("selection") or {}).get("holdout_fraction"), config.get("seed"))
+        return None if score is None else (where, float(score))
 
     @property
     def predictions_file(self) -> Path | None:

@@ -14,6 +14,7 @@ import yaml
 
 from ijepa_eval.errors import ConfigError
 from ijepa_eval.leaderboard import plots
+from ijepa_eval.leaderboard.cells import TEST_SELECTED_LEGEND
 from ijepa_eval.leaderboard.html_table import Cell, Column, Row, Table, metric_cell
 from ijepa_eval.leaderboard.records import Result
 from ijepa_eval.leaderboard.render import MISSING
@@ -104,13 +105,18 @@ def run_context(r: Result, json_href: str, predictions_href: str | None) -> dict
     columns = [Column("metric"), Column("value", numeric=True)]
     if seeds:
         columns.append(Column(f"{seeds.get('n')} probe seeds: mean ± std"))
-    metrics = Table("metrics", columns, count=False,
-                    note="value on the reported split; [lo, hi] = 95% bootstrap interval over test examples")
+    ci = rec.ci or {}
+    how = ", ".join(f"{m} {v}" for m, v in (ci.get("method") or {}).items()) or "percentile bootstrap"
+    note = (f"value on the reported split; [lo, hi] = 95% interval over test examples ({how}; test split "
+            f"{ci.get('design', 'not recorded')})")
+    if r.test_selected:
+        note += f"; {TEST_SELECTED_LEGEND}"
+    metrics = Table("metrics", columns, count=False, note=note)
     for m in rec.metrics:
         cells = [Cell(m), metric_cell(r, m)]
         if seeds:
             spread = seeds.get(m) if isinstance(seeds.get(m), dict) else None
-            cells.append(Cell(f"{spread['mean']:.1f} ± {spread['std']:.1f}" if spread else MISSING))
+            cells.append(Cell(f"{spread['mean']:.2f} ± {spread['std']:.2f}" if spread else MISSING))
         metrics.rows.append(Row(cells))
     protocol = {k: v for k, v in rec.protocol.items() if k not in ("config", "deviations")}
     return {
@@ -123,6 +129,8 @@ def run_context(r: Result, json_href: str, predictions_href: str | None) -> dict
         "sections": [
             ("Model", _items(rec.model)), ("Dataset", _items(rec.dataset)), ("Features", _items(rec.features)),
             ("Selection", _items(rec.selection)),
+            *([("Saved head", _items(rec.head_file))] if rec.head_file else []),
+            *([("Distribution shift", _items(rec.shift))] if rec.shift else []),
             ("Training", [("adaptation", rec.adaptation), ("optimizer", _text(rec.optimizer)), ("seed", str(rec.seed)),
                           ("seeds", _text(rec.seeds))]),
             ("Environment", _items(rec.env)), ("Timings", _items(rec.timings)),

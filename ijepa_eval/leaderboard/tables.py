@@ -6,16 +6,12 @@ on the paper's data (``splits.data_issues``: dataset, reported split, images per
 file). Results that fit no row of a table, or ran on other data (CLEVR-mini, a subset), go to that table's
 "ours only" section with the reason.
 
-Cell text (the same in Markdown, CSV, LaTeX and the HTML page, which renders these strings):
-
-- a value: ``72.4 ± 1.3`` = our number ± half the width of its 95% bootstrap interval over test examples,
-  ``(hi − lo) / 2``, both to 0.1 (the interval itself is in the result's ``metrics_ci``); ``72.4`` when the
-  result has no interval (schema 1); ``—`` when there is no run;
-- a significance mark after a value, against a reference on the same test examples (``compare``) or after a
-  Δ against the paper's value: ``↑`` significantly higher at 95%, ``↓`` significantly lower, ``≈`` no
-  significant difference; no mark when the two cannot be compared (no predictions, another test set);
-- a Δ cell: ``+1.2 ≈`` = ours − paper, and the paper's value lies inside our 95% interval; ``+3.4 ↑`` /
-  ``−3.4 ↓`` = it lies outside, below / above it; ``+1.2`` when we have no interval.
+Cells (``cells``; the same in Markdown, LaTeX and the HTML page, CSV splits them into value/lo/hi/marks):
+``72.4 [71.1, 73.6]`` our number and its 95% interval, ``‡`` after it when the head was chosen on the test
+split, ``(seed sd 0.12)`` with probe seeds; a Δ cell ``+3.4 ∉`` / ``+1.2 ∈`` says whether the paper's value
+lies outside / inside that interval (a range check, not a test). Where a paper column is filled by several of
+our protocols (Table 2: fine-tuning recipes, linear probe, logistic regression), ``Model.choose`` picks one by
+its held-out selection score — never by the test score — and the cell names it.
 """
 
 from __future__ import annotations
@@ -27,6 +23,14 @@ from pathlib import Path
 import pandas as pd
 
 from ijepa_eval.io import atomic_write_text
+from ijepa_eval.leaderboard.cells import (
+    PAPER_LEGEND,
+    SEED_LEGEND,
+    TEST_SELECTED_LEGEND,
+    VALUE_LEGEND,
+    delta_cell,
+    result_cell,
+)
 from ijepa_eval.leaderboard.footnotes import deviation_footnotes
 from ijepa_eval.leaderboard.paper import (
     ADAPTATION_SPLIT,
@@ -40,18 +44,30 @@ from ijepa_eval.leaderboard.paper import (
     row_source,
 )
 from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result, latest_by_model_protocol
-from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
+from ijepa_eval.leaderboard.render import MISSING, ValueCell, fmt, markdown, write_frame
 
-WIN, LOSS, TIE = "↑", "↓", "≈"
-MARKS = {"win": WIN, "loss": LOSS, "tie": TIE}
-CELL_LEGEND = (f"x ± h: value ± half-width of its 95% bootstrap interval over test examples; {WIN} / {LOSS}: "
-               f"significantly higher / lower at 95%, {TIE}: no significant difference")
 KEY_TITLES = {"method": "Method", "arch": "Arch", "epochs": "Epochs", "data": "Data", "masking": "Masking"}
 OURS_MODEL = "Ours (model)"
 SELECTED_ON = "Selected on"
 WHY = "Not in a paper cell because"
 NO_ROW = "no matching paper row"
 NOTE_MARK = "ref"  # marks a paper source whose row is reference only (notes under the table)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The result a paper cell shows, and how it was chosen among our protocols for that column."""
+
+    result: Result
+    rule: str = ""  # "" when only one of our protocols had a result
+
+    def notes(self) -> tuple[str, ...]:
+        return (f"{self.result.protocol}, {self.rule}",) if self.rule else ()
+
+
+def choice_cell(choice: Choice | None, metric: str) -> ValueCell:
+    """The chosen result's cell, naming the protocol when it was chosen among several; ``—`` without one."""
+    return result_cell(choice.result, metric, notes=choice.notes()) if choice else result_cell(None, metric)
 
 
 @dataclass
@@ -62,17 +78,29 @@ class Model:
     meta: dict
     by_protocol: dict[str, Result] = field(default_factory=dict)
 
-    def best(self, paper_protocol: str, metric: str, comparable: bool | None = None,
-             adaptation: str | None = None) -> Result | None:
-        """The best of our protocols mapped to a paper column (PROTOCOL_SOURCES); ``comparable`` True keeps
-        results on the paper's data only, False the others, None all; ``adaptation`` keeps "finetune" or
-        "frozen" results only (None: both)."""
+    def choose(self, paper_protocol: str, metric: str, comparable: bool | None = None,
+               adaptation: str | None = None) -> Choice | None:
+        """Our result for a paper column (PROTOCOL_SOURCES); ``comparable`` True keeps results on the paper's
+        data only, False the others, None all; ``adaptation`` keeps "finetune" or "frozen" results only.
+
+        Several candidates (Table 2: two fine-tuning recipes, or linear probe vs logistic regression): the one
+        whose selected head scores best on the held-out data they all chose on (same split, metric, holdout
+        fraction and seed); when one of them chose on the test split or not at all, the first in the declared
+        order of PROTOCOL_SOURCES. Never the test score: that would be one more choice made on the test split.
+        """
         candidates = [
             r for p in our_protocols(paper_protocol)
             if (r := self.by_protocol.get(p)) and r.metric(metric) is not None
             and comparable in (None, r.comparable) and adaptation in (None, r.record.adaptation)
         ]
-        return max(candidates, key=lambda r: (r.metric(metric), r.protocol), default=None)
+        if len(candidates) < 2:
+            return Choice(candidates[0]) if candidates else None
+        held_out = [r.held_out_score() for r in candidates]
+        if all(held_out) and len({where for where, _ in held_out}) == 1:
+            (split, held_metric, *_), _ = held_out[0]
+            best = max(range(len(candidates)), key=lambda i: (held_out[i][1], -i))  # ties: declared order
+            return Choice(candidates[best], f"best {split} {held_metric} of {len(candidates)} protocols")
+        return Choice(candidates[0], f"first in declared order of {len(candidates)} (no shared held-out score)")
 
 
 @dataclass
@@ -83,30 +111,6 @@ class BuiltTable:
     sources: list[str]
     results: list[Result] = field(default_factory=list)  # every result shown, for the footnotes
     intro: str | None = None  # the legend under the title, when it is not the I-JEPA paper's (attentive table)
-
-
-def value_cell(value: float | None, ci: tuple[float, float] | None = None) -> str:
-    """``72.4 ± 1.3`` (see the module docstring); ``72.4`` without an interval, ``—`` without a value."""
-    if value is None or ci is None:
-        return fmt(value)
-    return f"{fmt(value)} ± {(ci[1] - ci[0]) / 2:.1f}"
-
-
-def marked(cell: str, verdict: str | None) -> str:
-    """A cell followed by its significance mark (``win``/``loss``/``tie``); unchanged when not compared."""
-    return f"{cell} {MARKS[verdict]}" if verdict else cell
-
-
-def delta_verdict(paper: float, ci: tuple[float, float]) -> str:
-    """Where the paper's value lies against our interval: inside = tie, below it = win, above it = loss."""
-    return "tie" if ci[0] <= paper <= ci[1] else ("win" if paper < ci[0] else "loss")
-
-
-def delta_cell(ours: float | None, paper: float | None, ci: tuple[float, float] | None) -> str:
-    """``ours − paper`` with the mark saying whether the paper's value lies inside our 95% interval."""
-    if ours is None or paper is None:
-        return fmt(None)
-    return marked(fmt(ours - paper, signed=True), delta_verdict(paper, ci) if ci else None)
 
 
 def group_models(results: list[Result]) -> list[Model]:
@@ -143,7 +147,7 @@ def _ours_only_columns(protocol: str) -> list[tuple[str, str | None]]:
 
 def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
     metric = spec.rows["metric"].iloc[0]
-    present = [m for m in models if any(m.best(p, metric) for p in spec.protocols)]
+    present = [m for m in models if any(m.choose(p, metric) for p in spec.protocols)]
     key_cols = [KEY_TITLES[k] for k in spec.row_keys]
     lines, sources, matched_ids, shown_results = [], [], set(), []
     for _, group in spec.rows.groupby(list(ROW_KEYS), sort=False):
@@ -157,23 +161,22 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
             for p in spec.protocols:
                 how = paper_adaptation(p, row["method"])  # mixed columns: compare like with like
                 comparable = model is not None and how in (None, *ADAPTATIONS)  # unknown: reference only
-                ours = model.best(p, metric, comparable=True, adaptation=how) if comparable else None
-                value = ours.metric(metric) if ours else None
+                choice = model.choose(p, metric, comparable=True, adaptation=how) if comparable else None
+                ours = choice.result if choice else None
                 ref = paper.get(p)
-                ci = ours.ci(metric) if ours else None
                 line[f"{p} paper"] = fmt(ref)
                 if how:
                     source = row_source(p, row["method"])
                     line[f"{p} paper adaptation"] = how
                     line[f"{p} paper source"] = f"{source.source} [{NOTE_MARK}]" if source.note else source.source
                     for kind in ADAPTATIONS:
-                        r = model.best(p, metric, comparable=True, adaptation=kind) if model else None
-                        line[f"{p} ours {kind}"] = value_cell(r.metric(metric), r.ci(metric)) if r else MISSING
-                        if r and r is not ours:
-                            sources.append(_source(model, p, r))
-                            shown_results.append(r)
-                line[f"{p} ours"] = value_cell(value, ci)
-                line[f"{p} Δ"] = delta_cell(value, ref, ci)
+                        c = model.choose(p, metric, comparable=True, adaptation=kind) if model else None
+                        line[f"{p} ours {kind}"] = choice_cell(c, metric)
+                        if c and c.result is not ours:
+                            sources.append(_source(model, p, c.result))
+                            shown_results.append(c.result)
+                line[f"{p} ours"] = choice_cell(choice, metric)
+                line[f"{p} Δ"] = delta_cell(ours, metric, ref)
                 if ours:
                     placed.append(ours)
                     shown_results.append(ours)
@@ -190,8 +193,9 @@ def build_table(spec: PaperTable, models: list[Model]) -> BuiltTable:
         shown, why = [], [] if in_row else [NO_ROW]
         for p in spec.protocols:
             for column, kind in _ours_only_columns(p):  # fine-tuned and frozen never share a cell
-                ours = model.best(p, metric, comparable=False if in_row else None, adaptation=kind)
-                line[column] = value_cell(ours.metric(metric), ours.ci(metric)) if ours else MISSING
+                choice = model.choose(p, metric, comparable=False if in_row else None, adaptation=kind)
+                ours = choice.result if choice else None
+                line[column] = choice_cell(choice, metric)
                 if ours:
                     shown.append(ours)
                     shown_results.append(ours)
@@ -236,12 +240,12 @@ def table_markdown(t: BuiltTable) -> str:
         f"(results/paper/README.md). {SELECTED_ON}: where the head was chosen; `test` is the paper's convention "
         f"(chosen on the reported split, optimistic), `train_holdout` and `val` are held out, `none` made no "
         f"choice (a fine-tuning run's last epoch). "
-        f"ours = value ± half-width of its 95% bootstrap interval over test examples; after Δ, {TIE}: the "
-        f"paper's value lies inside that interval, {WIN} / {LOSS}: ours is significantly above / below it.\n"),
+        f"ours: {VALUE_LEGEND}; {TEST_SELECTED_LEGEND}; {SEED_LEGEND}. {PAPER_LEGEND}.\n"),
         *[f"{p}: the paper adapted each row by fine-tuning or a frozen probe, whichever worked best for the "
           f"method (`{p} paper adaptation`, from the source in `{p} paper source`; results/paper/README.md quotes "
-          f"the sentences); `ours finetune` and `ours frozen` are our best fine-tuned and frozen results, and "
-          f"`ours` / Δ use the paper's adaptation for the row, never the other one.\n"
+          f"the sentences); `ours finetune` and `ours frozen` are our fine-tuned and frozen results — where two of "
+          f"our protocols qualify, the one with the best held-out selection score (never the test score), named "
+          f"in the cell — and `ours` / Δ use the paper's adaptation for the row, never the other one.\n"
           for p in t.spec.protocols if p in ADAPTATION_SPLIT],
         markdown(t.main),
     ]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ijepa_eval.errors import CheckpointError
-from ijepa_eval.io import atomic_open
+from ijepa_eval.io import atomic_torch_save
 from ijepa_eval.pretrain.masks import MaskCollator
 
 PREFIX = "module."
@@ -36,10 +36,13 @@ def _unprefixed(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def rng_state() -> dict[str, Any]:
+    """The RNG streams a resumed run continues. CUDA: the current device's generator only (None without
+    CUDA); every visible GPU's states would not restore on a node that shows fewer GPUs (``set_rng_state_all``
+    raises IndexError), and this process draws from no other GPU."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
         "numpy": {
             "keys": torch.from_numpy(keys.astype(np.int64)),
             "pos": pos,
@@ -52,8 +55,12 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state["cuda"]
+    if isinstance(cuda, list):  # written before issue 19: every visible GPU's state; keep the current one's
+        index = torch.cuda.current_device() if torch.cuda.is_available() else len(cuda)
+        cuda = cuda[index] if index < len(cuda) else None
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda)
     np_state = state["numpy"]
     np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
                          np_state["has_gauss"], np_state["gauss"]))  # fmt: skip
@@ -107,8 +114,7 @@ def save_checkpoint(
         # the collator's next call must produce step `step`'s masks
         "resume": {"rng": rng_state(), "mask_collator": {"counter": int(step) - 1}},
     }
-    with atomic_open(path, "wb") as f:
-        torch.save(state, f)
+    atomic_torch_save(state, path)  # a full disk: the OSError in one line, the previous checkpoint intact
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -1,32 +1,15 @@
-"""The loop's distributed plumbing: process group and device from torchrun's env vars, and the DDP (and
-torch.compile) wrappers with the context that skips the gradient all-reduce on accumulation steps."""
+"""The loop's DDP (and torch.compile) wrappers, with the context that skips the gradient all-reduce on
+accumulation steps (each process's device and the process group come from ``ijepa_eval.devices``)."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-
-
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world_size, device) from torchrun's env vars; gloo on CPU, nccl on CUDA."""
-    if "RANK" not in os.environ:
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank, world_size=world_size)
-    return rank, world_size, device
 
 
 def wrap_models(encoder: nn.Module, predictor: nn.Module, world_size: int, compile_models: bool

@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ijepa_eval.devices import process_device
 from ijepa_eval.env import compute_cost
 from ijepa_eval.errors import ConfigError
 from ijepa_eval.pretrain import checkpoint as ckpt
@@ -38,7 +39,7 @@ from ijepa_eval.pretrain.batches import (
     pretrain_transform,
 )
 from ijepa_eval.pretrain.configs import DATASET_CLEVR_MINI, PretrainConfig, config_to_dict
-from ijepa_eval.pretrain.distributed import setup_distributed, wrap_models
+from ijepa_eval.pretrain.distributed import wrap_models
 from ijepa_eval.pretrain.masks import MaskCollator
 from ijepa_eval.pretrain.model import build_ijepa, ema_update, jepa_loss, make_targets
 from ijepa_eval.pretrain.monitor import collapse_stats, knn_monitor
@@ -86,7 +87,7 @@ def train(
         cfg, **{k: v for k, v in cfg.resolved_arch().items() if k in ("embed_dim", "depth", "num_heads")}
     )
     out_dir = Path(out_dir)
-    rank, world_size, device = setup_distributed()
+    rank, world_size, device = process_device(None)  # torchrun: cuda:LOCAL_RANK, NCCL (gloo on CPU)
     is_main = rank == 0
     cuda = device.type == "cuda"
     fit_threads(cfg.num_workers)  # a busy neighbour must not turn 0.2 s steps into 3 s ones (ijepa_eval.threads)
@@ -185,7 +186,7 @@ def train(
 
         row = {"step": step, "epoch": step // ipe, "lr": lr, "wd": wd, "momentum": momentum,
                "mask_enc": masks_enc[0].shape[1], "mask_pred": masks_pred[0].shape[1]}  # fmt: skip
-        if (step + 1) % cfg.collapse_every == 0 or step == start_step:
+        if is_main and ((step + 1) % cfg.collapse_every == 0 or step == start_step):  # rank 0 logs it alone
             with torch.no_grad(), autocast:
                 tokens = target_encoder(imgs)
             row.update(collapse_stats(tokens))

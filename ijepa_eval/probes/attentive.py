@@ -26,7 +26,10 @@ are timm's ``Block`` with torch's LayerNorm (eps 1e-5): the same keys, order and
 from __future__ import annotations
 
 import math
+import os
+import pickle
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -36,10 +39,13 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from ijepa_eval.errors import CheckpointError, ConfigError
+from ijepa_eval.io import atomic_torch_save, sha256_file
 
 Variant = Literal["vjepa", "vjepa2"]
 VARIANTS: tuple[str, ...] = ("vjepa", "vjepa2")
 INIT_STD = 0.02
+PROBE_SUFFIX = ".vjepa_probe.pth"  # beside a result JSON, as its predictions and a linear result's head file
+PROBE_FORMAT = "vjepa-checkpoint-pth"  # a result's probe_file.format: ``vjepa_checkpoint``'s layout, torch.save
 
 
 class CrossAttention(nn.Module):
@@ -209,3 +215,33 @@ def vjepa_checkpoint(probes: Sequence[AttentiveClassifier], *, epoch: int, batch
                 "world_size": world_size, "lr": lr}
     return {"classifiers": states, "opt": list(optimizers or []), "scaler": list(scalers) if scalers else None,
             "epoch": epoch, "batch_size": batch_size, "world_size": world_size}
+
+
+def probe_path(result_path: str | os.PathLike) -> Path:
+    """``x__y__z.json`` -> ``x__y__z.vjepa_probe.pth`` (beside it)."""
+    path = Path(result_path)
+    return path.with_name(path.name.removesuffix(".json") + PROBE_SUFFIX)
+
+
+def write_probe_file(result_path: str | os.PathLike, blob: Mapping[str, Any]) -> dict[str, str]:
+    """Save a ``vjepa_checkpoint`` blob atomically beside the result JSON; returns the result's ``probe_file``
+    field ({file, sha256, format}). Tensors, numbers and None only: ``torch.load(weights_only=True)`` reads it."""
+    path = probe_path(result_path)
+    atomic_torch_save(dict(blob), path)
+    return {"file": path.name, "sha256": sha256_file(path), "format": PROBE_FORMAT}
+
+
+def read_probe_file(path: str | os.PathLike, sha256: str | None = None) -> dict[str, Any]:
+    """A probe file read safely; with ``sha256`` (from the result JSON) a changed file is refused. Its probes:
+    ``load_vjepa_probes(blob, num_heads)``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"attentive probe file {path} is missing; re-run the result's protocol to write it")
+    if sha256 is not None and sha256_file(path) != sha256:
+        raise CheckpointError(f"attentive probe file {path} does not match the sha256 its result records; it was "
+                              "changed after the run: restore it or re-run the protocol")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise CheckpointError(f"attentive probe file {path} is unreadable ({type(err).__name__}); re-run the "
+                              "protocol") from None

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ijepa_eval.devices import fits
 from ijepa_eval.errors import ConfigError
 from ijepa_eval.probes.attentive import AttentiveClassifier, Variant
 from ijepa_eval.probes.metrics import topk_predictions
@@ -234,7 +235,7 @@ def token_batches(tokens: torch.Tensor, labels: torch.Tensor, batch_size: int,
     batch is kept however small (V-JEPA's loaders: ``drop_last=False``)."""
     order = torch.randperm(len(labels), generator=generator) if generator is not None else torch.arange(len(labels))
     for rows in order.split(batch_size):
-        yield tokens[rows].float(), labels[rows]
+        yield tokens[rows.to(tokens.device)].float(), labels[rows]
 
 
 def fit_on_tokens(tokens: torch.Tensor, labels: torch.Tensor, spec: AttentiveSpec, num_classes: int, *,
@@ -242,10 +243,12 @@ def fit_on_tokens(tokens: torch.Tensor, labels: torch.Tensor, spec: AttentiveSpe
                   device: str | torch.device = "cpu", progress: bool = True,
                   desc: str = "attentive grid") -> tuple[AttentiveGrid, list[dict[str, float]]]:
     """Train the grid on stored tokens [N, T, D] (``tokens: cached``: no augmentation, a seeded order per
-    epoch). Returns the grid and every probe's last-epoch train loss / top-1."""
+    epoch), held on ``device`` when they fit in half its free memory (``devices.fits``). Returns the grid and every probe's last-epoch train loss / top-1."""
     if len(labels) < 1:
         raise ConfigError("cannot train an attentive probe on 0 samples")
     labels = torch.as_tensor(labels, dtype=torch.int64)
+    if fits(tokens.numel() * tokens.element_size(), device):  # copied once, not once per step and epoch
+        tokens = tokens.to(device)
     steps = -(-len(labels) // batch_size)
     grid = AttentiveGrid(spec, tokens.shape[-1], num_heads, num_classes, batch_size=batch_size,
                          steps_per_epoch=steps, epochs=epochs, seed=seed, device=device)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ijepa_eval.devices import fits, normalize
 from ijepa_eval.errors import ConfigError, unknown_choice
 from ijepa_eval.probes.metrics import scores_from_topk, topk_predictions
 
@@ -194,7 +195,7 @@ class LinearGrid:
         if not specs:
             raise ConfigError("the head grid is empty; give at least one representation, head, lr_mult and wd")
         self.specs, self.cfg, self.num_classes = list(specs), cfg, num_classes
-        self.device = torch.device(device)
+        self.device = normalize(device)
         missing = {s.representation for s in specs} - set(dims)
         if missing:
             raise ConfigError(unknown_choice("representation", sorted(missing)[0], dims))
@@ -302,21 +303,19 @@ class LinearGrid:
         return torch.cat(preds, 1), torch.cat(labels)
 
 
-def _resident(features: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def resident(features: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Move features to the device when they fit comfortably (one copy beats a transfer per batch).
 
     Views of one tensor (lastPOOL as the last columns of concatPOOL4) stay views of a single copy.
     """
-    if device.type != "cuda":
+    if device.type == "cpu":
         return dict(features)
     bases: dict[int, torch.Tensor] = {}
     for t in features.values():
         key = t.untyped_storage().data_ptr()
         if key not in bases or t.numel() > bases[key].numel():
             bases[key] = t
-    need = sum(t.numel() * 4 for t in bases.values())
-    free, _ = torch.cuda.mem_get_info(device)
-    if need > 0.5 * free:
+    if not fits(sum(t.numel() * 4 for t in bases.values()), device):
         return dict(features)  # FIXME: per-batch host->device copies; pinned double-buffering would overlap them
     moved = {k: b.to(device, torch.float32) for k, b in bases.items()}
     out = {}
@@ -351,11 +350,11 @@ def fit_linear_grid(features: Mapping[str, torch.Tensor], labels: torch.Tensor, 
     dropped only when it holds a single sample (BatchNorm cannot normalise one row). Returns the grid and
     every head's last-epoch train loss / top-1.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = normalize(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     needed = {s.representation for s in specs}
     for name in sorted(needed - set(features)):
         raise ConfigError(unknown_choice("representation", name, features))
-    feats = _resident({k: v for k, v in features.items() if k in needed}, device)
+    feats = resident({k: v for k, v in features.items() if k in needed}, device)
     labels = torch.as_tensor(labels, dtype=torch.int64)
     labels = labels.to(device) if next(iter(feats.values())).device == device else labels
     index = torch.arange(len(labels)) if index is None else torch.as_tensor(index, dtype=torch.int64)
@@ -380,7 +379,7 @@ def fit_linear_grid(features: Mapping[str, torch.Tensor], labels: torch.Tensor, 
 def predict_grid(grid: LinearGrid, features: Mapping[str, torch.Tensor], labels: torch.Tensor,
                  index: torch.Tensor | None = None, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """([H, N, k] every head's top-k classes, [N] labels) on cached features (rows ``index``, default all)."""
-    feats = _resident({k: v for k, v in features.items() if k in grid.representations}, grid.device)
+    feats = resident({k: v for k, v in features.items() if k in grid.representations}, grid.device)
     labels = torch.as_tensor(labels, dtype=torch.int64)
     index = torch.arange(len(labels)) if index is None else torch.as_tensor(index, dtype=torch.int64)
     return grid.predict(iterate_batches(feats, labels, index, batch_size))

@@ -14,6 +14,7 @@ own val split), the probe is chosen there, and the reported split is opened once
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -22,15 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from ijepa_eval.data import eval_transform, get_dataset, train_transform, vjepa_transform
+from ijepa_eval.data import eval_transform, get_dataset, train_transform, vjepa_erasing, vjepa_transform
+from ijepa_eval.devices import process_device
 from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError
-from ijepa_eval.features import get_features, tokens_bytes
+from ijepa_eval.features import get_features, lent_encoder, tokens_bytes
 from ijepa_eval.features.cache import MAX_TOKENS_GB
-from ijepa_eval.features.distributed import default_workers, dist_context, resolve_device
+from ijepa_eval.features.distributed import default_workers
 from ijepa_eval.features.planning import check_dataset, describe_transform
 from ijepa_eval.finetune.train import SeededItems, predict
-from ijepa_eval.io import atomic_open
 from ijepa_eval.probes import class_balanced_holdout, scores_from_topk, select_head
 from ijepa_eval.probes.attentive import vjepa_checkpoint
 from ijepa_eval.probes.attentive_grid import AttentiveGrid, fit_on_tokens, grid_members, predict_tokens
@@ -55,11 +56,12 @@ CACHED_DEVIATION = ("features: attentive.tokens=cached: last-layer patch tokens 
 
 
 def transforms_of(recipe: Recipe, img_size: int) -> tuple[Any, Any]:
-    """(train, eval) transforms: V-JEPA's, or the dataset's VISSL ones (CLEVR: whole image, no crop)."""
+    """(train, eval) transforms ending at uint8 (the device normalises, ``features.encoding``): V-JEPA's, or
+    the dataset's VISSL ones (CLEVR: whole image, no crop)."""
     if recipe.attentive.transforms == "vjepa":
-        return vjepa_transform(img_size, train=True), vjepa_transform(img_size)
+        return vjepa_transform(img_size, train=True, normalize=False), vjepa_transform(img_size, normalize=False)
     name = recipe.dataset.name
-    return train_transform(name, img_size), eval_transform(name, img_size)
+    return train_transform(name, img_size, normalize=False), eval_transform(name, img_size, normalize=False)
 
 
 def selection_plan(recipe: Recipe, labels: np.ndarray) -> tuple[np.ndarray, str | None, np.ndarray | None]:
@@ -124,11 +126,10 @@ def run_attentive(
     if recipe.probe != "attentive":
         raise ConfigError(f"protocol {recipe.name} is a '{recipe.probe}' probe; run it with `ijepa-eval run`")
     cached = spec.tokens == "cached"
-    rank, world_size = dist_context()
+    rank, world_size, dev = process_device(device)  # under torchrun: cuda:LOCAL_RANK, process group joined
     is_main = rank == 0
     if cached and world_size > 1:
         raise ConfigError("attentive.tokens=cached trains on one process; run it without torchrun")
-    dev = resolve_device(device, world_size)
     encoder = encoder_of(ckpt, branch, arch, trust_checkpoint)
     model = model_record(encoder, label, model_meta)
     task = task_name(recipe, name_or_yaml)
@@ -139,7 +140,6 @@ def run_attentive(
         if is_main:
             print(f"skip: {path} already holds {task} v{recipe.version} for this model and config")
         return path
-    workers = default_workers(world_size) if num_workers is None else num_workers
     img = encoder.img_size
     train_tf, eval_tf = transforms_of(recipe, img)
     num_heads = spec.num_heads or encoder.num_heads
@@ -147,7 +147,7 @@ def run_attentive(
     fingerprints: dict[str, str] = {}  # of every split opened, for the result (compare pairs on them)
 
     def split_dataset(split: str, transform=None):
-        dataset = get_dataset(ds.name, root, split, transform=transform, **ds.options)
+        dataset = get_dataset(ds.name, root, split, transform=transform, decode=recipe.decode, **ds.options)
         check_dataset(dataset)
         fingerprints[split] = dataset.fingerprint()
         return dataset
@@ -160,63 +160,68 @@ def run_attentive(
         needed = dict.fromkeys([ds.train_split, *([sel_name] if selection_split == "val" else []), ds.test_split])
         check_cache_size(encoder, {s: len(train_raw) if s == ds.train_split else len(split_dataset(s))
                                    for s in needed}, max_cache_gb)
+    workers = default_workers(world_size) if num_workers is None else num_workers  # printed: after any refusal
     train_started = time.perf_counter()
 
-    if cached:
-        def tokens_of(split: str):
-            fs = get_features(encoder, split_dataset(split, eval_tf), cache_dir=cache_dir, device=dev,
-                              batch_size=recipe.extraction_batch_size, num_workers=workers, progress=progress,
-                              tokens=True)
-            return fs.tokens(), torch.from_numpy(fs.labels), fs.indices
+    # online runs lend the encoder to the device (features.lent_encoder) until the test split is scored
+    with contextlib.ExitStack() as lent:
+        if cached:
+            def tokens_of(split: str):
+                fs = get_features(encoder, split_dataset(split), cache_dir=cache_dir, device=dev,
+                                  batch_size=recipe.extraction_batch_size, num_workers=workers, progress=progress,
+                                  decode=recipe.decode, tokens=True, transform=eval_tf)  # the key holds both
+                return fs.tokens(), torch.from_numpy(fs.labels), fs.indices
 
-        train_tokens, train_labels, _ = tokens_of(ds.train_split)
-        fit_threads(0)  # the probes train in this process alone: every free core
-        rows = torch.from_numpy(fit_rows)
-        grid, last_train = fit_on_tokens(train_tokens[rows], train_labels[rows], spec, num_classes,
-                                         num_heads=num_heads, epochs=recipe.epochs, batch_size=recipe.batch_size,
-                                         seed=recipe.seed, device=dev, progress=progress and is_main)
-        history = [{"epoch": recipe.epochs, "train": last_train}]
+            train_tokens, train_labels, _ = tokens_of(ds.train_split)
+            fit_threads(0)  # the probes train in this process alone: every free core
+            rows = torch.from_numpy(fit_rows)
+            grid, last_train = fit_on_tokens(train_tokens[rows], train_labels[rows], spec, num_classes,
+                                             num_heads=num_heads, epochs=recipe.epochs, batch_size=recipe.batch_size,
+                                             seed=recipe.seed, device=dev, progress=progress and is_main)
+            history = [{"epoch": recipe.epochs, "train": last_train}]
 
-        def topk_on(split: str, rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-            tokens, y, indices = (train_tokens, train_labels, None) if split == ds.train_split else tokens_of(split)
-            index = torch.arange(len(y)) if rows is None else torch.from_numpy(rows)
-            topk, y = predict_tokens(grid, tokens[index], y[index], batch_size=EVAL_BATCH)
-            return topk, y, (np.arange(len(y)) if indices is None else indices[index.numpy()])
-        train_s = time.perf_counter() - train_started
-    else:
-        work = Path(work_dir) if work_dir else work_dir_for(cache_dir, task, model, "attentive")
-        resume = prepare_work_dir(work, LATEST, resume=resume, restart=restart, is_main=is_main, job="attentive",
-                                  command=f"ijepa-eval attentive --recipe {recipe.name}")
-        if world_size > 1:
-            torch.distributed.barrier()  # rank 0 has created (or cleared) the folder
-        grid = AttentiveGrid(spec, encoder.embed_dim, num_heads, num_classes, batch_size=recipe.batch_size,
-                             steps_per_epoch=steps_per_epoch(len(fit_rows), recipe.batch_size), epochs=recipe.epochs,
-                             seed=recipe.seed, device=dev, ddp=world_size > 1)
-        identity = {"config": recipe.to_dict(), "encoder_sha256": model["sha256"], "world_size": world_size}
-        state = fit_online(grid, encoder, SeededItems(train_raw, train_tf, recipe.seed), fit_rows,
-                           epochs=recipe.epochs, batch_size=recipe.batch_size, seed=recipe.seed, device=dev,
-                           world_size=world_size, rank=rank, work_dir=work, identity=identity, resume=resume,
-                           num_workers=workers, progress=progress)
-        history, train_s = state.history, state.elapsed_s
-        last_train = history[-1]["train"]
-        model_fn = EncodedGrid(encoder, grid)
+            def topk_on(split: str, rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+                tokens, y, indices = (train_tokens, train_labels, None) if split == ds.train_split else tokens_of(split)
+                index = torch.arange(len(y)) if rows is None else torch.from_numpy(rows)
+                topk, y = predict_tokens(grid, tokens[index], y[index], batch_size=EVAL_BATCH)
+                return topk, y, (np.arange(len(y)) if indices is None else indices[index.numpy()])
+            train_s = time.perf_counter() - train_started
+        else:
+            lent.enter_context(lent_encoder(encoder, dev))
+            work = Path(work_dir) if work_dir else work_dir_for(cache_dir, task, model, "attentive")
+            resume = prepare_work_dir(work, LATEST, resume=resume, restart=restart, is_main=is_main, job="attentive",
+                                      command=f"ijepa-eval attentive --recipe {recipe.name}")
+            if world_size > 1:
+                torch.distributed.barrier()  # rank 0 has created (or cleared) the folder
+            grid = AttentiveGrid(spec, encoder.embed_dim, num_heads, num_classes, batch_size=recipe.batch_size,
+                                 steps_per_epoch=steps_per_epoch(len(fit_rows), recipe.batch_size), epochs=recipe.epochs,
+                                 seed=recipe.seed, device=dev, ddp=world_size > 1)
+            identity = {"config": recipe.to_dict(), "encoder_sha256": model["sha256"], "world_size": world_size}
+            erasing = vjepa_erasing(dev) if spec.transforms == "vjepa" else None  # the rest of V-JEPA's train_tf
+            state = fit_online(grid, encoder, SeededItems(train_raw, train_tf, recipe.seed), fit_rows,
+                               epochs=recipe.epochs, batch_size=recipe.batch_size, seed=recipe.seed, device=dev,
+                               world_size=world_size, rank=rank, work_dir=work, identity=identity, resume=resume,
+                               num_workers=workers, progress=progress, erasing=erasing)
+            history, train_s = state.history, state.elapsed_s
+            last_train = history[-1]["train"]
+            model_fn = EncodedGrid(encoder, grid)
 
-        def topk_on(split: str, rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-            data = split_dataset(split, eval_tf)
-            rows = np.arange(len(data)) if rows is None else rows
-            topk, y = predict(model_fn, data, rows, EVAL_BATCH, dev, world_size, rank, workers,
-                              progress and is_main, desc=f"eval {split}")
-            return topk.transpose(0, 1), y, rows
+            def topk_on(split: str, rows: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+                data = split_dataset(split, eval_tf)
+                rows = np.arange(len(data)) if rows is None else rows
+                topk, y = predict(model_fn, data, rows, EVAL_BATCH, dev, world_size, rank, workers,
+                                  progress and is_main, desc=f"eval {split}")
+                return topk.transpose(0, 1), y, rows
 
-    chosen, selection_scores = 0, None
-    if selection_split is not None:
-        topk, y, _ = topk_on(sel_name, hold_rows)
-        selection_scores = scores_from_topk(topk, y, num_classes)
-        chosen = select_head(selection_scores, sel.metric)
-    test_started = time.perf_counter()
-    topk, test_labels, test_rows = topk_on(ds.test_split)  # only now: training and selection are over
-    test_scores = scores_from_topk(topk[chosen : chosen + 1], test_labels, num_classes)[0]
-    test_s = time.perf_counter() - test_started
+        chosen, selection_scores = 0, None
+        if selection_split is not None:
+            topk, y, _ = topk_on(sel_name, hold_rows)
+            selection_scores = scores_from_topk(topk, y, num_classes)
+            chosen = select_head(selection_scores, sel.metric)
+        test_started = time.perf_counter()
+        topk, test_labels, test_rows = topk_on(ds.test_split)  # only now: training and selection are over
+        test_scores = scores_from_topk(topk[chosen : chosen + 1], test_labels, num_classes)[0]
+        test_s = time.perf_counter() - test_started
 
     heads = []
     for i, member in enumerate(grid.members):
@@ -235,6 +240,7 @@ def run_attentive(
         model=model,
         features={"representations": ["lastTOKENS"], "n_last_blocks": 1, "pool": "tokens", "img_size": img,
                   "mode": "cached tokens" if cached else "online", "num_tokens": encoder.num_patches,
+                  "decode": recipe.decode,
                   "transform": {"train": None if cached else describe_transform(train_tf),
                                 "eval": describe_transform(eval_tf)}},
         dataset={"name": ds.name, "train_split": ds.train_split, "val_split": ds.val_split,
@@ -259,11 +265,11 @@ def run_attentive(
                    "clip_grad": spec.clip_grad, "precision": spec.precision},
     )
     path = out_dir / result_filename(result)
-    if is_main:
-        path = write_with_predictions(result, out_dir, test_labels.numpy(), topk[chosen].numpy(), test_rows)
-        with atomic_open(path.with_suffix(".vjepa_probe.pth"), "wb") as f:  # the chosen probe, for V-JEPA's eval
-            torch.save(vjepa_checkpoint([grid.probes[chosen]], epoch=recipe.epochs, batch_size=recipe.batch_size,
-                                        world_size=world_size), f)
+    if is_main:  # the chosen probe goes beside the JSON (probe_file) in V-JEPA's eval checkpoint layout
+        probe = vjepa_checkpoint([grid.probes[chosen]], epoch=recipe.epochs, batch_size=recipe.batch_size,
+                                 world_size=world_size)
+        path = write_with_predictions(result, out_dir, test_labels.numpy(), topk[chosen].numpy(), test_rows,
+                                      probe=probe)
     if world_size > 1:
         torch.distributed.barrier()
     return path

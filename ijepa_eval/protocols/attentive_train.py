@@ -5,12 +5,14 @@ Batches and augmentations are the fine-tuning loop's (``finetune.train``): each 
 permutation, each image's augmentation is seeded by (seed, epoch, index), so ``--resume`` from the end of
 epoch k reproduces the uninterrupted run (bit for bit on CPU), and N torchrun ranks of batch B/N together
 see the single-process batch B (each probe is wrapped in DDP, which averages its gradients over ranks).
-Images reach the encoder through ``features.encode``, the same path extraction uses.
+Images reach the encoder through ``features.encoding``, the path extraction uses: loaders ship uint8, the
+device normalises (and randomly erases, each image under its own seed) one batch ahead on CUDA.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ijepa_eval.errors import ConfigError
-from ijepa_eval.features import encode, prepare_encoder
+from ijepa_eval.features import device_batches, encode
 from ijepa_eval.finetune.train import EpochBatches, item_seed, read_checkpoint, seed_all
-from ijepa_eval.io import atomic_open
+from ijepa_eval.io import atomic_torch_save
 from ijepa_eval.probes.attentive_grid import AttentiveGrid
 from ijepa_eval.threads import fit_threads
 
@@ -50,15 +52,14 @@ class EncodedGrid(nn.Module):
         self.encoder, self.grid = encoder, grid
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.grid.logits(encode(self.encoder, images, self.grid.device, tokens=True)).transpose(0, 1)
+        return self.grid.logits(encode(self.encoder, images, tokens=True)).transpose(0, 1)
 
 
 def save_checkpoint(work_dir: Path, grid: AttentiveGrid, state: OnlineState, identity: dict[str, Any]) -> None:
     """Atomic: a kill mid-write leaves the previous epoch's checkpoint."""
     blob = {"grid": grid.state_dict(), "epoch": state.epoch, "history": state.history, "elapsed_s": state.elapsed_s,
             **identity}
-    with atomic_open(work_dir / LATEST, "wb") as f:
-        torch.save(blob, f)
+    atomic_torch_save(blob, work_dir / LATEST)
 
 
 def load_checkpoint(work_dir: Path, grid: AttentiveGrid, identity: dict[str, Any]) -> OnlineState:
@@ -77,11 +78,12 @@ def steps_per_epoch(n_rows: int, batch_size: int) -> int:
 
 def fit_online(grid: AttentiveGrid, encoder: nn.Module, items: Dataset, rows: np.ndarray, *, epochs: int,
                batch_size: int, seed: int, device: torch.device, world_size: int, rank: int, work_dir: Path,
-               identity: dict[str, Any], resume: bool, num_workers: int, progress: bool) -> OnlineState:
-    """Train every probe of ``grid`` on ``items[rows]`` (``items`` applies the seeded training transform),
-    the encoder re-run on each batch; a checkpoint in ``work_dir`` after every epoch."""
+               identity: dict[str, Any], resume: bool, num_workers: int, progress: bool,
+               erasing: Callable[[torch.Tensor], torch.Tensor] | None = None) -> OnlineState:
+    """Train every probe of ``grid`` on ``items[rows]`` (``items``: ``finetune.train.SeededItems`` with a uint8
+    training transform; ``erasing`` finishes it on the device), the encoder — already on ``device``
+    (``features.lent_encoder``) — re-run on each batch; a checkpoint in ``work_dir`` after every epoch."""
     is_main = rank == 0
-    prepare_encoder(encoder, device)
     fit_threads(num_workers)  # intra-op threads + loader workers within the free cores
     state = load_checkpoint(work_dir, grid, identity) if resume else OnlineState()
     if state.epoch >= epochs and is_main:
@@ -91,10 +93,11 @@ def fit_online(grid: AttentiveGrid, encoder: nn.Module, items: Dataset, rows: np
         seed_all(item_seed(seed, epoch, rank))  # a pure function of (seed, epoch, rank), whatever ran before
         sampler = EpochBatches(rows, batch_size, world_size, rank, seed, epoch)
         loader = DataLoader(items, batch_sampler=sampler, num_workers=num_workers, pin_memory=device.type == "cuda")
-        bar = tqdm(loader, desc=f"attentive epoch {epoch + 1}/{epochs}", unit="step", leave=False,
+        bar = tqdm(device_batches(loader, device, seeds_at=2, erasing=erasing), total=len(loader),
+                   desc=f"attentive epoch {epoch + 1}/{epochs}", unit="step", leave=False,
                    disable=not (is_main and progress))
-        for step, (images, labels) in enumerate(bar):
-            grid.train_step(encode(encoder, images, device, tokens=True, inference=False), labels)
+        for step, (images, labels, _) in enumerate(bar):
+            grid.train_step(encode(encoder, images, tokens=True, inference=False), labels)
             if step % POSTFIX_EVERY == 0 and is_main and progress:
                 lr = grid.schedule(grid.members[0], grid.step_count - 1)[0]
                 bar.set_postfix(loss=f"{grid.running_loss():.4f}", lr=f"{lr:.2e}")

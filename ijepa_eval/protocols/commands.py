@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ijepa_eval.encoders.commands import add_checkpoint_args, encoder_from_args, parse_arch
 from ijepa_eval.errors import IjepaEvalError
 from ijepa_eval.validate import int_at_least
+
+if TYPE_CHECKING:
+    from ijepa_eval.results import ResultRecord
 
 COMMON_EXAMPLES = """
 common options: key=value overrides any recipe field (epochs=5 batch_size=1024 optimizer.base_lr=0.1 seed=1),
@@ -122,7 +125,7 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
     from ijepa_eval.protocols.recipes import parse_overrides
 
     flags = {k: v for k, v in (("selection.split", args.select_on), ("aug", getattr(args, "aug", None)),
-                               ("seed", args.seed)) if v is not None}
+                               ("seed", args.seed), ("decode", args.decode)) if v is not None}
     return {**parse_overrides(args.overrides), **flags}
 
 
@@ -143,24 +146,15 @@ def print_summary(path: Path) -> None:
         held, test = h["scores"].get(sel["split"], {}), h["scores"].get("test", {})
         print(f"{mark}{h['name']:<41} {held.get('top1', float('nan')):>18.2f} {test.get('top1', float('nan')):>10.2f} "
               f"{test.get('top5', float('nan')):>10.2f}")
-    m, ci = r.metrics, r.metrics_ci
-
-    def shown(metric: str) -> str:
-        lo_hi = f" [{ci[metric][0]:.2f}, {ci[metric][1]:.2f}]" if metric in ci else ""
-        return f"{m[metric]:.2f}{lo_hi}"
-
     chosen = f"selected on {sel['split']}" if sel["split"] != "none" else "no selection (one probe, last epoch)"
-    print(f"{chosen}: {sel['head']} -> top1 {shown('top1')}  top5 {shown('top5')}  "
-          f"mean per-class {shown('mean_per_class_acc')}  ({r.timings.get('total_s', 0):.1f} s)")
-    if ci:
-        print("[lo, hi]: 95% bootstrap interval over test examples")
-    if r.seeds:
-        print(f"over {r.seeds['n']} probe seeds: " + "  ".join(
-            f"{k} {v['mean']:.2f} ± {v['std']:.2f}" for k, v in r.seeds.items() if isinstance(v, dict)))
+    print(f"{chosen}: {sel['head']} -> {shown_metrics(r)}  ({r.timings.get('total_s', 0):.1f} s)")
+    for line in uncertainty_notes(r):
+        print(line)
     print(f"result: {path}")
 
 
 def cmd_protocols(args: argparse.Namespace) -> int:
+    from ijepa_eval.devices import is_main_process
     from ijepa_eval.protocols.runner import run_protocol
 
     jobs = protocols_for(args)
@@ -186,7 +180,8 @@ def cmd_protocols(args: argparse.Namespace) -> int:
             print(f"suite: {name} failed: {err}", file=sys.stderr)
             failed.append(name)
             continue
-        print_summary(path)
+        if is_main_process():  # under torchrun every process returns the path; one prints
+            print_summary(path)
     if failed:
         print(f"suite: {len(failed)} of {len(jobs)} protocols failed: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -200,7 +195,7 @@ FINETUNE_EPILOG = """examples:
   ijepa-eval finetune --recipe in1k_1pct_finetune_semivit --ckpt mae_pretrain_vit_large.pth \\
       --root /data/imagenet                                    # Table 2's MAE rows: Semi-ViT's FINETUNE.md
   torchrun --standalone --nproc_per_node 8 -m ijepa_eval.cli finetune --ckpt IN1K-vit.h.14-300e.pth.tar \\
-      --root /data/imagenet finetune.accum_steps=2           # same command on 8 GPUs (global batch 512)
+      --root /data/imagenet                                  # same command on 8 GPUs (global batch 512)
   ijepa-eval finetune --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/imagenet --resume   # after a kill
   ijepa-eval finetune --ckpt run/latest.pth.tar --root clevr_mini dataset.name=clevr_count \\
       dataset.test_split=test epochs=2 batch_size=32 --device cpu           # demo data, minutes on a CPU
@@ -218,7 +213,7 @@ def print_finetune_summary(path: Path) -> None:
     from ijepa_eval.results import load_result
 
     r = load_result(path)
-    sel, m = r.selection, r.metrics
+    sel = r.selection
     print(f"\n{r.protocol.get('task')} v{r.protocol['version']} | model {r.model.get('label') or r.model['source']} "
           f"({r.model.get('branch') or 'default'}) | {r.dataset['name']} {r.dataset['test_split']} | fine-tuned")
     print(f"{'epoch':>6} {'train loss':>11} {(sel['split'] + ' top1') if sel['metric'] else '':>20}")
@@ -227,12 +222,45 @@ def print_finetune_summary(path: Path) -> None:
         mark = "*" if h["name"] == sel["head"] else " "
         print(f"{mark}{h['epoch']:>5} {h['scores']['train']['loss']:>11.4f} {'' if held is None else f'{held:.2f}':>20}")
     how = f"best {sel['metric']} on {sel['split']}" if sel["metric"] else "no selection: last epoch"
-    print(f"kept {sel['head']} ({how}) -> {r.dataset['test_split']} top1 {m['top1']:.2f}  top5 {m['top5']:.2f}  "
-          f"mean per-class {m['mean_per_class_acc']:.2f}  ({r.timings.get('wall_s', 0):.1f} s training + test)")
+    print(f"kept {sel['head']} ({how}) -> {r.dataset['test_split']} {shown_metrics(r)}  "
+          f"({r.timings.get('wall_s', 0):.1f} s training + test)")
+    for line in uncertainty_notes(r):
+        print(line)
     print(f"result: {path}")
 
 
+SHOWN = (("top1", "top1"), ("top5", "top5"), ("mean_per_class_acc", "mean per-class"))
+
+
+def shown_metrics(r: ResultRecord) -> str:
+    """``top1 72.40 [71.98, 72.81]  top5 …``: each metric with its interval, as recorded in the result."""
+    def one(metric: str) -> str:
+        lo_hi = f" [{r.metrics_ci[metric][0]:.2f}, {r.metrics_ci[metric][1]:.2f}]" if metric in r.metrics_ci else ""
+        return f"{r.metrics[metric]:.2f}{lo_hi}"
+
+    return "  ".join(f"{name} {one(metric)}" for metric, name in SHOWN if metric in r.metrics)
+
+
+def uncertainty_notes(r: ResultRecord) -> list[str]:
+    """What the printed intervals are, whether they are optimistic, and the probe-seed spread."""
+    lines = []
+    if r.metrics_ci:
+        ci = r.ci or {}
+        methods = ci.get("method") or {}
+        how = ", ".join(f"{name} {methods[m]}" for m, name in SHOWN if m in methods) or "percentile bootstrap"
+        design = f"; test split {ci['design']}" if ci.get("design") else ""
+        lines.append(f"[lo, hi]: {ci.get('level', 0.95):.0%} interval over test examples ({how}{design})")
+    if r.selection.get("split") == "test":
+        lines.append("selected on test: the head (or epoch) was chosen on the reported split, so the numbers and "
+                     "their intervals are optimistic")
+    if r.seeds:
+        lines.append(f"over {r.seeds['n']} probe seeds: " + "  ".join(
+            f"{k} {v['mean']:.2f} ± {v['std']:.2f} (std)" for k, v in r.seeds.items() if isinstance(v, dict)))
+    return lines
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
+    from ijepa_eval.devices import is_main_process
     from ijepa_eval.protocols.finetuning import run_finetune
 
     path = run_finetune(
@@ -242,9 +270,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         label=args.label, trust_checkpoint=args.trust_checkpoint, num_workers=args.workers,
         progress=not args.quiet,
     )
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if is_main_process():
         print_finetune_summary(path)
     return 0
 
@@ -265,10 +291,12 @@ options: key=value overrides any recipe field (epochs=5 attentive.lrs=[5e-4,1e-3
   (--select-on test: on the reported split, V-JEPA 2's convention, recorded). Online runs (the default) re-run
   the encoder on freshly augmented images every step and write a checkpoint every epoch under --work-dir
   (default: CACHE/attentive/<result name>); --resume continues it exactly. --tokens cached stores last-layer
-  patch tokens in the feature cache instead (no augmentation: a different protocol, <recipe>_cached)."""
+  patch tokens in the feature cache instead (no augmentation: a different protocol, <recipe>_cached); only
+  they take --decode tensor|gpu (the online training transform augments PIL images)."""
 
 
 def cmd_attentive(args: argparse.Namespace) -> int:
+    from ijepa_eval.devices import is_main_process
     from ijepa_eval.protocols.attentive import run_attentive
 
     overrides = overrides_of(args) | ({"attentive.tokens": args.tokens} if args.tokens else {})
@@ -279,9 +307,7 @@ def cmd_attentive(args: argparse.Namespace) -> int:
         label=args.label, trust_checkpoint=args.trust_checkpoint, num_workers=args.workers,
         progress=not args.quiet, max_cache_gb=args.max_cache_gb,
     )
-    import torch.distributed as dist
-
-    if not dist.is_initialized() or dist.get_rank() == 0:
+    if is_main_process():
         print_summary(path)
     return 0
 
@@ -301,7 +327,11 @@ def _add_common(parser: argparse.ArgumentParser, aug: bool = True, seeds: bool =
     if seeds:  # retrains a probe head; fine-tuning has no cheap head to retrain
         parser.add_argument("--seeds", type=int_at_least(2), default=None, metavar="N",
                             help="also retrain the selected head with N seeds (N >= 2) and record mean ± std")
-    parser.add_argument("--workers", type=int_at_least(0), default=None, help="data loader workers (default: spare cores)")
+    parser.add_argument("--workers", type=int_at_least(0), default=None,
+                        help="data loader workers (default: this rank's cores but one)")
+    parser.add_argument("--decode", default=None, metavar="BACKEND",
+                        help="image decoding: pil (the reference) | tensor (libjpeg-turbo + torch resize, ~2x per "
+                             "core) | gpu (nvJPEG); default: the recipe's, pil. Recorded in the result JSON")
     parser.add_argument("--label", default=None, help="model name in result files and tables")
     parser.add_argument("--no-skip-existing", action="store_true",
                         help="re-run even when a result for this model, protocol version and config exists")

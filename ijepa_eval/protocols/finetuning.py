@@ -22,8 +22,10 @@ import numpy as np
 import torch
 
 from ijepa_eval.data import describe_transform, eval_transform, get_dataset
+from ijepa_eval.devices import process_device
 from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError
+from ijepa_eval.finetune.config import batch_plan, default_micro_batch
 from ijepa_eval.finetune.model import build_classifier, train_transform
 from ijepa_eval.finetune.train import LATEST, SeededItems, best_path, fit, predict, scores
 from ijepa_eval.probes import class_balanced_holdout
@@ -77,7 +79,7 @@ def run_finetune(
     progress: bool = True,
 ) -> Path:
     """Fine-tune one checkpoint with one recipe (same command under torchrun); returns the result JSON path."""
-    from ijepa_eval.features.distributed import default_workers, dist_context, resolve_device
+    from ijepa_eval.features.distributed import default_workers
     from ijepa_eval.features.planning import check_dataset
     from ijepa_eval.features.planning import describe_transform as transform_text
 
@@ -85,9 +87,8 @@ def run_finetune(
     recipe = load_recipe(name_or_yaml, overrides)
     if recipe.probe != "finetune":
         raise ConfigError(f"protocol {recipe.name} is a frozen '{recipe.probe}' probe; run it with `ijepa-eval run`")
-    rank, world_size = dist_context()
+    rank, world_size, dev = process_device(device)  # under torchrun: cuda:LOCAL_RANK, process group joined
     is_main = rank == 0
-    dev = resolve_device(device, world_size)
     encoder = encoder_of(ckpt, branch, arch, trust_checkpoint)
     recipe, sizes = for_width(name_or_yaml, encoder.embed_dim, overrides)  # per-size settings of the reference
     if is_main and sizes["listed"] and not sizes["matched"]:
@@ -109,6 +110,11 @@ def run_finetune(
     spec, ds, sel = recipe.finetune, recipe.dataset, recipe.selection
     workers = default_workers(world_size) if num_workers is None else num_workers
     img = encoder.img_size
+    tokens = (img // encoder.patch_size) ** 2 + encoder.num_prefix_tokens
+    plan = batch_plan(recipe.batch_size, world_size, spec.micro_batch or default_micro_batch(encoder.embed_dim, tokens))
+    if is_main and progress:
+        print(f"finetune: {plan.global_batch} images per step = {world_size} process(es) x {plan.accum_steps} "
+              f"micro-batch(es) of {plan.micro_batch} (finetune.micro_batch=N sets the most one device takes)")
 
     def split_dataset(split: str, transform=None):
         dataset = get_dataset(ds.name, root, split, transform=transform, **ds.options)
@@ -124,7 +130,7 @@ def run_finetune(
     evaluate = None
     if selection_split is not None:
         sel_split = {"train_holdout": ds.train_split, "val": ds.val_split, "test": ds.test_split}[selection_split]
-        sel_data = split_dataset(sel_split, eval_transform(ds.name, img))
+        sel_data = split_dataset(sel_split, eval_transform(ds.name, img, normalize=False))
         sel_rows = hold_rows if hold_rows is not None else np.arange(len(sel_data))
 
         def evaluate(net):
@@ -134,17 +140,17 @@ def run_finetune(
 
     identity = {"config": recipe.to_dict(), "encoder_sha256": model["sha256"], "world_size": world_size}
     state = fit(
-        classifier, SeededItems(train_raw, train_transform(spec, img), recipe.seed), fit_rows, num_classes,
-        spec=spec, epochs=recipe.epochs, batch_size=recipe.batch_size, seed=recipe.seed, device=dev,
-        world_size=world_size, rank=rank, work_dir=work, identity=identity, resume=resume, num_workers=workers,
-        progress=progress, evaluate=evaluate, select_metric=sel.metric,
+        classifier, SeededItems(train_raw, train_transform(spec, img, normalize=False), recipe.seed), fit_rows,
+        num_classes, spec=spec, epochs=recipe.epochs, plan=plan, seed=recipe.seed, device=dev, rank=rank,
+        work_dir=work, identity=identity, resume=resume, num_workers=workers, progress=progress,
+        evaluate=evaluate, select_metric=sel.metric,
     )
     kept = state.best["epoch"] if selection_split is not None else state.epoch
     if selection_split is not None:
         classifier.load_state_dict(torch.load(best_path(work, kept), map_location=dev, weights_only=True))
 
     test_started = time.perf_counter()
-    test_data = split_dataset(ds.test_split, eval_transform(ds.name, img))  # only now: training is over
+    test_data = split_dataset(ds.test_split, eval_transform(ds.name, img, normalize=False))  # only now: training is over
     topk, labels = predict(classifier, test_data, np.arange(len(test_data)), spec.eval_batch_size, dev, world_size,
                            rank, workers, progress and is_main, desc="eval test")
     test_scores = scores(topk, labels, num_classes)
@@ -169,7 +175,7 @@ def run_finetune(
                   **({"by_width": sizes} if sizes["listed"] else {})},
         model=model,
         features={"representations": [rep], "n_last_blocks": 1, "pool": pool,
-                  "head_norm": spec.head_norm, "img_size": img, "mode": "finetune",
+                  "head_norm": spec.head_norm, "img_size": img, "mode": "finetune", "decode": recipe.decode,
                   "transform": {"train": transform_text(train_transform(spec, img)),
                                 "eval": describe_transform(ds.name, img)}},
         dataset={"name": ds.name, "train_split": ds.train_split, "val_split": ds.val_split,
@@ -189,7 +195,7 @@ def run_finetune(
         adaptation="finetune",
         probe="finetune",
         optimizer={"name": "adamw", "base_lr": spec.blr if spec.lr is None else None, "base_batch": spec.base_batch,
-                   "effective_lr": lr, "batch_size": recipe.batch_size, "layer_decay": spec.layer_decay,
+                   "effective_lr": lr, **plan.record(), "layer_decay": spec.layer_decay,
                    "weight_decay": spec.weight_decay},
     )
     path = out_dir / result_filename(result)

@@ -9,14 +9,14 @@ recipe into the one-head recipe of a chosen head (``--seeds`` retrains just the 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, Subset
 
-from ijepa_eval.features import encode, parse_representation, prepare_encoder
+from ijepa_eval.features import device_batches, encode, lent_encoder, parse_representation
 from ijepa_eval.features.distributed import default_workers
 from ijepa_eval.probes import (
     few_shot_rows,
@@ -28,6 +28,7 @@ from ijepa_eval.probes import (
     scores_from_topk,
     topk_predictions,
 )
+from ijepa_eval.probes.headfile import SavedHead, head_from_grid, head_from_logreg
 from ijepa_eval.probes.linear import LinearGrid
 from ijepa_eval.protocols.recipes import GridSpec, Recipe
 
@@ -51,6 +52,10 @@ class Probe:
     def train_scores(self) -> list[dict[str, float]]:
         return []
 
+    def export_head(self, index: int, classes: list[str], context: dict[str, Any]) -> SavedHead | None:
+        """Head ``index`` as a file-ready :class:`SavedHead`; None for probes without weights (kNN)."""
+        return None
+
 
 class LinearProbe(Probe):
     def __init__(self, recipe: Recipe, representations: list[str], num_classes: int, device: torch.device,
@@ -71,32 +76,43 @@ class LinearProbe(Probe):
     def fit_augmented(self, encoder: Any, dataset: Any, dataset_rows: np.ndarray, num_workers: int | None) -> None:
         """The paper's exact recipe: every epoch re-encodes augmented images (``dataset`` has train_transform).
 
-        ``num_workers`` None = one loader worker per spare core: decoding and cropping in the main process
-        would starve the GPU.
+        A probe batch (16384 images for in1k_linear) is encoded in chunks of the recipe's
+        ``extraction_batch_size`` and assembled from their pooled features: one forward over the whole batch
+        would hold four fp32 block outputs of 16384 x 257 x 1280 (86 GB), and loader workers would build
+        10 GB batches in shared memory. Same batches, same order, same augmentations: with in-process
+        loading the result equals the one-shot encoding (tested). ``num_workers`` None = one loader worker
+        per spare core: decoding and cropping in the main process would starve the GPU.
         """
         cfg, n_blocks = self.recipe.train_config(), self.recipe.n_last_blocks
         pools = ["avg", "cls"] if encoder.has_class_token else ["avg"]
         slices = {r: parse_representation(r, n_blocks, pools) for r in {s.representation for s in self.specs}}
         dims = {r: n * encoder.embed_dim for r, (_, n) in slices.items()}
         grid = LinearGrid(self.specs, dims, self.num_classes, cfg, seed=self.recipe.seed, device=self.device)
-        prepare_encoder(encoder, self.device)
         cuda = self.device.type == "cuda"
         workers = default_workers(1) if num_workers is None else num_workers
-        loader = DataLoader(Subset(dataset, dataset_rows.tolist()), batch_size=cfg.batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(self.recipe.seed), num_workers=workers,
-                            pin_memory=cuda, drop_last=len(dataset_rows) % cfg.batch_size == 1,
-                            persistent_workers=workers > 0)
+        generator = torch.Generator().manual_seed(self.recipe.seed)
+        rows = Subset(dataset, dataset_rows.tolist())
+        full, rest = divmod(len(rows), cfg.batch_size)
+        sizes = [cfg.batch_size] * full + ([rest] if rest > 1 else [])  # BatchNorm cannot normalise one row
+        batches = BatchSampler(RandomSampler(rows, generator=generator), cfg.batch_size, drop_last=rest == 1)
+        loader = DataLoader(rows, batch_sampler=Chunks(batches, self.recipe.extraction_batch_size),
+                            generator=generator, num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
         from tqdm.auto import tqdm
+
+        def pooled_of(images: torch.Tensor) -> dict[str, torch.Tensor]:  # images: normalised, on the device
+            return {pool: x.float() for pool, x in encode(encoder, images, n_last_blocks=n_blocks,
+                                                          inference=False).items()}
 
         # Loader workers seed their augmentations from ``generator``; in-process loading draws them from
         # the global CPU generator, so seed a private copy of it (the caller's stream is left as it was).
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), lent_encoder(encoder, self.device):
             torch.default_generator.manual_seed(self.recipe.seed)
             for _ in tqdm(range(cfg.epochs), desc="linear grid (augmented)", unit="ep", disable=not self.progress):
-                for images, labels in loader:
-                    pooled = encode(encoder, images, self.device, n_last_blocks=n_blocks, inference=False)
-                    reps = {r: pooled[pool][:, -n:].flatten(1).float() for r, (pool, n) in slices.items()}
-                    grid.train_step(reps, labels, len(loader))
+                chunks = device_batches(loader, self.device)  # uint8 chunks normalised on the device, one ahead
+                for size in sizes:
+                    pooled, labels = assemble(chunks, size, pooled_of)
+                    reps = {r: pooled[pool][:, -n:].flatten(1) for r, (pool, n) in slices.items()}
+                    grid.train_step(reps, labels, len(sizes))
                 self.train_stats = grid.end_epoch()
         self.grid = grid
 
@@ -108,9 +124,43 @@ class LinearProbe(Probe):
     def train_scores(self) -> list[dict[str, float]]:
         return self.train_stats
 
+    def export_head(self, index: int, classes: list[str], context: dict[str, Any]) -> SavedHead:
+        assert self.grid is not None, "fit before export"
+        return head_from_grid(self.grid, index, classes, context)
+
     @staticmethod
     def narrow(recipe: Recipe, head: dict[str, Any]) -> Recipe:
         return dataclasses.replace(recipe, grid=GridSpec([head["head"]], [head["lr_mult"]], [head["wd"]]))
+
+
+class Chunks(Sampler):
+    """Every batch of ``batches`` as consecutive chunks of at most ``chunk`` indices, in order: the loader
+    (and its workers' shared memory) holds one chunk at a time, and the consumer reassembles the batch."""
+
+    def __init__(self, batches: BatchSampler, chunk: int) -> None:
+        self.batches, self.chunk = batches, chunk
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            for start in range(0, len(batch), self.chunk):
+                yield batch[start:start + self.chunk]
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.batches.sampler), self.batches.batch_size)
+        last = [] if self.batches.drop_last or not rest else [rest]
+        return sum(-(-n // self.chunk) for n in [self.batches.batch_size] * full + last)
+
+
+def assemble(chunks: Iterator, size: int, encode: Callable[[torch.Tensor], dict[str, torch.Tensor]]
+             ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(pooled features per pool [size, n, D], labels [size]) of the next ``size`` images of ``chunks``."""
+    parts, labels, got = [], [], 0
+    while got < size:
+        images, y = next(chunks)
+        parts.append(encode(images))
+        labels.append(y)
+        got += len(y)
+    return {pool: torch.cat([p[pool] for p in parts]) for pool in parts[0]}, torch.cat(labels)
 
 
 class LogRegProbe(Probe):
@@ -134,6 +184,9 @@ class LogRegProbe(Probe):
         return torch.stack([topk_predictions(m.logits(feats[r][rows])).cpu()
                             for (r, _), m in zip(self.points, self.models, strict=True)])
 
+    def export_head(self, index: int, classes: list[str], context: dict[str, Any]) -> SavedHead:
+        return head_from_logreg(self.models[index], self.points[index][0], classes, context)
+
     @staticmethod
     def narrow(recipe: Recipe, head: dict[str, Any]) -> Recipe:
         return dataclasses.replace(recipe, logreg=dataclasses.replace(recipe.logreg, lambdas=[head["lambda"]]))
@@ -142,7 +195,7 @@ class LogRegProbe(Probe):
 class KnnProbe(Probe):
     def __init__(self, recipe: Recipe, representations: list[str], num_classes: int, device: torch.device,
                  progress: bool):
-        self.recipe, self.num_classes = recipe, num_classes
+        self.recipe, self.num_classes, self.device = recipe, num_classes, device
         self.representations = representations
         self.heads = [{"name": f"{r}/knn/k{k}", "representation": r, "head": "knn", "k": k,
                        "temperature": recipe.knn.temperature} for r in representations for k in recipe.knn.ks]
@@ -161,7 +214,7 @@ class KnnProbe(Probe):
         rows = np.arange(len(labels)) if rows is None else rows
         knn = self.recipe.knn
         return torch.cat([knn_topk(train_feats[r], train_labels, feats[r][rows], knn.ks, self.num_classes,
-                                   knn.temperature) for r in self.representations])
+                                   knn.temperature, self.device) for r in self.representations])
 
     @staticmethod
     def narrow(recipe: Recipe, head: dict[str, Any]) -> Recipe:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
+from ijepa_eval.data.decode import Decode
 from ijepa_eval.errors import ConfigError, unknown_choice
 from ijepa_eval.finetune.config import FinetuneSpec
 from ijepa_eval.probes.attentive_grid import AttentiveSpec
@@ -53,7 +54,7 @@ RANGES = {
     "finetune.warmup_epochs": ">=0", "finetune.weight_decay": ">=0", "finetune.layer_decay": "(0,1]",
     "finetune.smoothing": "[0,1)", "finetune.hflip": "[0,1]", "finetune.reprob": "[0,1]", "finetune.mixup": ">=0",
     "finetune.cutmix": ">=0", "finetune.drop_path": "[0,1)", "finetune.eval_every": ">=1",
-    "finetune.accum_steps": ">=1", "finetune.eval_batch_size": ">=1",
+    "finetune.micro_batch": ">=1", "finetune.eval_batch_size": ">=1",
     "attentive.depth": ">=1", "attentive.num_heads": ">=1", "attentive.mlp_ratio": ">0", "attentive.lrs": "each>0",
     "attentive.wds": "each>=0", "attentive.base_batch": ">=1", "attentive.start_lr": ">=0",
     "attentive.warmup_epochs": ">=0", "attentive.final_lr": ">=0", "attentive.final_wd": ">=0",
@@ -133,6 +134,7 @@ class Recipe:
     aug: AugMode = "cached"
     n_last_blocks: int = 4
     extraction_batch_size: int = 64
+    decode: Decode = "pil"  # image decoding and resizing: pil (the reference) | tensor | gpu (ijepa_eval.data.decode)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -147,6 +149,15 @@ class Recipe:
         if self.probe == "finetune" and self.finetune.keep == "last" and self.selection.split == "test":
             raise ConfigError(f"protocol {self.name} reports the last epoch, so there is nothing to select on test; "
                               "add finetune.keep=best")
+        if self.decode != "pil" and self.probe == "finetune":
+            raise ConfigError(f"protocol {self.name}: fine-tuning augments with timm's RandAugment, which works on PIL "
+                              f"images; use decode=pil (got {self.decode})")
+        if self.decode != "pil" and self.probe == "attentive" and self.attentive.tokens == "online":
+            raise ConfigError(f"protocol {self.name}: online attentive probes augment PIL images every step (timm's "
+                              f"AutoAugment); use decode=pil, or attentive.tokens=cached (got {self.decode})")
+        if self.decode == "gpu" and self.aug == "paper":
+            raise ConfigError(f"protocol {self.name}: aug=paper crops and flips every image on the host; "
+                              "use decode=tensor (or pil) with it")
         if self.probe == "finetune" and self.selection.retrain_on_full_train:
             raise ConfigError(f"protocol {self.name}: fine-tuning reports the kept epoch's weights and does not "
                               "retrain; set selection.retrain_on_full_train=false")

@@ -1,13 +1,15 @@
 """What the protocol runners (``runner`` for frozen probes, ``finetuning`` for end-to-end fine-tuning,
 ``attentive`` for attentive probes) share about a run's record: the encoder to evaluate, its model record, the
 task name, an earlier identical result to reuse, the folder a training run checkpoints into, and writing a
-result with its per-example predictions and intervals."""
+result with its per-example predictions, intervals and the head it reports (a frozen linear or logreg
+probe's head file; an attentive probe's V-JEPA-layout probe file)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import numpy as np
 import torch
 
 from ijepa_eval.errors import ConfigError, IjepaEvalError
+from ijepa_eval.probes.attentive import read_probe_file, write_probe_file
+from ijepa_eval.probes.headfile import SavedHead, load_head, write_head_file
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
 from ijepa_eval.results import (
     ResultRecord,
@@ -25,7 +29,7 @@ from ijepa_eval.results import (
     write_predictions,
     write_result,
 )
-from ijepa_eval.stats import bootstrap_ci
+from ijepa_eval.stats import metric_intervals
 
 
 def encoder_of(ckpt: Any, branch: str | None, arch: str | dict | None, trust_checkpoint: bool) -> Any:
@@ -65,6 +69,12 @@ def existing_result(out_dir: Path, model: dict[str, Any], recipe: Recipe, task: 
     try:
         old = load_result(path)
         intact = load_predictions(old, path) is not None
+        if recipe.probe in ("linear", "logreg"):  # results of these probes keep their head
+            intact = intact and old.head_file is not None and load_head(path.parent / old.head_file["file"],
+                                                                        old.head_file["sha256"]) is not None
+        if recipe.probe == "attentive":  # and attentive results their probe
+            intact = intact and old.probe_file is not None and read_probe_file(path.parent / old.probe_file["file"],
+                                                                              old.probe_file["sha256"]) is not None
     except IjepaEvalError:
         return None  # unreadable, or its predictions are gone: run again and overwrite atomically
     as_json = json.loads(json.dumps(model.get("arch"), default=str))  # e.g. MSN with --arch final_norm: other features
@@ -101,13 +111,21 @@ def prepare_work_dir(work_dir: Path, checkpoint: str, *, resume: bool, restart: 
 
 
 def write_with_predictions(result: ResultRecord, out_dir: Path, labels: np.ndarray, topk: np.ndarray,
-                           indices: np.ndarray) -> Path:
-    """Write a result with its per-example test predictions and the bootstrap intervals they give.
+                           indices: np.ndarray, head: SavedHead | None = None,
+                           probe: Mapping[str, Any] | None = None) -> Path:
+    """Write a result with its per-example test predictions and the intervals they give (``stats``).
 
-    Frozen probes and fine-tuning share it so that every result can be paired in ``compare``: the
-    intervals are seeded with the result's (recipe's) seed, and the predictions file is written first, so a
+    Frozen probes, attentive probes and fine-tuning share it so that every result can be paired in
+    ``compare`` and carries intervals made the same way (``ci`` records the method): the intervals are seeded
+    with the result's (recipe's) seed, and the head or probe file and the predictions are written first, so a
     result JSON never points to a file that is not there yet.
     """
-    result.metrics_ci = bootstrap_ci(labels, topk, seed=result.seed)
+    result.metrics_ci, result.ci = metric_intervals(labels, topk, seed=result.seed)
+    if head is not None:  # the head file, then the predictions, then the JSON pointing to both
+        head.context["result"] = {"file": result_filename(result), "metrics": dict(result.metrics),
+                                  "metrics_ci": dict(result.metrics_ci), "selection": dict(result.selection)}
+        result.head_file = write_head_file(out_dir / result_filename(result), head)
+    if probe is not None:  # an attentive probe in V-JEPA's checkpoint layout (probes.attentive.vjepa_checkpoint)
+        result.probe_file = write_probe_file(out_dir / result_filename(result), probe)
     result.predictions = write_predictions(predictions_path(out_dir / result_filename(result)), labels, topk, indices)
     return write_result(result, out_dir)

@@ -20,9 +20,11 @@ import numpy as np
 import torch
 
 from ijepa_eval.data import describe_transform, get_dataset, train_transform
+from ijepa_eval.devices import process_device
 from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError
-from ijepa_eval.features import get_features, parse_representation, resolve_device
+from ijepa_eval.features import get_features, parse_representation
+from ijepa_eval.features.distributed import barrier
 from ijepa_eval.probes import class_balanced_holdout, scores_from_topk, select_head
 from ijepa_eval.protocols.probing import PROBES
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
@@ -33,7 +35,7 @@ from ijepa_eval.protocols.run_record import (
     task_name,
     write_with_predictions,
 )
-from ijepa_eval.results import METRIC_DIRECTIONS, ResultRecord
+from ijepa_eval.results import METRIC_DIRECTIONS, ResultRecord, result_filename
 from ijepa_eval.stats import seed_summary
 from ijepa_eval.threads import fit_threads
 
@@ -97,28 +99,36 @@ def run_protocol(
     unknown = sorted(set(recipe.metrics) - set(METRIC_DIRECTIONS))
     if unknown:
         raise ConfigError(f"recipe {recipe.name} lists metrics {unknown} that results.METRIC_DIRECTIONS lacks")
+    # Under torchrun each process takes its own GPU: the processes share the extraction, then every one trains
+    # the same probes on its cached features (cheap next to extraction) and rank 0 writes the result.
+    rank, world_size, dev = process_device(device)
+    if recipe.aug == "paper" and world_size > 1:
+        raise ConfigError(f"aug=paper re-encodes the training images every epoch in one process and cannot share "
+                          f"that work among {world_size} torchrun processes; run it without torchrun (one GPU)")
     encoder = encoder_of(ckpt, branch, arch, trust_checkpoint)
     model = model_record(encoder, label, model_meta)
     out_dir = Path(out_dir)
     task = task_name(recipe, name_or_yaml)
     if skip_existing and (path := existing_result(out_dir, model, recipe, task, seeds)):
-        print(f"skip: {path} already holds {recipe.name} v{recipe.version} for this model and config")
+        if rank == 0:
+            print(f"skip: {path} already holds {recipe.name} v{recipe.version} for this model and config")
         return path
-    dev = resolve_device(device, world_size=1)  # probes train on one device; extraction may shard
     ds_spec = recipe.dataset
     representations = recipe.cls_representations if encoder.has_class_token else recipe.representations
 
     feature_sets: dict[str, Any] = {}
+    datasets: dict[str, Any] = {}
     split_info: dict[str, Any] = {}  # provenance of a subset's split file (ImageNet 1%/10%)
 
     def features_of(split: str):
         if split not in feature_sets:
-            dataset = get_dataset(ds_spec.name, root, split, **ds_spec.options)
+            dataset = datasets[split] = get_dataset(ds_spec.name, root, split, **ds_spec.options)
             if getattr(dataset, "split_info", None):
                 split_info[split] = dataset.split_info
             feature_sets[split] = get_features(
                 encoder, dataset, cache_dir=cache_dir, batch_size=recipe.extraction_batch_size,
-                num_workers=num_workers, device=dev, n_last_blocks=recipe.n_last_blocks, progress=progress)
+                num_workers=num_workers, device=dev, n_last_blocks=recipe.n_last_blocks, progress=progress,
+                decode=recipe.decode)
         fs = feature_sets[split]
         return representation_views(fs, representations), fs.labels, fs
 
@@ -129,8 +139,9 @@ def run_protocol(
 
     def fit(probe, feats, labels, rows) -> None:
         if recipe.aug == "paper":  # rows index the training split (Recipe refuses retraining on train+val)
-            dataset = get_dataset(ds_spec.name, root, ds_spec.train_split,
-                                  transform=train_transform(ds_spec.name, encoder.img_size), **ds_spec.options)
+            dataset = get_dataset(ds_spec.name, root, ds_spec.train_split, decode=recipe.decode,
+                                  transform=train_transform(ds_spec.name, encoder.img_size, normalize=False),
+                                  **ds_spec.options)
             probe.fit_augmented(encoder, dataset, train_fs.indices[rows], num_workers=num_workers)
         else:
             probe.fit(feats, labels, rows)
@@ -176,7 +187,15 @@ def run_protocol(
         test_feats, test_labels, test_fs = features_of(ds_spec.test_split)  # only now: selection is done
         test_topk = probe.predict(test_feats, test_labels)
         test_scores = scores_from_topk(test_topk, torch.from_numpy(test_labels), probe.num_classes)
-    predicted = test_topk[best].cpu().numpy()
+    pool = "cls" if encoder.has_class_token else "avg"
+    classes = datasets[ds_spec.train_split].classes or [str(c) for c in range(train_fs.num_classes)]
+    head = probe.export_head(best, list(classes), head_context(model, recipe, encoder, train_fs, pool))
+    if head is None:
+        predicted = test_topk[best].cpu().numpy()
+    else:  # the reported predictions are the saved head's own, so re-applying it reproduces them bit for bit
+        head_topk = head.topk(test_feats[head.representation], dev)
+        test_scores[best] = scores_from_topk(head_topk[None], torch.from_numpy(test_labels), probe.num_classes)[0]
+        predicted = head_topk.numpy()
     seed_runs = None
     if seeds:
         seed_runs = seed_spread(recipe, heads[best], seeds, lambda p: fit(p, *final),
@@ -190,13 +209,13 @@ def run_protocol(
     total_s = time.perf_counter() - started
     timings = {"extraction_s": round(extraction_s, 3), "probe_s": round(probe_s, 3), "total_s": round(total_s, 3),
                **compute_cost(total_s, dev, processes())}
-    pool = "cls" if encoder.has_class_token else "avg"
     result = ResultRecord(
         protocol={"name": recipe.name, "task": task, "version": recipe.version, "config": recipe.to_dict(),
                   "reference": recipe.reference, "deviations": list(recipe.deviations)},
         model=model,
         features={"representations": representations, "n_last_blocks": recipe.n_last_blocks, "pool": pool,
                   "img_size": encoder.img_size, "transform": describe_transform(ds_spec.name, encoder.img_size),
+                  "decode": recipe.decode,
                   "cache_key": {s: fs.meta.get("cache_key") for s, fs in feature_sets.items()},
                   "mode": "augmented" if recipe.aug == "paper" else "cached"},
         dataset={"name": ds_spec.name, "train_split": ds_spec.train_split, "val_split": ds_spec.val_split,
@@ -215,7 +234,21 @@ def run_protocol(
         optimizer=recipe.train_config().lr_record() if recipe.probe == "linear" else None,
         seeds=seed_runs,
     )
-    return write_with_predictions(result, out_dir, test_labels, predicted, test_fs.indices)
+    path = out_dir / result_filename(result)
+    if rank == 0:
+        path = write_with_predictions(result, out_dir, test_labels, predicted, test_fs.indices, head)
+    barrier(dev)  # under torchrun: no process returns the path before the file is there
+    return path
+
+
+def head_context(model: dict[str, Any], recipe: Recipe, encoder: Any, train_fs: Any, pool: str) -> dict[str, Any]:
+    """What a saved head needs from the features it reads: checked by ``ijepa-eval shift`` before applying it."""
+    return {"encoder": {k: model.get(k) for k in ("source", "sha256", "branch", "arch")},
+            "features": {"n_last_blocks": recipe.n_last_blocks, "pool": pool, "img_size": encoder.img_size,
+                         "transform": describe_transform(recipe.dataset.name, encoder.img_size)},
+            "dataset": {"name": recipe.dataset.name, "train_split": recipe.dataset.train_split,
+                        "fingerprint": train_fs.meta.get("fingerprint")},
+            "protocol": {"name": recipe.name, "version": recipe.version}}
 
 
 def processes() -> int:
