@@ -201,7 +201,9 @@ def paper_run(runs: Path, protocol: str, correct: np.ndarray, labels: np.ndarray
 
 
 def test_attentive_table_places_ours_beside_the_published_numbers_and_our_linear_probe(tmp_path, capsys):
-    from scipy.stats import binomtest
+    import pandas as pd
+    from statsmodels.stats.contingency_tables import mcnemar
+    from test_stats import brute_force_tango
 
     g = np.random.default_rng(0)
     labels = g.integers(0, 1000, 50_000)
@@ -211,24 +213,34 @@ def test_attentive_table_places_ours_beside_the_published_numbers_and_our_linear
     attentive[flip] = True
     attentive[g.choice(np.flatnonzero(linear), 100, replace=False)] = False
     runs = tmp_path / "runs"
-    paper_run(runs, "in1k_linear", linear, labels, {"probe": "linear"})
-    paper_run(runs, "in1k_attentive", attentive, labels, {"probe": "attentive",
-                                                          "attentive": {"linear_pair": "in1k_linear"}})
+    linear_ci = load_result(paper_run(runs, "in1k_linear", linear, labels, {"probe": "linear"})).metrics_ci["top1"]
+    ours_ci = load_result(paper_run(runs, "in1k_attentive", attentive, labels,
+                                    {"probe": "attentive", "attentive": {"linear_pair": "in1k_linear"}})).metrics_ci["top1"]
     assert main(["table", str(runs), "--out", str(tmp_path / "tables"), "--format", "md,csv"]) == 0
-    csv = (tmp_path / "tables" / "attentive.csv").read_text()
-    row = next(line for line in csv.splitlines() if line.startswith("I-JEPA,ViT-H/14,300,IN-1k,in1k_attentive,ep_q32"))
-    ours = 100 * attentive.mean()
-    assert f"test,79.0,78.1,ijepa-h14 (target),{ours:.1f} ± " in row  # the reported (best-epoch) EP number
-    assert binomtest(600, 700, 0.5).pvalue < 0.05
-    assert f",{ours - 79.0:+.1f}" in row  # Δ = ours − paper
-    assert f"{100 * linear.mean():.1f} ± " in row and f"{ours - 100 * linear.mean():+.1f} ↑" in row
+    csv = pd.read_csv(tmp_path / "tables" / "attentive.csv", dtype=str, keep_default_na=False)
+    row = csv[(csv["Protocol"] == "in1k_attentive") & (csv["Paper probe"] == "ep_q32")].iloc[0]
+    ours, ours_linear = 100 * attentive.mean(), 100 * linear.mean()
+    assert (row["Paper selected on"], row["Paper"], row["Paper linear"]) == ("test", "79.0", "78.1")  # EP's best epoch
+    assert (row["Ours"], row["Ours lo"], row["Ours hi"]) == (f"{ours:.2f}", f"{ours_ci[0]:.2f}", f"{ours_ci[1]:.2f}")
+    inside = ours_ci[0] <= 79.0 <= ours_ci[1]  # Δ's range check: the paper's value against our interval
+    assert (row["Δ"], row["Δ marks"]) == (f"{ours - 79.0:+.2f}", "∈" if inside else "∉")
+    assert (row["Ours linear"], row["Ours linear lo"]) == (f"{ours_linear:.2f}", f"{linear_ci[0]:.2f}")
+    lo, hi = brute_force_tango(600, 100, 50_000)  # the paired difference's interval: Tango's, from first principles
+    assert row["Ours − linear"] == f"{ours - ours_linear:+.2f}" and row["Ours − linear marks"] == "↑"
+    assert float(row["Ours − linear lo"]) == pytest.approx(100 * lo, abs=0.006)
+    assert float(row["Ours − linear hi"]) == pytest.approx(100 * hi, abs=0.006)
     md = (tmp_path / "tables" / "README.md").read_text()
     assert "## Attentive probes" in md and "`ep_q32` = Efficient Probing's EP, a different probe" in md
-    # compare pairs the attentive result with the same checkpoint's linear one
+    assert " ± " not in md and "McNemar's score test with Tango's interval" in md
+    # compare pairs the attentive result with the same checkpoint's linear one, in the comparison's family
+    p = mcnemar([[0, 600], [100, 0]], exact=False, correction=False).pvalue
     assert main(["compare", "--results", str(runs)]) == 0
     out = capsys.readouterr().out
-    assert f"in1k_attentive: ijepa-h14 (target), attentive − linear (in1k_linear) = {ours - 100 * linear.mean():+.1f}" in out
-    assert f"McNemar exact p = {binomtest(600, 700, 0.5).pvalue:.3g}: real (better)" in out
+    assert (f"in1k_attentive: ijepa-h14 (target), attentive − linear (in1k_linear) = {ours - ours_linear:+.1f} top1 "
+            f"points [{100 * lo:+.1f}, {100 * hi:+.1f}] (McNemar score test, Tango interval): significantly better "
+            f"(p = {p:.3g}, unadjusted)") in out
+    assert main(["compare", "--results", str(runs), "--adjust", "holm"]) == 0
+    assert f"Holm-adjusted p = {min(1.0, p):.3g} over 1 tests" in capsys.readouterr().out  # its only test
 
 
 def test_linear_pairs_name_recipes_on_the_same_data():
