@@ -1,6 +1,7 @@
 """The attentive protocol end to end on tiny data in real layouts: CLI, selection order, exact resume, torchrun,
 cached tokens and their size check, the result JSON, the V-JEPA-layout probe file."""
 
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,8 @@ from ijepa_eval.data.clevr_mini import render_clevr_mini
 from ijepa_eval.data.synthetic import write_cifar100, write_imagenet
 from ijepa_eval.encoders import load_encoder
 from ijepa_eval.errors import CheckpointError, ConfigError
-from ijepa_eval.probes.attentive import load_vjepa_probes
+from ijepa_eval.io import sha256_file
+from ijepa_eval.probes.attentive import load_vjepa_probes, read_probe_file
 from ijepa_eval.protocols import attentive as run_module
 from ijepa_eval.protocols import attentive_train as train_module
 from ijepa_eval.protocols.attentive import run_attentive
@@ -168,9 +170,13 @@ def test_cached_tokens_are_a_labelled_protocol_with_a_size_check(world, tmp_path
     assert main(run) == 2 and "trains attentive probes, which has no cheap head" in capsys.readouterr().err
 
 
-def test_the_chosen_probe_is_written_in_vjepas_layout(world, tmp_path):
+def test_the_chosen_probe_is_written_in_vjepas_layout(world, tmp_path, capsys):
     path = attentive(world, tmp_path, "cifar100_attentive", "cifar100")
-    blob = torch.load(path.with_suffix(".vjepa_probe.pth"), weights_only=True)
+    r = load_result(path)
+    probe_file = path.with_name(path.name.removesuffix(".json") + ".vjepa_probe.pth")  # beside the JSON
+    assert r.probe_file == {"file": probe_file.name, "sha256": sha256_file(probe_file), "format": "vjepa-checkpoint-pth"}
+    assert r.head_file is None  # head_file is a linear/logreg head on pooled features (what `shift` applies)
+    blob = read_probe_file(probe_file, r.probe_file["sha256"])
     assert set(blob) == {"classifier", "opt", "scaler", "epoch", "batch_size", "world_size", "lr"}
     assert all(k.startswith("module.pooler.") or k.startswith("module.linear.") for k in blob["classifier"])
     (probe,) = load_vjepa_probes(blob, num_heads=load_encoder(world["ckpt"]).num_heads)
@@ -180,6 +186,26 @@ def test_the_chosen_probe_is_written_in_vjepas_layout(world, tmp_path):
     with torch.no_grad():
         top5 = probe(encoder.forward_tokens(images)).topk(5).indices
     np.testing.assert_array_equal(top5.numpy(), load_predictions(load_result(path), path).top5)
+    # a changed probe file is refused, and the result is not reused: the finished run is evaluated again
+    torch.save({**blob, "epoch": 99}, probe_file)
+    with pytest.raises(CheckpointError, match="does not match the sha256 its result records"):
+        read_probe_file(probe_file, r.probe_file["sha256"])
+    capsys.readouterr()
+    again = attentive(world, tmp_path, "cifar100_attentive", "cifar100", resume=True)
+    assert "skip:" not in capsys.readouterr().out and load_result(again).probe_file == r.probe_file
+
+
+def test_cached_tokens_take_any_decode_backend_and_online_runs_refuse_them(world, tmp_path, capsys):
+    path = attentive(world, tmp_path, "clevr_count_attentive", "clevr", "attentive.tokens=cached", "decode=tensor")
+    assert load_result(path).features["decode"] == "tensor"
+    metas = [json.loads(m.read_text()) for m in (tmp_path / "cache").rglob("meta.json")]
+    assert len(metas) == 2 and {m["key_fields"]["decode"] for m in metas} == {"tensor"}  # train, test (one probe)
+    assert {tuple(m["key_fields"]["pools"]) for m in metas} == {("tokens",)}
+    cli = ["attentive", "--recipe", "cifar100_attentive", "--decode", "tensor", "--ckpt", str(world["ckpt"]),
+           "--root", str(world["cifar100"]), "--device", "cpu", "--out", str(tmp_path), "--quiet"]
+    assert main(cli) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert "online attentive probes augment PIL images every step" in err and "attentive.tokens=cached" in err
 
 
 def paper_run(runs: Path, protocol: str, correct: np.ndarray, labels: np.ndarray, config: dict) -> Path:

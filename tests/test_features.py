@@ -8,11 +8,12 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from ijepa_eval.data import eval_transform, get_dataset
+from ijepa_eval.data import eval_transform, get_dataset, vjepa_transform
 from ijepa_eval.data.synthetic import write_cifar100, write_imagenet
 from ijepa_eval.encoders import encoder_from_vit
 from ijepa_eval.errors import CacheError, ConfigError, DatasetError
 from ijepa_eval.features import cache_entry_for, get_features
+from ijepa_eval.features.planning import describe_transform
 
 FAST = dict(batch_size=8, num_workers=0, shard_rows=16, progress=False, device="cpu")
 
@@ -280,6 +281,16 @@ def test_patch_tokens_are_cached_with_the_same_rules(tmp_path, cifar_test, cls_t
     pooled_entry, _ = cache_entry_for(enc, cifar_test, cache_dir=tmp_path)
     tokens_entry, fields = cache_entry_for(enc, cifar_test, cache_dir=tmp_path, tokens=True)
     assert pooled_entry.path != tokens_entry.path and fields["pools"] == ["tokens"]
+    # the decode backend and the extraction transform (attentive probes' V-JEPA eval transform) are in the key
+    tensor_entry, tensor_fields = cache_entry_for(enc, cifar_test, cache_dir=tmp_path, tokens=True, decode="tensor")
+    vjepa = vjepa_transform(enc.img_size, normalize=False)
+    vjepa_entry, vjepa_fields = cache_entry_for(enc, cifar_test, cache_dir=tmp_path, tokens=True, transform=vjepa)
+    assert (fields["decode"], tensor_fields["decode"]) == ("pil", "tensor")
+    assert len({tokens_entry.path, tensor_entry.path, vjepa_entry.path}) == 3
+    assert vjepa_fields["transform"].startswith(describe_transform(vjepa)) and "Normalize" in vjepa_fields["transform"]
+    with pytest.raises(ConfigError, match="brings its own transform; build it without one"):
+        cache_entry_for(enc, get_dataset("cifar100", cifar_test.root, "test", transform=vjepa), tokens=True,
+                        transform=vjepa)
     enc.forward_tokens = FailOnce(forward, fail_at=1)
     assert get_features(enc, cifar_test, cache_dir=tmp_path, tokens=True, **FAST).meta["cache_hit"]
     assert pooled.calls == 0
