@@ -176,6 +176,9 @@ def test_the_chosen_probe_is_written_in_vjepas_layout(world, tmp_path, capsys):
     probe_file = path.with_name(path.name.removesuffix(".json") + ".vjepa_probe.pth")  # beside the JSON
     assert r.probe_file == {"file": probe_file.name, "sha256": sha256_file(probe_file), "format": "vjepa-checkpoint-pth"}
     assert r.head_file is None  # head_file is a linear/logreg head on pooled features (what `shift` applies)
+    assert main(["shift", "--result", str(path), "--sets", "real"]) == 2  # so shift refuses it, in one line
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert "keeps no head (probe attentive" in err
     blob = read_probe_file(probe_file, r.probe_file["sha256"])
     assert set(blob) == {"classifier", "opt", "scaler", "epoch", "batch_size", "world_size", "lr"}
     assert all(k.startswith("module.pooler.") or k.startswith("module.linear.") for k in blob["classifier"])
