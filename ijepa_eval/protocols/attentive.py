@@ -32,7 +32,7 @@ from ijepa_eval.features.cache import MAX_TOKENS_GB
 from ijepa_eval.features.distributed import default_workers
 from ijepa_eval.features.planning import check_dataset, describe_transform
 from ijepa_eval.finetune.train import SeededItems, predict
-from ijepa_eval.probes import class_balanced_holdout, scores_from_topk, select_head
+from ijepa_eval.probes import scores_from_topk, select_head
 from ijepa_eval.probes.attentive import vjepa_checkpoint
 from ijepa_eval.probes.attentive_grid import AttentiveGrid, fit_on_tokens, grid_members, predict_tokens
 from ijepa_eval.protocols.attentive_train import LATEST, EncodedGrid, fit_online, steps_per_epoch
@@ -42,6 +42,7 @@ from ijepa_eval.protocols.run_record import (
     existing_result,
     model_record,
     prepare_work_dir,
+    selection_plan,
     task_name,
     work_dir_for,
     write_with_predictions,
@@ -62,23 +63,6 @@ def transforms_of(recipe: Recipe, img_size: int) -> tuple[Any, Any]:
         return vjepa_transform(img_size, train=True, normalize=False), vjepa_transform(img_size, normalize=False)
     name = recipe.dataset.name
     return train_transform(name, img_size, normalize=False), eval_transform(name, img_size, normalize=False)
-
-
-def selection_plan(recipe: Recipe, labels: np.ndarray) -> tuple[np.ndarray, str | None, np.ndarray | None]:
-    """(training rows, selection split or None, held-out training rows for 'train_holdout')."""
-    sel, ds = recipe.selection, recipe.dataset
-    every = np.arange(len(labels))
-    if len(grid_members(recipe.attentive)) == 1:
-        return every, None, None  # nothing to choose: V-JEPA's single probe, its last epoch
-    if sel.split == "test":
-        return every, "test", None
-    if ds.val_split:
-        if ds.val_split == ds.train_split or ds.train_split == "trainval":
-            raise ConfigError(f"protocol {recipe.name} would select on '{ds.val_split}', which its training split "
-                              f"'{ds.train_split}' contains; use dataset.train_split=train")
-        return every, "val", None
-    fit_rows, hold_rows = class_balanced_holdout(labels, sel.holdout_fraction, recipe.seed)
-    return fit_rows, "train_holdout", hold_rows
 
 
 def check_cache_size(encoder: Any, sizes: dict[str, int], max_cache_gb: float) -> None:
@@ -154,7 +138,7 @@ def run_attentive(
 
     train_raw = split_dataset(ds.train_split)
     num_classes, labels = train_raw.num_classes, np.asarray(train_raw.labels)
-    fit_rows, selection_split, hold_rows = selection_plan(recipe, labels)
+    fit_rows, selection_split, hold_rows = selection_plan(recipe, labels, choose=len(grid_members(spec)) > 1)
     sel_name = {"train_holdout": ds.train_split, "val": ds.val_split, "test": ds.test_split}.get(selection_split)
     if cached:  # every split's token size, checked before anything is extracted (test: its length only)
         needed = dict.fromkeys([ds.train_split, *([sel_name] if selection_split == "val" else []), ds.test_split])

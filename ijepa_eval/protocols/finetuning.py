@@ -28,7 +28,6 @@ from ijepa_eval.errors import ConfigError
 from ijepa_eval.finetune.config import batch_plan, default_micro_batch
 from ijepa_eval.finetune.model import build_classifier, train_transform
 from ijepa_eval.finetune.train import LATEST, SeededItems, best_path, fit, predict, scores
-from ijepa_eval.probes import class_balanced_holdout
 from ijepa_eval.protocols.finetune_widths import for_width
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
 from ijepa_eval.protocols.run_record import (
@@ -36,25 +35,12 @@ from ijepa_eval.protocols.run_record import (
     existing_result,
     model_record,
     prepare_work_dir,
+    selection_plan,
     task_name,
     work_dir_for,
     write_with_predictions,
 )
 from ijepa_eval.results import ResultRecord, result_filename
-
-
-def selection_plan(recipe: Recipe, labels: np.ndarray) -> tuple[np.ndarray, str | None, np.ndarray | None]:
-    """(training rows, selection split or None, held-out training rows for 'train_holdout')."""
-    spec, sel, ds = recipe.finetune, recipe.selection, recipe.dataset
-    every = np.arange(len(labels))
-    if spec.keep == "last":
-        return every, None, None
-    if sel.split == "test":
-        return every, "test", None
-    if ds.val_split:
-        return every, "val", None
-    fit_rows, hold_rows = class_balanced_holdout(labels, sel.holdout_fraction, recipe.seed)
-    return fit_rows, "train_holdout", hold_rows
 
 
 def run_finetune(
@@ -123,7 +109,8 @@ def run_finetune(
 
     train_raw = split_dataset(ds.train_split)
     num_classes = train_raw.num_classes
-    fit_rows, selection_split, hold_rows = selection_plan(recipe, np.asarray(train_raw.labels))
+    fit_rows, selection_split, hold_rows = selection_plan(recipe, np.asarray(train_raw.labels),
+                                                          choose=spec.keep != "last")
     with torch.random.fork_rng(devices=[]):  # the head's init is part of the seeded run
         torch.manual_seed(recipe.seed)
         classifier = build_classifier(encoder, num_classes, spec)

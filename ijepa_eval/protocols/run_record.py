@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ijepa_eval.errors import ConfigError, IjepaEvalError
+from ijepa_eval.probes import class_balanced_holdout
 from ijepa_eval.probes.attentive import read_probe_file, write_probe_file
 from ijepa_eval.probes.headfile import SavedHead, load_head, write_head_file
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
@@ -108,6 +109,26 @@ def prepare_work_dir(work_dir: Path, checkpoint: str, *, resume: bool, restart: 
     if is_main:
         work_dir.mkdir(parents=True, exist_ok=True)
     return resume
+
+
+def selection_plan(recipe: Recipe, labels: np.ndarray, choose: bool = True
+                   ) -> tuple[np.ndarray, str | None, np.ndarray | None]:
+    """(training rows, selection split or None, held-out training rows for 'train_holdout') of a training job
+    (fine-tuning, attentive probes). ``choose`` False: nothing to choose (one probe, or the last epoch kept),
+    so all of train is trained on. The dataset's own val split is never one its training split contains."""
+    sel, ds = recipe.selection, recipe.dataset
+    every = np.arange(len(labels))
+    if not choose:
+        return every, None, None
+    if sel.split == "test":
+        return every, "test", None
+    if ds.val_split:
+        if ds.val_split == ds.train_split or ds.train_split == "trainval":
+            raise ConfigError(f"protocol {recipe.name} would select on '{ds.val_split}', which its training split "
+                              f"'{ds.train_split}' contains; use dataset.train_split=train")
+        return every, "val", None
+    fit_rows, hold_rows = class_balanced_holdout(labels, sel.holdout_fraction, recipe.seed)
+    return fit_rows, "train_holdout", hold_rows
 
 
 def write_with_predictions(result: ResultRecord, out_dir: Path, labels: np.ndarray, topk: np.ndarray,
