@@ -183,11 +183,17 @@ def test_test_split_selection_marks_the_cells_whose_images_the_choice_saw(world)
 
 
 def test_all_classes_and_a_rerun_is_skipped(world, capsys):
+    shift_all_sets(world)
+    capsys.readouterr()
     args = ["shift", "--result", str(world["linear"]), "--sets", "a", *common(world)]
     assert main([*args[:4], "a,sketch", *args[5:], "--all-classes"]) == 0  # sketch is unaffected: a rerun
     path = next(world["out"].glob("*__shift_imagenet_a@all-classes.json"))
     assert load_result(path).shift["classes"] == "all"
-    assert "skip:" in capsys.readouterr().out and not list(world["out"].glob("*sketch@*"))
+    printed = capsys.readouterr().out
+    assert "skip:" in printed and not list(world["out"].glob("*sketch@*"))
+    # each set's interval method under its numbers, and the legend; never "bootstrap" for a Wilson interval
+    assert "intervals: top1 wilson, top5 wilson" in printed and "[lo, hi]: 95% interval over the set's images" in printed
+    assert "95% bootstrap" not in printed
     assert main(args) == 0 and "skip:" in capsys.readouterr().out
 
 

@@ -34,10 +34,11 @@ SET_LABELS = {"v2-matched-frequency": "V2 matched-freq.", "v2-threshold0.7": "V2
 OURS_ONLY = ("Ours only: no published frozen-probe numbers on these sets follow this protocol (the same head, "
              "trained and selected as its ImageNet result says), so there are no reference rows.")
 NOTES = [
-    f"Cells: top-1 %; {VALUE_LEGEND}. ReaL: class-stratified by val class over the images ReaL keeps, else "
-    "Wilson. IN-C: mean top-1 over 15 corruptions x 5 severities, and mCE (lower is better, AlexNet = 100) over "
-    "the 15 benchmark corruptions, their intervals from one draw of the images shared by every corruption and "
-    "severity (class-stratified).",
+    f"Cells: top-1 %; {VALUE_LEGEND}. ReaL: the bootstrap stratified by ImageNet val class, images without a "
+    "ReaL label drawn and left out of the ratio (else Wilson over the images ReaL keeps). IN-C: mean top-1 over "
+    "15 corruptions x 5 severities, and mCE (lower is better, AlexNet = 100) over the 15 benchmark corruptions, "
+    "their intervals from one draw of the images shared by every corruption and severity (class-stratified "
+    "where the images are balanced by design).",
     f"{TEST_SELECTED_LEGEND}. A shift set's own images were not seen by that choice, except ReaL's and IN-C's, "
     "which are the IN-val images.",
     "IN-A / IN-R: argmax over the set's 200 classes (the datasets' own evaluation); a column marked "
