@@ -164,6 +164,7 @@ def test_shift_writes_one_result_per_set_matching_independent_recomputation(worl
     section = page[page.index('<section id="distribution-shift">'):]
     section = section[:section.index("</section>")]
     assert "Ours only" in section and "data:image/svg+xml;base64," in section
+    assert "95% interval [" in section and "(wilson)" in section and "±" not in section
     assert len(set(re.findall(r'href="(pages/[^"]*shift_imagenet_[^"]*)"', section))) == 8
 
 
@@ -180,6 +181,42 @@ def test_test_split_selection_marks_the_cells_whose_images_the_choice_saw(world)
     csv = pd.read_csv(write_robustness(loaded, world["dir"] / "marked", ("csv",))[0], dtype=str,
                       keep_default_na=False)
     assert csv.loc[0, "ReaL marks"] == "‡" and csv.loc[0, "IN-A marks"] == ""
+
+
+def test_sets_balanced_by_design_get_the_stratified_bootstrap_at_their_real_sizes():
+    """ImageNet-V2 (1000 classes x 10) and ImageNet-C (50 per class in every corruption and severity; 100
+    classes here) are balanced by design: score_set gives them the class-stratified bootstrap, as stats gives
+    ImageNet val; one image fewer in a V2 class makes the set i.i.d. and Wilson's."""
+    from types import SimpleNamespace
+
+    from ijepa_eval.shift.recipes import shift_recipe
+    from ijepa_eval.shift.run import SetPlan, score_set
+
+    rng = np.random.default_rng(0)
+
+    def predicted_on(labels, classes, accuracy=0.7):
+        top1 = np.where(rng.random(len(labels)) < accuracy, labels, (labels + 1) % classes)
+        return np.stack([top1, *[(labels + j) % classes for j in (2, 3, 4, 5)]], 1)
+
+    labels = np.repeat(np.arange(1000), 10)
+    fs = SimpleNamespace(labels=labels, indices=np.arange(len(labels)))
+    plan = SetPlan(shift_recipe("v2-matched-frequency"), [("val", None)])
+    _, ci, record, _ = score_set(plan, [("val", fs, predicted_on(labels, 1000))], seed=0)
+    assert record["design"] == "class-balanced" and record["method"]["top1"] == "stratified-percentile"
+    fs = SimpleNamespace(labels=labels[1:], indices=np.arange(len(labels) - 1))
+    _, _, record, _ = score_set(plan, [("val", fs, predicted_on(labels[1:], 1000))], seed=0)
+    assert record["design"] == "iid" and record["method"]["top1"] == "wilson"
+    # ImageNet-C: the same 5000 files under every corruption and severity -> one shared, stratified draw
+    labels = np.repeat(np.arange(100), 50)
+    files = [f"n{c:08d}/ILSVRC2012_val_{i + 1:08d}.JPEG" for i, c in enumerate(labels)]
+    splits = [f"{c}/{s}" for c in ("fog", "snow", "frost") for s in range(1, 6)]
+    dataset = SimpleNamespace(files=files)
+    plan = SetPlan(shift_recipe("c"), [(split, dataset) for split in splits])
+    fs = SimpleNamespace(labels=labels, indices=np.arange(len(labels)))
+    metrics, ci, record, extra = score_set(plan, [(s, fs, predicted_on(labels, 100)) for s in splits], seed=0)
+    assert record["method"] == {"top1": "stratified-percentile"} and extra["corruptions"]["paired"] is True
+    assert ci["top1"][0] < metrics["top1"] < ci["top1"][1] and set(extra["corruptions"]["ci"]) == {
+        "error/fog", "error/snow", "error/frost"}
 
 
 def test_all_classes_and_a_rerun_is_skipped(world, capsys):
