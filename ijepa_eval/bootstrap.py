@@ -12,6 +12,10 @@ examples is drawing those counts, and many simulated test sets can be resampled 
   binomial / multinomial (a sum of independent ones with the same probabilities is one).
 - over examples (``example_resamples``): all N examples redrawn with replacement — a multinomial over the
   (class, outcome) cells — for a split where some class has a single example (no within-class variation).
+
+``example_weights`` draws the same two schemes as weights on the examples themselves, for statistics that
+need one draw shared by several outcomes of the same examples: ImageNet-C's 75 corrupted copies of one set
+of images, ReaL's ratio of right to evaluated images (``ijepa_eval.shift.metrics``).
 """
 
 from __future__ import annotations
@@ -95,6 +99,35 @@ def example_resamples(cells: np.ndarray, resamples: int, rng: np.random.Generato
     for start in range(0, resamples, step):
         b = min(step, resamples - start)
         yield rng.multinomial(n, flat / n[..., None], size=(b, *n.shape)).reshape(b, *cells.shape)
+
+
+def example_weights(labels: np.ndarray, resamples: int, rng: np.random.Generator, *,
+                    stratified: bool) -> Iterator[np.ndarray]:
+    """[b, N] weights of the N examples in each resample, in chunks; every row sums to 1, so ``values @ w.T``
+    are the resampled means of per-example ``values`` [M, N], all M rows on the same draw.
+
+    ``stratified``: class c keeps its share n_c / N of the weight, spread over n_c − 1 of its n_c examples
+    redrawn with replacement (the scheme of ``class_stratified_share``; every class needs >= 2 examples);
+    otherwise all N examples are redrawn, 1 / N each.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    n = len(labels)
+    if n < 1 or resamples < 1 or labels.ndim != 1:
+        raise ConfigError("a bootstrap needs labels [N] with N >= 1 and at least one resample")
+    if stratified:
+        order = np.argsort(labels, kind="stable")
+        _, starts, sizes = np.unique(labels[order], return_index=True, return_counts=True)
+        if sizes.min() < 2:
+            raise ConfigError("a class-stratified bootstrap needs at least 2 examples in every class present")
+        slot = np.repeat(np.arange(len(sizes)), sizes - 1)  # one slot per redrawn example, by class
+        first, span, weight = starts[slot], sizes[slot], (sizes / ((sizes - 1) * n))[slot]
+    else:
+        order, first, span, weight = np.arange(n), np.zeros(n, np.int64), np.full(n, n), np.full(n, 1.0 / n)
+    step = max(1, CHUNK_ELEMENTS // max(len(span), n))
+    for start in range(0, resamples, step):
+        b = min(step, resamples - start)
+        picked = order[first + rng.integers(0, span, size=(b, len(span)))] + n * np.arange(b)[:, None]
+        yield np.bincount(picked.ravel(), np.broadcast_to(weight, picked.shape).ravel(), b * n).reshape(b, n)
 
 
 def mean_share(cells: np.ndarray, right: list[int]) -> np.ndarray:

@@ -48,7 +48,11 @@ def wilson_interval(successes: np.ndarray | int, n: np.ndarray | int,
     z2 = z_value(level) ** 2
     centre = (x + z2 / 2) / (n + z2)
     half = math.sqrt(z2) / (n + z2) * np.sqrt(x * (n - x) / n + z2 / 4)
-    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    # the limits are exactly 0 at x = 0 and 1 at x = n; in floats they can miss by 1e-16 and leave out the
+    # observed 0% / 100% itself
+    lo = np.where(x == 0, 0.0, np.clip(centre - half, 0.0, 1.0))
+    hi = np.where(x == n, 1.0, np.clip(centre + half, 0.0, 1.0))
+    return lo, hi
 
 
 def mcnemar_z(b: int, c: int) -> float:

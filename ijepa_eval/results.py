@@ -26,10 +26,12 @@ results files::
     probe           "linear" | "logreg" | "knn" | "finetune" | "attentive" or null (results before it was recorded)
     optimizer       {base_lr, base_batch, effective_lr} or null    lr rule: effective = base * batch / base_batch
     metrics_ci      {metric: [lo, hi]}                   95% interval over test examples (ijepa_eval.stats)
-    ci              {level, design, method, resamples, seed} or null   how metrics_ci was made:
+    ci              {level, design, method, resamples, seed, resampled?} or null   how metrics_ci was made:
                                                          design "class-balanced" | "iid" (the test split's),
                                                          method {metric: "wilson" | "stratified-percentile"
-                                                         | "percentile"}; resamples/seed of the bootstraps
+                                                         | "percentile"}; resamples/seed of the bootstraps;
+                                                         resampled: what one draw covers, where a shift set
+                                                         needs its own (ReaL, ImageNet-C)
     predictions     {file, sha256, format} or null       per-example labels + top-5, next to the JSON:
                                                          file is relative to the JSON's folder; format
                                                          "npz-v1" = labels int32 [N], top5 int16|int32
@@ -44,7 +46,7 @@ results files::
                                                          "vjepa-checkpoint-pth" = V-JEPA's eval checkpoint layout
                                                          (ijepa_eval.probes.attentive.read_probe_file); it reads
                                                          patch tokens, so `shift` (pooled features) cannot apply it
-    shift           {set, classes, head, source_result, in_val, ...} or null
+    shift           {set, classes, val_images, head, source_result, in_val, ...} or null
                                                          a distribution-shift result (ijepa_eval.shift): which
                                                          head it applied and each set's extra numbers
 

@@ -151,10 +151,15 @@ def metric_intervals(labels: np.ndarray, topk: np.ndarray, *, seed: int = 0, lev
     hit1, hit5 = hits(labels, topk)
     cells = class_cells(labels, [hit1, hit5, np.ones_like(hit1)])
     got = count_intervals(cells[:, 2], cells[:, 0], cells[:, 1], seed=seed, level=level, resamples=resamples)
-    design = "class-balanced" if got.balanced else "iid"
-    record = {"level": level, "design": design, "method": {m: str(v) for m, v in got.method.items()},
-              "resamples": resamples, "seed": seed}
+    method = {m: str(v) for m, v in got.method.items()}
+    record = ci_record("class-balanced" if got.balanced else "iid", method, level=level, resamples=resamples, seed=seed)
     return {m: [float(v) for v in got.ci[m]] for m in METRICS}, record
+
+
+def ci_record(design: Design, method: dict[str, str], *, level: float = LEVEL, resamples: int = RESAMPLES,
+              seed: int = 0, **extra: Any) -> dict[str, Any]:
+    """A result's ``ci``: how its ``metrics_ci`` were made (the test split's design, the method per metric)."""
+    return {"level": level, "design": design, "method": method, "resamples": resamples, "seed": seed, **extra}
 
 
 @dataclass(frozen=True)

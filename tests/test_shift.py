@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from statsmodels.stats.proportion import proportion_confint
 
 from ijepa_eval.cli import main
 from ijepa_eval.data import get_dataset
@@ -18,6 +20,7 @@ from ijepa_eval.leaderboard.records import load_results
 from ijepa_eval.leaderboard.robustness import robustness_frame, scatter_points, write_robustness
 from ijepa_eval.probes.headfile import load_head
 from ijepa_eval.results import load_predictions, load_result
+from ijepa_eval.stats import metric_intervals
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint  # noqa: E402
@@ -80,10 +83,15 @@ def _encoder(ckpt):
     return load_encoder(str(ckpt))
 
 
-def test_shift_writes_one_result_per_set_matching_independent_recomputation(world):
-    out = world["out"]
+def shift_all_sets(world) -> None:
+    """Every set on the linear result's head (a rerun skips what exists: tests may run in any order)."""
     assert main(["shift", "--result", str(world["linear"]), "--root", f"imagenet={world['imagenet']}",
                  "--corruptions", CORRUPTIONS, *common(world)]) == 0
+
+
+def test_shift_writes_one_result_per_set_matching_independent_recomputation(world):
+    out = world["out"]
+    shift_all_sets(world)
     results = {load_result(p).shift["set"]: (p, load_result(p)) for p in out.glob("*__shift_*.json")}
     assert set(results) == {"v2-matched-frequency", "v2-threshold0.7", "v2-top-images", "real", "a", "r", "sketch", "c"}
     source = load_result(world["linear"])
@@ -95,6 +103,12 @@ def test_shift_writes_one_result_per_set_matching_independent_recomputation(worl
         if name in ("real", "c"):
             continue
         assert r.metrics["top1"] == pytest.approx((pred.top5[:, 0] == pred.labels).mean() * 100)
+        # intervals chosen as for any test split (stats), recorded in `ci`; these tiny sets are not balanced
+        # by design, so top-1 gets Wilson's interval (statsmodels)
+        assert (r.metrics_ci, r.ci) == metric_intervals(pred.labels, pred.top5, seed=0)
+        k = int((pred.top5[:, 0] == pred.labels).sum())
+        assert r.ci["method"]["top1"] == "wilson" and r.metrics_ci["top1"] == pytest.approx(
+            [100 * v for v in proportion_confint(k, len(pred.labels), method="wilson")])
     # A / R: every prediction among the set's classes (the twins keep classes 0, 2 for A and 1, 3 for R)
     for name, allowed in (("a", {0, 2}), ("r", {1, 3})):
         path, r = results[name]
@@ -108,6 +122,9 @@ def test_shift_writes_one_result_per_set_matching_independent_recomputation(worl
     readme = np.mean([p in labels[i] for i, p in enumerate(pred.top5[:, 0]) if labels[i]]) * 100
     assert r.metrics["top1"] == pytest.approx(readme)
     assert r.shift["real"]["n_excluded"] == sum(1 for x in labels if not x) > 0
+    hits = [p in labels[i] for i, p in enumerate(pred.top5[:, 0]) if labels[i]]
+    assert r.ci["method"]["top1"] == "wilson" and r.metrics_ci["top1"] == pytest.approx(
+        [100 * v for v in proportion_confint(sum(hits), len(hits), method="wilson")])
     # the IN-val predictions are the source result's own: ReaL re-used its features
     src = load_predictions(source, world["linear"])
     assert np.array_equal(pred.top5, src.top5)
@@ -117,35 +134,103 @@ def test_shift_writes_one_result_per_set_matching_independent_recomputation(worl
     sizes = list(r.dataset["sizes"].values())
     accs = [h.mean() * 100 for h in np.split(pred.top5[:, 0] == pred.labels, np.cumsum(sizes)[:-1])]
     assert len(accs) == 15 and r.metrics["top1"] == pytest.approx(np.mean(accs)) and "mce" not in r.metrics
-    assert r.shift["corruptions"]["paired"] is True
+    assert r.shift["corruptions"]["paired"] is True and r.ci["method"] == {"top1": "percentile"}
+    assert "one draw of the images" in r.ci["resampled"] and set(r.shift["corruptions"]["ci"]) == {
+        f"error/{c}" for c in CORRUPTIONS.split(",")}
     # the robustness table and the scatter read them back
     loaded = load_results([out])
     df = robustness_frame(loaded)
     assert list(df.columns[:4]) == ["model", "head", "IN-val", "V2 matched-freq."] and len(df) == 1
     assert "IN-C (3 of 15) top-1" in df.columns and len(scatter_points(loaded)) == 8
     assert "IN-C (3 of 15) mCE ↓" not in df.columns  # mCE needs all 15 corruptions
-    in_val = source.metrics["top1"], source.metrics_ci["top1"]
-    assert df.loc[0, "IN-val"] == f"{in_val[0]:.1f} ± {(in_val[1][1] - in_val[1][0]) / 2:.1f}"
+    # cells as every table makes them (issue 20): value [lo, hi], never ± a half-width
+    (lo, hi), v2 = source.metrics_ci["top1"], results["v2-matched-frequency"][1]
+    assert source.selection["split"] != "test"
+    assert str(df.loc[0, "IN-val"]) == f"{source.metrics['top1']:.1f} [{lo:.1f}, {hi:.1f}]"
+    assert str(df.loc[0, "V2 matched-freq."]) == "{:.1f} [{:.1f}, {:.1f}]".format(v2.metrics["top1"],
+                                                                                 *v2.metrics_ci["top1"])
     written = write_robustness(loaded, world["dir"] / "tables", ("md", "csv", "tex"))
     assert sorted(p.name for p in written) == ["robustness.csv", "robustness.md", "robustness.tex",
                                                "robustness_scatter.png", "robustness_scatter.svg"]
     md = (world["dir"] / "tables" / "robustness.md").read_text()
     assert "Ours only" in md and "**shift_imagenet_a** v1" in md and "deviation: transform" in md
+    assert "±" not in md and "[lo, hi]" in md and "±" not in (world["dir"] / "tables" / "robustness.tex").read_text()
+    csv = pd.read_csv(world["dir"] / "tables" / "robustness.csv", dtype=str, keep_default_na=False)
+    assert [csv.loc[0, f"IN-val {k}"] for k in ("lo", "hi")] == [f"{lo:.2f}", f"{hi:.2f}"]
+    assert csv.loc[0, "V2 matched-freq."] == f"{v2.metrics['top1']:.2f}" and "IN-C (3 of 15) top-1 marks" in csv
     # the HTML page: the table with each set's cell linking to its run page, and the scatter
     assert main(["table", str(out), "--out", str(world["dir"] / "html"), "--html"]) == 0
     page = (world["dir"] / "html" / "index.html").read_text()
     section = page[page.index('<section id="distribution-shift">'):]
     section = section[:section.index("</section>")]
     assert "Ours only" in section and "data:image/svg+xml;base64," in section
+    assert "95% interval [" in section and "(wilson)" in section and "±" not in section
     assert len(set(re.findall(r'href="(pages/[^"]*shift_imagenet_[^"]*)"', section))) == 8
 
 
+def test_test_split_selection_marks_the_cells_whose_images_the_choice_saw(world):
+    """A head chosen on IN-val (the paper's convention) makes IN-val, ReaL and IN-C optimistic — their images
+    are the IN-val images — but not V2, -A, -R or -Sketch, whose images the choice never saw."""
+    shift_all_sets(world)
+    loaded = load_results([world["out"]])
+    for r in loaded:
+        r.record.selection = {**r.record.selection, "split": "test"}
+    df = robustness_frame(loaded)
+    marked = {c for c in df.columns[2:] if "‡" in str(df.loc[0, c])}
+    assert marked == {"IN-val", "ReaL", "IN-C (3 of 15) top-1"}
+    csv = pd.read_csv(write_robustness(loaded, world["dir"] / "marked", ("csv",))[0], dtype=str,
+                      keep_default_na=False)
+    assert csv.loc[0, "ReaL marks"] == "‡" and csv.loc[0, "IN-A marks"] == ""
+
+
+def test_sets_balanced_by_design_get_the_stratified_bootstrap_at_their_real_sizes():
+    """ImageNet-V2 (1000 classes x 10) and ImageNet-C (50 per class in every corruption and severity; 100
+    classes here) are balanced by design: score_set gives them the class-stratified bootstrap, as stats gives
+    ImageNet val; one image fewer in a V2 class makes the set i.i.d. and Wilson's."""
+    from types import SimpleNamespace
+
+    from ijepa_eval.shift.recipes import shift_recipe
+    from ijepa_eval.shift.run import SetPlan, score_set
+
+    rng = np.random.default_rng(0)
+
+    def predicted_on(labels, classes, accuracy=0.7):
+        top1 = np.where(rng.random(len(labels)) < accuracy, labels, (labels + 1) % classes)
+        return np.stack([top1, *[(labels + j) % classes for j in (2, 3, 4, 5)]], 1)
+
+    labels = np.repeat(np.arange(1000), 10)
+    fs = SimpleNamespace(labels=labels, indices=np.arange(len(labels)))
+    plan = SetPlan(shift_recipe("v2-matched-frequency"), [("val", None)])
+    _, ci, record, _ = score_set(plan, [("val", fs, predicted_on(labels, 1000))], seed=0)
+    assert record["design"] == "class-balanced" and record["method"]["top1"] == "stratified-percentile"
+    fs = SimpleNamespace(labels=labels[1:], indices=np.arange(len(labels) - 1))
+    _, _, record, _ = score_set(plan, [("val", fs, predicted_on(labels[1:], 1000))], seed=0)
+    assert record["design"] == "iid" and record["method"]["top1"] == "wilson"
+    # ImageNet-C: the same 5000 files under every corruption and severity -> one shared, stratified draw
+    labels = np.repeat(np.arange(100), 50)
+    files = [f"n{c:08d}/ILSVRC2012_val_{i + 1:08d}.JPEG" for i, c in enumerate(labels)]
+    splits = [f"{c}/{s}" for c in ("fog", "snow", "frost") for s in range(1, 6)]
+    dataset = SimpleNamespace(files=files)
+    plan = SetPlan(shift_recipe("c"), [(split, dataset) for split in splits])
+    fs = SimpleNamespace(labels=labels, indices=np.arange(len(labels)))
+    metrics, ci, record, extra = score_set(plan, [(s, fs, predicted_on(labels, 100)) for s in splits], seed=0)
+    assert record["method"] == {"top1": "stratified-percentile"} and extra["corruptions"]["paired"] is True
+    assert ci["top1"][0] < metrics["top1"] < ci["top1"][1] and set(extra["corruptions"]["ci"]) == {
+        "error/fog", "error/snow", "error/frost"}
+
+
 def test_all_classes_and_a_rerun_is_skipped(world, capsys):
+    shift_all_sets(world)
+    capsys.readouterr()
     args = ["shift", "--result", str(world["linear"]), "--sets", "a", *common(world)]
     assert main([*args[:4], "a,sketch", *args[5:], "--all-classes"]) == 0  # sketch is unaffected: a rerun
     path = next(world["out"].glob("*__shift_imagenet_a@all-classes.json"))
     assert load_result(path).shift["classes"] == "all"
-    assert "skip:" in capsys.readouterr().out and not list(world["out"].glob("*sketch@*"))
+    printed = capsys.readouterr().out
+    assert "skip:" in printed and not list(world["out"].glob("*sketch@*"))
+    # each set's interval method under its numbers, and the legend; never "bootstrap" for a Wilson interval
+    assert "intervals: top1 wilson, top5 wilson" in printed and "[lo, hi]: 95% interval over the set's images" in printed
+    assert "95% bootstrap" not in printed
     assert main(args) == 0 and "skip:" in capsys.readouterr().out
 
 
@@ -167,6 +252,7 @@ def test_refusals_are_one_line_and_come_before_any_extraction(world, tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "/4 is not a class folder of ImageNetV2 top-images" in err
     assert not cache.exists() or not any(cache.iterdir())
+    shift_all_sets(world)
     shifted = next(world["out"].glob("*__shift_imagenet_sketch.json"))
     assert main(["shift", "--result", str(shifted), "--sets", "sketch", *base]) == 2
     assert f"is itself a shift result; pass the ImageNet result it applied ({world['linear'].name})" in \

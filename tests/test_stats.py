@@ -14,7 +14,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from ijepa_eval import stats
-from ijepa_eval.bootstrap import binomial_draws, class_stratified_share, order_interval
+from ijepa_eval.bootstrap import binomial_draws, class_stratified_share, example_weights, order_interval
 from ijepa_eval.errors import ConfigError, IjepaEvalError
 from ijepa_eval.proportions import mcnemar_score_p, paired_score, wilson_interval
 from ijepa_eval.results import ResultRecord, load_predictions, write_predictions
@@ -67,6 +67,15 @@ def test_wilson_interval_matches_statsmodels(level):
     np.testing.assert_allclose(hi, want[1], atol=1e-12)
     with pytest.raises(ConfigError, match="successes <= n"):
         wilson_interval(5, 4)
+
+
+def test_wilson_interval_holds_an_observed_0_or_100_percent():
+    """At k = 0 and k = n the limits are exactly 0 and 1 (float rounding used to give 0.9999999999999999 at
+    377 of n = 1 … 2000, so a 100% top-5 lay outside its own interval)."""
+    n = np.arange(1, 2001)
+    assert (wilson_interval(n, n)[1] == 1.0).all() and (wilson_interval(0 * n, n)[0] == 0.0).all()
+    want = proportion_confint(n, n, method="wilson")
+    np.testing.assert_allclose(wilson_interval(n, n)[0], want[0], atol=1e-12)
 
 
 def test_chance_of_balance_is_the_largest_multinomial_probability_of_exact_balance():
@@ -156,6 +165,29 @@ def test_class_stratified_bootstrap_matches_a_slow_loop_and_has_an_unbiased_vari
     np.testing.assert_allclose(np.percentile(fast, [2.5, 97.5]), np.percentile(slow, [2.5, 97.5]), atol=0.01)
     with pytest.raises(ConfigError, match="at least 2 examples"):
         class_stratified_share(np.array([1, 0]), np.array([1, 3]), 10, rng)
+
+
+def test_example_weights_redraw_n_minus_1_per_class_with_the_textbook_variance_or_all_examples():
+    """One draw of example weights serves several rows of outcomes: class-stratified, each class keeps its
+    share n_c / N over n_c − 1 redrawn examples (the textbook stratified variance); else N redrawn, 1/N each."""
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(6), [3, 4, 5, 8, 10, 20])[::-1].copy()  # not sorted: weights follow the examples
+    right = rng.random(len(labels)) < np.linspace(0.1, 0.9, 6)[labels]
+    n, sizes = len(labels), np.bincount(labels)
+    w = np.concatenate(list(example_weights(labels, 20000, rng, stratified=True)))
+    assert w.shape == (20000, n) and np.allclose(w.sum(1), 1)
+    assert np.allclose(np.stack([w[:, labels == c].sum(1) for c in range(6)], 1), sizes / n)
+    drawn = np.rint(w * n * (sizes - 1)[labels] / sizes[labels]).astype(int)  # times each example was drawn
+    assert all((drawn[:, labels == c].sum(1) == sizes[c] - 1).all() for c in range(6))
+    share = np.bincount(labels, weights=right) / sizes
+    variance = ((sizes / n) ** 2 * share * (1 - share) / (sizes - 1)).sum()
+    assert (w @ right).mean() == pytest.approx(right.mean(), abs=0.003) and (w @ right).var() == pytest.approx(
+        variance, rel=0.04)
+    plain = np.concatenate(list(example_weights(labels, 20000, rng, stratified=False)))
+    assert np.allclose(plain * n, np.rint(plain * n)) and (plain @ right).var() == pytest.approx(
+        right.var() / n, rel=0.04)
+    with pytest.raises(ConfigError, match="at least 2 examples"):
+        next(example_weights(np.array([0, 1, 1]), 10, rng, stratified=True))
 
 
 @pytest.mark.parametrize(("trials", "p"), [(0, 0.3), (1, 0.5), (7, 0.0), (7, 1.0), (30, 0.2), (400, 0.97)])

@@ -1,9 +1,10 @@
 """The cells every table and page shows, and the legends that say what their marks mean — in one place.
 
 - ``result_cell(r, metric)``: ``72.4 [71.1, 73.6]`` — a result's number with its 95% interval over test
-  examples as it is (``stats.metric_intervals`` made it; the method is in the result's ``ci.method``),
-  ``‡`` after the number when the head was chosen on the test split, the probe-seed spread when seeds
-  ran. Every table of results builds its cells with it (Markdown, CSV with lo/hi columns, LaTeX, HTML).
+  examples as it is (``stats.metric_intervals`` made it, or a shift set's resampling that follows the same
+  rule; the method is in the result's ``ci.method``), ``‡`` after the number when the head was chosen on
+  the test split, the probe-seed spread when seeds ran. Every table of results builds its cells with it
+  (Markdown, CSV with lo/hi columns, LaTeX, HTML); ``number_cell`` is the same from the parts.
 - ``delta_cell(r, metric, paper)``: ``+3.4 ∉`` — ours − paper, and whether the paper's value lies outside
   (∉) or inside (∈) our interval widened by the probe-seed spread. A range check, not a significance test:
   the paper's number has test-set noise of its own, and was often chosen on the test split.
@@ -46,18 +47,30 @@ def significance_legend(reference: str | None, adjust: str | None, tests: int) -
             "model)")
 
 
-def seed_note(r: Result, metric: str) -> tuple[str, ...]:
-    std = r.seed_std(metric)
+def seed_text(std: float | None) -> tuple[str, ...]:
     return () if std is None else (f"seed sd {std:.2f}",)
+
+
+def seed_note(r: Result, metric: str) -> tuple[str, ...]:
+    return seed_text(r.seed_std(metric))
+
+
+def number_cell(value: float | None, ci: tuple[float, float] | None, *, test_selected: bool = False,
+                seed_std: float | None = None, mark: str = "", notes: tuple[str, ...] = ()) -> ValueCell:
+    """``result_cell`` from its parts, for a number a result quotes from another (a shift result's IN-val
+    top-1); ``—`` without a value."""
+    if value is None:
+        return ValueCell(None)
+    return ValueCell(value, ci, mark, (*seed_text(seed_std), *notes), test_selected)
 
 
 def result_cell(r: Result | None, metric: str, mark: str = "", notes: tuple[str, ...] = ()) -> ValueCell:
     """A result's metric as every table shows it (see the module docstring); ``—`` without a value (still a
     ValueCell, so a CSV column has its lo/hi/marks columns whether or not any row has a run)."""
-    value = r.metric(metric) if r is not None else None
-    if value is None:
+    if r is None:
         return ValueCell(None)
-    return ValueCell(value, r.ci(metric), mark, (*seed_note(r, metric), *notes), r.test_selected)
+    return number_cell(r.metric(metric), r.ci(metric), test_selected=r.test_selected, seed_std=r.seed_std(metric),
+                       mark=mark, notes=notes)
 
 
 def paper_interval(r: Result, metric: str) -> tuple[float, float] | None:

@@ -155,7 +155,9 @@ def robustness_table(results: list[Result], hrefs: dict[Path, str]) -> Table:
         if r is not None and cell.value is not None:
             cell.href = hrefs[r.path]
             metric = "mce" if column.endswith("mCE ↓") else "top1"
-            cell.title = f"{r.protocol}: 95% interval {ci_text(ci)}" if (ci := r.ci(metric)) else r.protocol
+            interval = f"95% interval {ci_text(ci)} ({r.ci_method(metric)})" if (ci := r.ci(metric)) else ""
+            selected = TEST_SELECTED_LEGEND if r.test_selected else ""
+            cell.title = "; ".join(t for t in (r.protocol, interval, selected) if t)
 
     return frame_table(robustness.robustness_frame(results), "robustness", model_column="model", decorate=decorate,
                        note=" ".join([robustness.OURS_ONLY, *robustness.NOTES]))

@@ -76,8 +76,13 @@ class Result:
 
     @property
     def test_selected(self) -> bool:
-        """The head (or epoch) was chosen on the reported split: its number and interval are optimistic."""
-        return self.selected_on == "test"
+        """The head (or epoch) was chosen on the reported split: its number and interval are optimistic.
+
+        A shift result's head was chosen for ImageNet, so "test" is IN-val: it reports a shift set's images
+        only where they are the IN-val images (``shift.val_images``: ReaL, ImageNet-C); ImageNet-V2, -A, -R
+        and -Sketch are images the choice never saw.
+        """
+        return self.selected_on == "test" and bool((self.record.shift or {}).get("val_images", True))
 
     def ci(self, name: str) -> tuple[float, float] | None:
         """95% interval of a metric over test examples, if the result has one (schema 2)."""

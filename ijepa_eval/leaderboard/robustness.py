@@ -1,8 +1,10 @@
 """The robustness table: one row per reported ImageNet head, its IN-val number beside every shift set.
 
-Built from shift results only (``record.shift``, written by ``ijepa-eval shift``); each cell is the
-leaderboard's usual value cell with its 95% interval. The effective-robustness view plots each set's top-1
-against the same head's IN-val top-1 (points below the diagonal lose accuracy under the shift).
+Built from shift results only (``record.shift``, written by ``ijepa-eval shift``); every cell is made by
+``cells`` like any other table's (``value [lo, hi]``, CSV lo/hi/marks columns, ``‡`` where the head was
+chosen on the images the cell reports, the IN-val probe-seed spread). The effective-robustness view plots
+each set's top-1 against the same head's IN-val top-1 (points below the diagonal lose accuracy under the
+shift).
 
 There are no reference rows: the published frozen-probe numbers on these sets that we know of (e.g. DINOv2's
 linear evaluation, facebookresearch/dinov2 ``eval/linear.py``) train their own probe with another head grid
@@ -18,11 +20,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ijepa_eval.leaderboard.cells import TEST_SELECTED_LEGEND, VALUE_LEGEND, number_cell, result_cell
 from ijepa_eval.leaderboard.footnotes import deviation_footnotes
 from ijepa_eval.leaderboard.plots import save
 from ijepa_eval.leaderboard.records import Result
-from ijepa_eval.leaderboard.render import MISSING, markdown, write_frame
-from ijepa_eval.leaderboard.tables import value_cell
+from ijepa_eval.leaderboard.render import ValueCell, markdown, write_frame
 
 STEM = "robustness"
 TITLE = "Distribution shift: the reported ImageNet head on ImageNet-V2, ReaL, -A, -R, -Sketch and -C"
@@ -32,9 +34,13 @@ SET_LABELS = {"v2-matched-frequency": "V2 matched-freq.", "v2-threshold0.7": "V2
 OURS_ONLY = ("Ours only: no published frozen-probe numbers on these sets follow this protocol (the same head, "
              "trained and selected as its ImageNet result says), so there are no reference rows.")
 NOTES = [
-    "Cells: top-1 % with its 95% bootstrap interval over the set's images, written as every leaderboard cell; "
-    "IN-C: mean top-1 over 15 corruptions x 5 severities, and mCE (lower is better, AlexNet = 100) over the 15 "
-    "benchmark corruptions.",
+    f"Cells: top-1 %; {VALUE_LEGEND}. ReaL: the bootstrap stratified by ImageNet val class, images without a "
+    "ReaL label drawn and left out of the ratio (else Wilson over the images ReaL keeps). IN-C: mean top-1 over "
+    "15 corruptions x 5 severities, and mCE (lower is better, AlexNet = 100) over the 15 benchmark corruptions, "
+    "their intervals from one draw of the images shared by every corruption and severity (class-stratified "
+    "where the images are balanced by design).",
+    f"{TEST_SELECTED_LEGEND}. A shift set's own images were not seen by that choice, except ReaL's and IN-C's, "
+    "which are the IN-val images.",
     "IN-A / IN-R: argmax over the set's 200 classes (the datasets' own evaluation); a column marked "
     "'1000-way' takes the argmax over all 1000 classes. ReaL: images whose ReaL label list is empty are excluded.",
 ]
@@ -72,17 +78,26 @@ def newest(results: list[Result]) -> list[Result]:
                   if r.record.shift["set"] in order else len(order))
 
 
-def robustness_cells(results: list[Result]) -> tuple[list[str], list[dict[str, tuple[str, Result | None]]]]:
-    """(columns, rows of {column: (cell text, the result it shows)}): model | head | IN-val | one column per
-    set run (IN-C: top-1, and mCE when all 15 corruptions ran)."""
-    rows: dict[tuple, dict[str, tuple[str, Result | None]]] = {}
+Cells = dict[str, tuple[str | ValueCell, Result | None]]
+
+
+def in_val_cell(r: Result) -> ValueCell:
+    """The head's IN-val top-1 as its ImageNet result shows it (quoted in ``shift.in_val``)."""
+    in_val = r.record.shift.get("in_val") or {}
+    ci = tuple(in_val["top1_ci"]) if in_val.get("top1_ci") else None
+    return number_cell(in_val.get("top1"), ci, test_selected=r.selected_on == "test",
+                       seed_std=in_val.get("top1_seed_std"))
+
+
+def robustness_cells(results: list[Result]) -> tuple[list[str], list[Cells]]:
+    """(columns, rows of {column: (cell, the result it shows)}): model | head | IN-val | one column per set run
+    (IN-C: top-1, and mCE when all 15 corruptions ran)."""
+    rows: dict[tuple, Cells] = {}
     columns = ["model", "head", "IN-val"]
     for r in newest(results):
         row = rows.setdefault((r.model_key, head_label(r)), {"model": (r.display, None), "head": (head_label(r), None)})
-        in_val = r.record.shift.get("in_val") or {}
-        if in_val.get("top1") is not None:
-            ci = tuple(in_val["top1_ci"]) if in_val.get("top1_ci") else None
-            row["IN-val"] = (value_cell(in_val["top1"], ci), None)
+        if (r.record.shift.get("in_val") or {}).get("top1") is not None:
+            row["IN-val"] = (in_val_cell(r), None)
         name = column(r)
         cells = {f"{name} top-1": "top1"} if r.record.shift["set"] == "c" else {name: "top1"}
         if r.metric("mce") is not None:  # mCE exists for the full 15 corruptions only
@@ -90,14 +105,15 @@ def robustness_cells(results: list[Result]) -> tuple[list[str], list[dict[str, t
         for col, metric in cells.items():
             if col not in columns:
                 columns.append(col)
-            row[col] = (value_cell(r.metric(metric), r.ci(metric)), r)
+            row[col] = (result_cell(r, metric), r)
     return columns, list(rows.values())
 
 
 def robustness_frame(results: list[Result]) -> pd.DataFrame:
-    """The table as strings, one row per (model, head); missing cells are —."""
+    """The table, one row per (model, head): the model and head as text, every number a ``ValueCell`` (— when
+    missing), so that CSV splits it into value, lo, hi and marks."""
     columns, rows = robustness_cells(results)
-    return pd.DataFrame([[row.get(c, (MISSING, None))[0] for c in columns] for row in rows], columns=columns)
+    return pd.DataFrame([[row.get(c, (ValueCell(None), None))[0] for c in columns] for row in rows], columns=columns)
 
 
 def scatter_points(results: list[Result]) -> list[dict]:

@@ -23,8 +23,20 @@ EPILOG = f"""examples:
 sets (default all): {SETS}. Roots: --root SET=PATH (repeatable; v2=PATH serves the three variants,
 imagenet=PATH is the ImageNet whose val ReaL relabels), else $IJEPA_EVAL_DATA/<imagenetv2, imagenet-real,
 imagenet-a, imagenet-r, imagenet-sketch, imagenet-c> or the data config. Every layout is checked before any
-image is decoded. Each set writes one result JSON (95% bootstrap intervals, per-example predictions, the
-recipe's reference and deviations); `ijepa-eval table --html` adds the robustness table."""
+image is decoded. Each set writes one result JSON (95% intervals, per-example predictions, the recipe's
+reference and deviations); `ijepa-eval table --html` adds the robustness table.
+
+intervals: chosen as for every result (ijepa_eval.stats) and recorded in each JSON's `ci`: a class-stratified
+percentile bootstrap where the set is balanced by design (ImageNet-V2: 10 images per class; ImageNet-C: 50 per
+class in every corruption and severity; ReaL: the ImageNet val classes) and at least 50 images are right and
+50 wrong, else Wilson's score interval. ImageNet-C's mean top-1, mCE and per-corruption errors: a percentile
+bootstrap at every size (class-stratified where balanced, else over all images) on one draw of the images
+shared by every corruption and severity."""
+LEGEND = ("[lo, hi]: 95% interval over the set's images; its method per metric (stratified-percentile: class-"
+          "stratified bootstrap on a set balanced by design; wilson: Wilson score interval; percentile: bootstrap "
+          "over all images) is in each result's ci and printed under it")
+OPTIMISTIC = ("head chosen on the ImageNet val split (--select-on test): IN-val, and the sets made of its images "
+              "(ReaL, ImageNet-C), are optimistic")
 
 
 def _csv(text: str | None) -> list[str] | None:
@@ -42,6 +54,7 @@ def cmd_shift(args: argparse.Namespace) -> int:
         corruptions=_csv(args.corruptions), out_dir=args.out, cache_dir=args.cache_dir, device=args.device,
         num_workers=args.workers, trust_checkpoint=args.trust_checkpoint, skip_existing=not args.no_skip_existing,
         progress=not args.quiet)
+    optimistic = False
     for path in paths:
         r = load_result(path)
         cells = "  ".join(f"{k} {v:.2f} [{r.metrics_ci[k][0]:.2f}, {r.metrics_ci[k][1]:.2f}]" if k in r.metrics_ci
@@ -49,8 +62,21 @@ def cmd_shift(args: argparse.Namespace) -> int:
         excluded = (r.shift or {}).get("real", {}).get("n_excluded")
         note = f"  ({excluded} images without ReaL labels excluded)" if excluded is not None else ""
         print(f"{r.shift['set']:<22} {cells}{note}  -> {Path(path).name}")
-    print("[lo, hi]: 95% bootstrap interval over test images")
+        print(f"{'':<22} {interval_note(r.ci)}")
+        optimistic |= r.selection.get("split") == "test"
+    print(LEGEND)
+    if optimistic:
+        print(OPTIMISTIC)
     return 0
+
+
+def interval_note(ci: dict | None) -> str:
+    """``intervals: top1 wilson, top5 wilson (set iid)`` from a result's ``ci`` record."""
+    if not ci:
+        return "intervals: percentile bootstrap (written before the method was recorded)"
+    methods = ", ".join(f"{m} {v}" for m, v in (ci.get("method") or {}).items())
+    drawn = f"; {ci['resampled']}" if ci.get("resampled") else ""
+    return f"intervals: {methods} (set {ci.get('design', '?')}{drawn})"
 
 
 def register(subparsers) -> None:

@@ -1,4 +1,4 @@
-"""The distribution-shift metrics as pure functions of logits, predictions and per-image hits (percent).
+"""The distribution-shift metrics and their intervals, as pure functions of logits, predictions and hits (percent).
 
 - ImageNet-A / -R (the datasets' ``eval.py``): the prediction is the argmax over the logits of the set's 200
   classes only (``output[:, indices_in_1k]``); :func:`topk_within` with ``allowed`` = those indices.
@@ -10,20 +10,34 @@
   error fraction; mCE = mean of CE_c over the 15 benchmark corruptions (only when all 15 were run). Mean
   top-1 = mean over the benchmark corruptions run and their 5 severities.
 
-Intervals are percentile bootstraps over test images like ``ijepa_eval.stats`` (same resample stream:
-``default_rng(seed).integers(0, n, n)`` per resample); a resample is kept as per-image counts, so every
-metric is a matrix product. ImageNet-C's resamples are *paired*: the same images (the ImageNet val images,
-corrupted) are drawn for every corruption and severity when they are the same files.
+**Intervals** follow ``ijepa_eval.stats``' choice: a set scored like any test split (V2, -A, -R, -Sketch)
+gets ``stats.metric_intervals`` (``shift.run``). Two kinds of number need a resampling of their own, drawn
+by ``bootstrap.example_weights`` and stratified by class exactly where ``stats`` would stratify:
+
+- ReaL top-k is a ratio, right / evaluated images, over ImageNet val images. When the val labels are balanced
+  by design (50 per class) and at least ``MIN_OUTCOMES`` evaluated images are right and as many wrong: the
+  class-stratified percentile bootstrap by val class, in which an image with an empty ReaL list is drawn like
+  the others and leaves the denominator. Otherwise Wilson's interval over the evaluated images, as ``stats``
+  gives an i.i.d. split.
+- ImageNet-C's mean top-1, mCE and per-corruption errors average many (corruption, severity) splits. When
+  the splits hold the same images in the same order (the corrupted val images), one draw of images serves
+  them all, so their correlation is kept; the draw is class-stratified when those images are balanced by
+  design (50 per class per corruption and severity), over all images otherwise. Splits of other images are
+  drawn each on its own. An average of correlated proportions has no closed-form score interval, so the
+  percentile bootstrap serves at every size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from ijepa_eval.bootstrap import RESAMPLES, example_weights, percentile_interval
 from ijepa_eval.errors import ConfigError
-from ijepa_eval.stats import LEVEL, RESAMPLES, interval, resample_indices
+from ijepa_eval.proportions import LEVEL, wilson_interval
+from ijepa_eval.stats import MIN_OUTCOMES, ci_record, test_design
 
 TOPK = 5
 
@@ -42,22 +56,24 @@ def topk_within(logits: np.ndarray, allowed: np.ndarray | None = None, k: int = 
     return cols[order]
 
 
-def resample_counts(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
-    """[b, n] multiplicities of each image in each bootstrap resample, in chunks (``stats``' index stream)."""
-    for idx in resample_indices(n, resamples, seed):
-        b = idx.shape[0]
-        yield np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
+def resampled_means(values: np.ndarray, labels: np.ndarray, *, stratified: bool, resamples: int = RESAMPLES,
+                    seed: int = 0) -> np.ndarray:
+    """[M, resamples] means of the rows of ``values`` [M, N] over bootstrap draws of the N images, one draw
+    shared by all rows; ``stratified``: by the images' ``labels`` (``bootstrap.example_weights``)."""
+    rng = np.random.default_rng(seed)
+    values = np.asarray(values, dtype=np.float64)
+    return np.concatenate([values @ w.T for w in example_weights(labels, resamples, rng, stratified=stratified)], 1)
 
 
-def _bootstrap_means(hits: np.ndarray, resamples: int, seed: int) -> np.ndarray:
-    """[M, resamples] percent means of the rows of ``hits`` [M, n] over each resample of its n columns."""
-    hits = np.asarray(hits, dtype=np.float64)
-    parts = [hits @ counts.T * (100.0 / hits.shape[1]) for counts in resample_counts(hits.shape[1], resamples, seed)]
-    return np.concatenate(parts, axis=1)
+def _interval(samples: np.ndarray, level: float) -> list[float]:
+    return [float(v) for v in percentile_interval(samples, level)]
 
 
 # ----------------------------------------------------------------------------------------------------------
 # ReaL
+
+REAL_DRAW = ("ImageNet val images, class-stratified by val label; an image with an empty ReaL list is drawn like "
+             "the others and leaves the denominator")
 
 
 def real_hits(topk: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,22 +95,40 @@ def real_metrics(topk: np.ndarray, real: np.ndarray) -> dict[str, float | int]:
             "n_images": len(real), "n_excluded": len(real) - n, "n_evaluated": n}
 
 
-def real_ci(topk: np.ndarray, real: np.ndarray, *, resamples: int = RESAMPLES, seed: int = 0,
-            level: float = LEVEL) -> dict[str, list[float]]:
-    """Percentile bootstrap intervals of ReaL top-1 / top-5, resampling the evaluated images."""
+def real_intervals(topk: np.ndarray, real: np.ndarray, labels: np.ndarray, *, resamples: int = RESAMPLES,
+                   seed: int = 0, level: float = LEVEL) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """({top1, top5: [lo, hi]}, the result's ``ci`` record) of ReaL; ``labels`` [N] are the images' ImageNet
+    val labels, the design the images were sampled by (see the module docstring)."""
     evaluated, hit1, hit5 = real_hits(topk, real)
-    dist = _bootstrap_means(np.stack([hit1[evaluated], hit5[evaluated]]), resamples, seed)
-    return {"top1": interval(dist[0], level), "top5": interval(dist[1], level)}
+    if len(labels) != len(evaluated):
+        raise ConfigError(f"ReaL intervals need one val label per image; got {len(labels)} for {len(evaluated)}")
+    n, design = int(evaluated.sum()), test_design(labels)
+    ci, method, shares = {}, {}, None
+    for row, (metric, hit) in enumerate((("top1", hit1), ("top5", hit5)), start=1):
+        k = int(hit.sum())
+        if design == "class-balanced" and min(k, n - k) >= MIN_OUTCOMES:
+            if shares is None:
+                shares = resampled_means(np.stack([evaluated, hit1, hit5]), labels, stratified=True,
+                                         resamples=resamples, seed=seed)
+            ci[metric], method[metric] = _interval(100 * shares[row] / shares[0], level), "stratified-percentile"
+        else:
+            ci[metric], method[metric] = [float(v) * 100 for v in wilson_interval(k, n, level)], "wilson"
+    extra = {"resampled": REAL_DRAW} if shares is not None else {}
+    return ci, ci_record(design, method, level=level, resamples=resamples, seed=seed, **extra)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # ImageNet-C
 
+Hits = Mapping[str, Sequence[np.ndarray]]  # {corruption: one bool [images] per severity}
 
-def _check_hits(hits: Mapping[str, np.ndarray]) -> None:
-    for name, h in hits.items():
-        if np.asarray(h).ndim != 2 or len(h) == 0 or np.asarray(h).shape[1] == 0:
-            raise ConfigError(f"hits of corruption '{name}' must be [severities, images], got {np.shape(h)}")
+
+def _check_hits(hits: Hits) -> None:
+    for name, per_severity in hits.items():
+        if len(per_severity) == 0 or any(np.ndim(h) != 1 or len(h) == 0 for h in per_severity):
+            raise ConfigError(f"hits of corruption '{name}' must be one non-empty [images] row per severity")
+    if len({len(h) for h in hits.values()}) > 1:
+        raise ConfigError("every corruption needs the same severities")
 
 
 def _summarise(top1: np.ndarray, names: list[str], alexnet: Mapping[str, float]) -> dict[str, np.ndarray | None]:
@@ -108,15 +142,15 @@ def _summarise(top1: np.ndarray, names: list[str], alexnet: Mapping[str, float])
     return {"error": error, "ce": ce, "mean_top1": mean_top1, "mce": mce}
 
 
-def corruption_metrics(hits: Mapping[str, np.ndarray], alexnet: Mapping[str, float]) -> dict:
+def corruption_metrics(hits: Hits, alexnet: Mapping[str, float]) -> dict:
     """Per-corruption top-1 per severity, error and CE; mean top-1 over the benchmark corruptions run; mCE.
 
-    ``hits``: {corruption: bool [severities, images]} top-1 correctness; ``alexnet``: {corruption: error
-    fraction} for the benchmark corruptions (the 4 extra ones have none: no CE, not in the means).
+    ``hits``: {corruption: top-1 correctness, one bool row [images] per severity}; ``alexnet``: {corruption:
+    error fraction} for the benchmark corruptions (the 4 extra ones have none: no CE, not in the means).
     """
     _check_hits(hits)
     names = list(hits)
-    top1 = np.stack([np.asarray(hits[c], dtype=np.float64).mean(1) * 100 for c in names])  # [C, S]
+    top1 = np.array([[np.mean(h) * 100 for h in hits[c]] for c in names])  # [C, S]
     s = _summarise(top1, names, alexnet)
     return {
         "top1": {c: top1[i].tolist() for i, c in enumerate(names)},
@@ -127,27 +161,38 @@ def corruption_metrics(hits: Mapping[str, np.ndarray], alexnet: Mapping[str, flo
     }
 
 
-def corruption_ci(hits: Mapping[str, np.ndarray], alexnet: Mapping[str, float], *, paired: bool = True,
-                  resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> dict[str, list[float]]:
-    """Bootstrap intervals of mean top-1, mCE and every corruption's error ({"error/<c>": [lo, hi], ...}).
+def corruption_intervals(hits: Hits, labels: Hits, alexnet: Mapping[str, float], *, paired: bool = True,
+                         resamples: int = RESAMPLES, seed: int = 0,
+                         level: float = LEVEL) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """({"mean_top1", "mce", "error/<c>": [lo, hi]}, the result's ``ci`` record) of an ImageNet-C run.
 
-    ``paired``: every (corruption, severity) holds the same images in the same order, so one resample of
-    image indices serves all of them. Otherwise each (corruption, severity) is resampled on its own
-    (seed + its position), which ignores the correlation between them.
+    ``labels`` has ``hits``' shape: each split's image labels. ``paired``: every (corruption, severity) holds
+    the same images in the same order, and one draw serves all of them; otherwise each split is drawn on its
+    own (seed + its position). Stratified when every split's images are balanced by design.
     """
     _check_hits(hits)
     names = list(hits)
-    rows = [np.asarray(h[s], dtype=np.float64) for h in hits.values() for s in range(len(h))]
+    rows = [(np.asarray(h, dtype=np.float64), np.asarray(y)) for c in names
+            for h, y in zip(hits[c], labels[c], strict=True)]
+    if any(len(h) != len(y) for h, y in rows):
+        raise ConfigError("ImageNet-C intervals need one label per image of every split")
+    balanced = all(test_design(y) == "class-balanced" for _, y in rows)
+    draw = dict(stratified=balanced, resamples=resamples)
     if paired:
-        if len({len(r) for r in rows}) != 1:
+        if any(len(y) != len(rows[0][1]) or not np.array_equal(y, rows[0][1]) for _, y in rows):
             raise ConfigError("paired ImageNet-C intervals need the same images for every corruption and severity")
-        dist = _bootstrap_means(np.stack(rows), resamples, seed)
+        top1 = resampled_means(np.stack([h for h, _ in rows]), rows[0][1], seed=seed, **draw)
     else:
-        dist = np.concatenate([_bootstrap_means(r[None], resamples, seed + j) for j, r in enumerate(rows)])
-    top1 = dist.reshape(len(names), -1, dist.shape[1])  # [C, S, resamples]
-    s = _summarise(top1, names, alexnet)
-    out = {f"error/{c}": interval(s["error"][i], level) for i, c in enumerate(names)}
-    for key in ("mean_top1", "mce"):
+        top1 = np.concatenate([resampled_means(h[None], y, seed=seed + j, **draw) for j, (h, y) in enumerate(rows)])
+    s = _summarise(100 * top1.reshape(len(names), -1, resamples), names, alexnet)
+    out = {f"error/{c}": _interval(s["error"][i], level) for i, c in enumerate(names)}
+    method = "stratified-percentile" if balanced else "percentile"
+    methods = {}
+    for key, metric in (("mean_top1", "top1"), ("mce", "mce")):
         if s[key] is not None:
-            out[key] = interval(s[key], level)
-    return out
+            out[key], methods[metric] = _interval(s[key], level), method
+    images = "class-stratified" if balanced else "all images"
+    how = (f"one draw of the images ({images}) shared by every corruption and severity" if paired else
+           f"each corruption and severity drawn on its own ({images})")
+    return out, ci_record("class-balanced" if balanced else "iid", methods, level=level, resamples=resamples,
+                          seed=seed, resampled=how + "; the per-corruption errors from the same draws")

@@ -4,6 +4,9 @@ A shift recipe trains nothing: it names the set (``set``, the ``--sets`` name), 
 (``dataset``), how they are labelled (``labels``), how the head's logits are read (``classes``: ``all`` =
 argmax over every class, ``subset`` = over the set's classes, as ImageNet-A/-R's own evaluation), the
 documented size, the metrics, the ``reference`` it follows and its ``deviations``. Results copy all of it.
+``val_images`` says that the set's images are the ImageNet val images (ReaL relabels them, ImageNet-C
+corrupts them): a head chosen on IN-val, the paper's convention, was then chosen on these images too, and the
+set's number carries the same test-selection mark (``‡``) as the IN-val number.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class ShiftRecipe:
     classes: ClassMode = "all"
     corruptions: list[str] = field(default_factory=list)  # imagenet_c: the benchmark corruptions (mCE)
     extra_corruptions: list[str] = field(default_factory=list)  # imagenet_c: run on request, never in mCE
+    val_images: bool = False  # the images are ImageNet val's (relabelled or corrupted)
 
     def __post_init__(self) -> None:
         if self.dataset.name not in SOURCES:

@@ -23,9 +23,10 @@ from ijepa_eval.data import describe_transform, get_dataset
 from ijepa_eval.data.imagenet_tables import alexnet_errors
 from ijepa_eval.data.real import load_real
 from ijepa_eval.data.roots import resolve_root
+from ijepa_eval.devices import process_device
 from ijepa_eval.env import compute_cost, environment
 from ijepa_eval.errors import ConfigError, IjepaEvalError, unknown_choice
-from ijepa_eval.features import get_features, resolve_device
+from ijepa_eval.features import get_features
 from ijepa_eval.io import sha256_file
 from ijepa_eval.protocols.run_record import model_record
 from ijepa_eval.results import (
@@ -37,10 +38,10 @@ from ijepa_eval.results import (
     write_predictions,
     write_result,
 )
-from ijepa_eval.shift.metrics import corruption_ci, corruption_metrics, real_ci, real_metrics
+from ijepa_eval.shift.metrics import corruption_intervals, corruption_metrics, real_intervals, real_metrics
 from ijepa_eval.shift.recipes import ShiftRecipe, shift_recipe, shift_recipes
 from ijepa_eval.shift.source import HeadSource, check_fits, from_file, from_result
-from ijepa_eval.stats import bootstrap_ci, point_metrics
+from ijepa_eval.stats import metric_intervals, point_metrics
 
 ROOT_KEYS = ("imagenet", "v2")  # --root keys besides set names: ImageNet (val, for ReaL) and all three V2 variants
 
@@ -90,45 +91,58 @@ def plan_set(recipe: ShiftRecipe, roots: dict[str, str], classes: list[str], *, 
     return SetPlan(recipe, datasets, classes_mode=mode)
 
 
-def score_set(plan: SetPlan, predicted: list[tuple[str, Any, np.ndarray]], seed: int) -> tuple[dict, dict, dict]:
-    """(metrics, metrics_ci, extra shift record) of one set from its (split, features, top-5) triples."""
+def score_set(plan: SetPlan, predicted: list[tuple[str, Any, np.ndarray]],
+              seed: int) -> tuple[dict, dict, dict, dict]:
+    """(metrics, metrics_ci, ci record, extra shift record) of one set from its (split, features, top-5) triples.
+
+    Intervals as ``stats`` chooses them for any test split; ReaL's and ImageNet-C's own resampling follows the
+    same design rule (``shift.metrics``).
+    """
     if plan.real is not None:
         _, fs, topk = predicted[0]
         real = plan.real[fs.indices]
         m = real_metrics(topk, real)
         extra = {"real": plan.real_info | {k: m.pop(k) for k in ("n_images", "n_excluded", "n_evaluated")}}
-        return m, real_ci(topk, real, seed=seed), extra
+        return m, *real_intervals(topk, real, fs.labels, seed=seed), extra
     if plan.recipe.dataset.name == "imagenet_c":
         alex = alexnet_errors()
-        by_corruption: dict[str, list[np.ndarray]] = {}
+        hits: dict[str, list[np.ndarray]] = {}
+        labels: dict[str, list[np.ndarray]] = {}
         names = set()
         for split, fs, topk in predicted:
-            by_corruption.setdefault(split.split("/")[0], []).append(topk[:, 0] == fs.labels)
+            hits.setdefault(split.split("/")[0], []).append(topk[:, 0] == fs.labels)
+            labels.setdefault(split.split("/")[0], []).append(fs.labels)
             ds = dict(plan.datasets)[split]
             names.add(tuple(Path(ds.files[i]).name for i in fs.indices))
-        hits = {c: np.stack(h) for c, h in by_corruption.items()}
         m = corruption_metrics(hits, alex)
-        ci = corruption_ci(hits, alex, paired=len(names) == 1, seed=seed)
+        ci, record = corruption_intervals(hits, labels, alex, paired=len(names) == 1, seed=seed)
         metrics = {k: v for k, v in (("top1", m["mean_top1"]), ("mce", m["mce"])) if v is not None}
         cis = {k: ci[src] for k, src in (("top1", "mean_top1"), ("mce", "mce")) if src in ci}
         extra = {"corruptions": {**m, "ci": {k: v for k, v in ci.items() if k.startswith("error/")},
                                  "paired": len(names) == 1}}
-        return metrics, cis, extra
+        return metrics, cis, record, extra
     (_, fs, topk), = predicted
-    return point_metrics(fs.labels, topk), bootstrap_ci(fs.labels, topk, seed=seed), {}
+    return point_metrics(fs.labels, topk), *metric_intervals(fs.labels, topk, seed=seed), {}
+
+
+def reported_result(source: HeadSource) -> dict[str, Any]:
+    """What the head's ImageNet result says of itself: its file, metrics, intervals, selection, seeds."""
+    if source.result is not None:
+        r = source.result
+        return {"file": source.result_path.name if source.result_path else None, "metrics": r.metrics,
+                "metrics_ci": r.metrics_ci or {}, "selection": r.selection, "seeds": r.seeds or {}}
+    return source.head.context.get("result") or {}
 
 
 def in_val_record(source: HeadSource) -> dict[str, Any] | None:
-    """The head's own ImageNet val number, for the tables: from its result, else from the head file's context."""
-    if source.result is not None:
-        r = source.result
-        return {"top1": r.metrics.get("top1"), "top1_ci": (r.metrics_ci or {}).get("top1"),
-                "source": source.result_path.name if source.result_path else None}
-    reported = source.head.context.get("result") or {}
+    """The head's own ImageNet val number for the tables (its result, else the head file's context): top-1, its
+    interval and, where probe seeds ran, their spread."""
+    reported = reported_result(source)
     if "metrics" not in reported:
         return None
+    spread = (reported.get("seeds") or {}).get("top1")
     return {"top1": reported["metrics"].get("top1"), "top1_ci": (reported.get("metrics_ci") or {}).get("top1"),
-            "source": reported.get("file")}
+            "top1_seed_std": spread.get("std") if isinstance(spread, dict) else None, "source": reported.get("file")}
 
 
 def task_of(plan: SetPlan, corruptions: list[str] | None) -> str:
@@ -183,7 +197,9 @@ def run_shift(
     encoder = load_head_encoder(source, ckpt, branch, arch, trust_checkpoint)
     for plan in plans:
         check_fits(source, encoder, plan.datasets[0][1].name)
-    dev = resolve_device(device, world_size=1)
+    _, world_size, dev = process_device(device)
+    if world_size > 1:
+        raise ConfigError("ijepa-eval shift runs in one process (one result per set); run it without torchrun")
     n_blocks = int((source.head.context.get("features") or {}).get("n_last_blocks", 4))
     model = model_of(source, encoder)
     out_dir, written = Path(out_dir), []
@@ -206,7 +222,7 @@ def run_shift(
             allowed = getattr(dataset, "allowed_classes", None) if plan.classes_mode == "subset" else None
             topk = source.head.topk(fs.representation(source.head.representation), dev, allowed).numpy()
             predicted.append((split, fs, topk))
-        metrics, cis, extra = score_set(plan, predicted, seed=0)
+        metrics, cis, ci, extra = score_set(plan, predicted, seed=0)
         total_s = time.perf_counter() - started
         sizes = {split: len(fs) for split, fs, _ in predicted}
         record = ResultRecord(
@@ -221,11 +237,13 @@ def run_shift(
                      f"{len(sizes)} splits", "num_classes": len(classes),
                      "fingerprint": {s: fs.meta.get("fingerprint") for s, fs, _ in predicted}, "sizes": sizes},
             metrics=metrics,
-            selection=dict(source.result.selection) if source.result else {"split": None, "head": source.path.name},
+            selection=dict(reported_result(source).get("selection") or {"split": None, "head": source.path.name}),
             env=environment(),
             timings={"total_s": round(total_s, 3), **compute_cost(total_s, dev)},
             metrics_ci=cis,
+            ci=ci,
             shift={"set": plan.recipe.set, "classes": plan.classes_mode, "documented_size": plan.recipe.size,
+                   "val_images": plan.recipe.val_images,
                    "size": sum(sizes.values()), "splits": sizes,
                    "head": {"file": source.path.name, "sha256": source.sha256, "kind": source.head.kind,
                             "representation": source.head.representation},
