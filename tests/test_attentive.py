@@ -65,6 +65,7 @@ def test_cli_runs_on_clevr_mini_cifar_and_image_folders(world, tmp_path, capsys,
     assert (r.schema_version, r.adaptation, r.probe, r.selection["split"]) == (2, "frozen", "attentive", "none")
     assert r.protocol["reference"].startswith(("V-JEPA", "V-JEPA's")) and r.protocol["deviations"]
     assert set(r.metrics_ci) == {"top1", "top5", "mean_per_class_acc"} and r.seeds is None
+    assert set(r.ci["method"]) == set(r.metrics_ci) and r.features["decode"] == "pil"  # intervals as every result's
     assert r.dataset["sizes"]["fit"] == r.dataset["sizes"][r.dataset["train_split"]]  # one probe: all of train
     assert r.optimizer["base_lr"] == [0.001] and r.optimizer["effective_lr"] == [0.001]
     assert r.features["mode"] == "online" and r.features["pool"] == "tokens"
