@@ -9,7 +9,9 @@ minute, so a broken path stops it before these; both together ≤ 8 minutes on o
 2. the paper's 16-head linear grid on a 1.28 M × 5120 synthetic feature matrix (ImageNet-1k train,
    concatPOOL4 of a ViT-H) for one epoch of the in1k_linear recipe (LARS, batch 16384): seconds per epoch
    and the projected 50-epoch time;
-3. a ViT-H/14 I-JEPA pretraining step, batch 128, bf16: images/s and MFU.
+3. a ViT-H/14 I-JEPA pretraining step, batch 128, bf16: images/s and MFU;
+4. the online attentive protocol's step on a ViT-H/14, batch 128: 20 probes (V-JEPA 2's lr x wd grid) ÷ one
+   probe on the same encoder forward (goal ≤ 1.3).
 
 Prints a summary and writes JSON. ``--dry-run`` runs the same code on tiny sizes (CPU is fine), to check
 the script before spending GPU time.
@@ -131,12 +133,16 @@ def pretraining(dry: bool) -> dict:
     return bench_pretrain.run(quick=dry, device="cuda" if cuda else "cpu", arch="tiny_cpu" if dry else "vith14_in1k")
 
 
+def attentive(dry: bool) -> dict:
+    return load_script("bench_attentive").run(quick=dry)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=None,
                         help="JSON path (default results/bench-gpu.json; results/bench-gpu-dry.json with --dry-run)")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, any device: checks the script")
-    parser.add_argument("--only", default="extraction,loader,probe_grid,pretraining")
+    parser.add_argument("--only", default="extraction,loader,probe_grid,pretraining,attentive")
     args = parser.parse_args()
     if not args.dry_run and not torch.cuda.is_available():
         print("bench-gpu: error: no CUDA device; run it on a GPU machine, or use --dry-run", file=sys.stderr)
@@ -149,8 +155,9 @@ def main() -> int:
     for name in args.only.split(","):
         start = time.perf_counter()
         print(f"== {name}", flush=True)
-        result = {"extraction": extraction, "loader": loader, "probe_grid": probe_grid,
-                  "pretraining": pretraining}[name](args.dry_run)
+        jobs = {"extraction": extraction, "loader": loader, "probe_grid": probe_grid, "pretraining": pretraining,
+                "attentive": attentive}
+        result = jobs[name](args.dry_run)
         result["wall_s"] = round(time.perf_counter() - start, 1)
         report["benchmarks"][name] = result
         print(result, flush=True)
@@ -176,6 +183,10 @@ def main() -> int:
     if "pretraining" in b:
         t = b["pretraining"]
         print(f"  pretraining {t.get('images_per_s')} img/s, MFU {t.get('mfu')} (goal ≥ 0.40 for ViT-H/14 bf16)")
+    if "attentive" in b:
+        a = b["attentive"]
+        print(f"  attentive   {a['probes']} probes ÷ 1 probe per step on {a['sizes']['arch']}: {a['ratio']}× "
+              f"(goal ≤ 1.3); {a['grid_step_s']} s vs {a['one_probe_step_s']} s, encoder alone {a['encoder_only_step_s']} s")
     out = args.out or ("results/bench-gpu-dry.json" if args.dry_run else "results/bench-gpu.json")
     atomic_write_json(out, report)
     print(f"wrote {out}")

@@ -6,8 +6,9 @@ first. Each line: ``ok``/``FAIL``/``skip``, the path, what was checked, seconds;
 
 Paths: tiny I-JEPA pretraining with a resume (bf16, fused AdamW, CUDA RNG state), feature extraction
 against an fp32 CPU forward, the free-memory rule, the linear head grid, logistic regression and kNN
-against their CPU results, ``--aug paper`` chunked encoding, fine-tuning with micro-batches, and with 2+
-GPUs the same under torchrun with 2 processes (probe protocol, DDP fine-tuning, DDP pretraining).
+against their CPU results, ``--aug paper`` chunked encoding, fine-tuning with micro-batches, the attentive
+probe (an online epoch and a cached-token grid epoch against the CPU), and with 2+ GPUs the same under
+torchrun with 2 processes (probe protocol, DDP fine-tuning, DDP pretraining).
 
     python benchmarks/gpu_check.py                # on a machine without CUDA every line says skip
     python benchmarks/gpu_check.py --device cpu   # the same checks on the CPU (gloo for torchrun): the script's own test
@@ -26,7 +27,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-PATHS = ("pretrain", "extraction", "free-memory", "grid", "logreg", "knn", "aug-paper", "finetune", "torchrun")
+PATHS = ("pretrain", "extraction", "free-memory", "grid", "logreg", "knn", "aug-paper", "finetune", "attentive",
+         "torchrun")
 TINY = {"crop_size": 32, "patch_size": 8,
         "batch_size": 8, "num_workers": 0, "log_every": 1, "collapse_every": 2, "save_every": 2}
 CLEVR = {"dataset.name": "clevr_count", "dataset.train_split": "train", "dataset.val_split": None,
@@ -223,6 +225,41 @@ def check_finetune(world: World) -> str:
     return f"1 epoch, 2 micro-batches of 8 per step, loss {loss:.3f}"
 
 
+def check_attentive(world: World) -> str:
+    """V-JEPA's attentive probe, one epoch on the device vs the CPU from the same initialisation: online (uint8
+    batches normalised and randomly erased on the device one batch ahead, the encoder lent there in bf16,
+    the probe under float16 autocast with a GradScaler) and on cached patch tokens (a grid of 2 probes, the
+    tokens held on the device): train losses within 5%, and each result with its probe file and intervals."""
+    import contextlib
+    import io
+
+    import numpy as np
+    import torch
+
+    from ijepa_eval.protocols.attentive import run_attentive
+    from ijepa_eval.results import load_result
+
+    base = ["epochs=1", "batch_size=16", "attentive.base_batch=16"]
+    modes = {"online": ["attentive.transforms=vjepa"],  # V-JEPA's AutoAugment, and its erasing on the device
+             "cached": ["attentive.tokens=cached", "attentive.lrs=[0.001,0.003]"]}
+    gaps = {}
+    for mode, extra in modes.items():
+        losses = []
+        for dev in dict.fromkeys([world.device, torch.device("cpu")]):
+            out = world.tmp / f"attentive-{mode}-{dev.type}"
+            with contextlib.redirect_stdout(io.StringIO()):  # the token cache's size line: one line per path
+                r = load_result(run_attentive("clevr_count_attentive", world.ckpt, root=world.clevr, out_dir=out,
+                                              cache_dir=world.cache, work_dir=out / "work", device=dev,
+                                              num_workers=0, progress=False, overrides=[*base, *extra]))
+            assert (out / r.probe_file["file"]).is_file() and r.ci and r.metrics_ci, f"{mode}: result incomplete"
+            losses.append(np.array([h["scores"]["train"]["loss"] for h in r.heads]))
+        gap = float(np.max(np.abs(losses[-1] - losses[0]) / losses[-1]))
+        assert np.all(np.isfinite(losses[0])) and gap < 0.05, f"{mode}: losses {losses[0]} vs CPU {losses[-1]}"
+        gaps[mode] = gap
+    return (f"online epoch (uint8 -> device, erasing there) and cached 2-probe grid on {world.device}: train "
+            f"losses within {gaps['online']:.1e} / {gaps['cached']:.1e} of the CPU run")
+
+
 def check_torchrun(world: World) -> str:
     """Probe protocol (each rank's own device), DDP fine-tuning and DDP pretraining in 2 processes."""
     import torch
@@ -280,7 +317,7 @@ def _finite(x: float) -> bool:
 CHECKS: dict[str, Callable[[World], str]] = {
     "pretrain": check_pretrain, "extraction": check_extraction, "free-memory": check_free_memory,
     "grid": check_grid, "logreg": check_logreg, "knn": check_knn, "aug-paper": check_aug_paper,
-    "finetune": check_finetune, "torchrun": check_torchrun,
+    "finetune": check_finetune, "attentive": check_attentive, "torchrun": check_torchrun,
 }
 
 

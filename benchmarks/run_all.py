@@ -19,6 +19,8 @@ BENCHES = {
     "loader": ("bench_loader.py", "tensor-path eval pipeline img/s ÷ PIL decode-only img/s, per core (goal ≥ 0.5)"),
     "extraction": ("bench_extraction.py", "get_features images/s ÷ bare encoder loop images/s (goal ≥ 0.8)"),
     "probe_grid": ("bench_probes.py", "16-head grid time ÷ 1-head time (goal ≤ 1.5)"),
+    "attentive_grid": ("bench_attentive.py", "20-probe attentive grid step ÷ 1-probe step, same encoder "
+                                             "(goal ≤ 1.3 on GPU; CPU figure reported)"),
     "pretrain": ("bench_pretrain.py", "tiny_cpu pretraining images/s"),
     "shared": ("bench_shared.py", "pretraining step time beside one busy torch process ÷ alone (goal ≤ 2.5)"),
 }

@@ -23,6 +23,7 @@ results files::
     date            ISO 8601 UTC
     seed            int
     adaptation      "frozen" | "finetune"
+    probe           "linear" | "logreg" | "knn" | "finetune" | "attentive" or null (results before it was recorded)
     optimizer       {base_lr, base_batch, effective_lr} or null    lr rule: effective = base * batch / base_batch
     metrics_ci      {metric: [lo, hi]}                   95% interval over test examples (ijepa_eval.stats)
     ci              {level, design, method, resamples, seed, resampled?} or null   how metrics_ci was made:
@@ -41,6 +42,10 @@ results files::
                                                          (std: sample std, ddof 1)
     head_file       {file, sha256, format} or null       the reported head (linear, logreg), next to the JSON:
                                                          format "safetensors-head-v1" (ijepa_eval.probes.headfile)
+    probe_file      {file, sha256, format} or null       the reported attentive probe, next to the JSON: format
+                                                         "vjepa-checkpoint-pth" = V-JEPA's eval checkpoint layout
+                                                         (ijepa_eval.probes.attentive.read_probe_file); it reads
+                                                         patch tokens, so `shift` (pooled features) cannot apply it
     shift           {set, classes, val_images, head, source_result, in_val, ...} or null
                                                          a distribution-shift result (ijepa_eval.shift): which
                                                          head it applied and each set's extra numbers
@@ -93,12 +98,14 @@ class ResultRecord:
     seed: int = 0
     date: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     adaptation: str = "frozen"
+    probe: str | None = None
     optimizer: dict[str, Any] | None = None
     metrics_ci: dict[str, list[float]] = field(default_factory=dict)
     ci: dict[str, Any] | None = None
     predictions: dict[str, Any] | None = None
     seeds: dict[str, Any] | None = None
     head_file: dict[str, Any] | None = None
+    probe_file: dict[str, Any] | None = None
     shift: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 

@@ -20,8 +20,8 @@ DOC = ROOT / "docs" / "architecture.md"
 MAX_LINES = 400
 
 # Top-level modules every room may use: the "base" room.
-BASE = {"bootstrap", "cli_base", "devices", "env", "errors", "io", "lazy", "paths", "proportions", "results", "stats",
-        "threads", "validate"}
+BASE = {"bootstrap", "cli_base", "devices", "env", "errors", "io", "lazy", "paths", "proportions", "results",
+        "schedules", "stats", "threads", "validate"}
 # Bottom to top. A module imports its own room and rooms of lower layers only; rooms that share a layer are
 # independent of each other. A room is a sub-package (``features``) or a top-level module (``demo``).
 LAYERS = [

@@ -72,3 +72,27 @@ def test_prefetch_on_cuda_matches_cpu(imagenet_like):
     on_gpu = DevicePreprocess("cuda", transform=eval_transform("imagenet", 64, normalize=False))(raw).cpu()
     assert (on_gpu - DevicePreprocess("cpu")(images)).abs().max() < 0.2  # nvJPEG's IDCT differs from libjpeg's
     assert np.isfinite(on_gpu.numpy()).all()
+
+
+def test_per_item_erasing_does_not_replay_the_crop_draws_of_its_seed():
+    """The loader crops each image under its item seed (SeededItems); erasing under that same seed would redraw
+    the crop's first random.random() as its erase-or-not draw, erasing exactly the smallest crops (V-JEPA's
+    re_prob 0.25: the bottom quarter of RandomResizedCrop's scale). Erasing's own stream keeps them independent."""
+    import random
+
+    from timm.data.random_erasing import RandomErasing
+
+    seeds = list(range(4000))
+    images = torch.zeros(len(seeds), 3, 8, 8, dtype=torch.uint8)
+    prep = DevicePreprocess("cpu", erasing=RandomErasing(probability=0.25, mode="pixel", device="cpu"))
+    erased_batch = prep(images, seeds)
+    erased = (erased_batch != DevicePreprocess("cpu")(images)).flatten(1).any(1).numpy()
+    first_draw = []  # what timm's RandomResizedCrop draws first under each item seed: its scale
+    for seed in seeds:
+        random.seed(seed)
+        first_draw.append(random.random())
+    first_draw = np.array(first_draw)
+    assert 0.22 < erased.mean() < 0.28  # timm's probability
+    # independent of the crop: erased images' first draws are uniform on [0, 1], not all below 0.25
+    assert 0.45 < first_draw[erased].mean() < 0.55 and (first_draw[erased] > 0.25).mean() > 0.7
+    assert torch.equal(prep(images, seeds), erased_batch)  # still a function of the item seeds alone

@@ -40,6 +40,9 @@ def test_demo_runs_end_to_end_at_toy_size(tmp_path):
     lo_hi = f"[{lo:.1f}, {hi:.1f}]"  # the cells print the interval itself
     assert f"{summary['top1']['ijepa-target']['clevr_count']:.1f} {lo_hi}" in md
     assert "\n\nProtocols, their references and declared deviations" in md and "- **clevr_count** v" in md
+    attentive = by_key[("ijepa-target", "clevr_count_attentive_cached")]
+    assert attentive.probe == "attentive" and attentive.features["mode"] == "cached tokens"
+    assert "clevr_count_attentive_cached: ijepa-target (target), attentive − linear (clevr_count) = " in md
     margin = summary["top1"]["ijepa-target"]["clevr_dist"] - summary["top1"]["random-init"]["clevr_dist"]
     assert abs(summary["target_minus_random"]["clevr_dist"] - margin) < 1e-6
     for name in ("compare.md", "compare.csv", "leaderboard.png", "leaderboard.svg", "pretrain/latest.pth.tar"):

@@ -8,11 +8,12 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from ijepa_eval.data import eval_transform, get_dataset
+from ijepa_eval.data import eval_transform, get_dataset, vjepa_transform
 from ijepa_eval.data.synthetic import write_cifar100, write_imagenet
 from ijepa_eval.encoders import encoder_from_vit
 from ijepa_eval.errors import CacheError, ConfigError, DatasetError
 from ijepa_eval.features import cache_entry_for, get_features
+from ijepa_eval.features.planning import describe_transform
 
 FAST = dict(batch_size=8, num_workers=0, shard_rows=16, progress=False, device="cpu")
 
@@ -254,3 +255,58 @@ def test_another_shard_size_reuses_the_entry(tmp_path, cifar_test):
     assert hit.meta["cache_hit"] and counter.calls == 3
     torch.testing.assert_close(hit.representation("concatPOOL4"), direct_features(enc, cifar_test, "avg", 4),
                                atol=2e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("cls_token", [False, True])
+def test_patch_tokens_are_cached_with_the_same_rules(tmp_path, cifar_test, cls_token):
+    """tokens=True stores forward_tokens (patch tokens after the final norm, prefix tokens dropped) under its
+    own key, resumes shard by shard and is a hit the second time."""
+    enc = tiny_encoder(cls_token)
+    transform = eval_transform(cifar_test.name, enc.img_size)
+    x = torch.stack([transform(cifar_test[i][0]) for i in range(len(cifar_test))])
+    with torch.inference_mode():
+        direct = enc.vit.forward_features(x)[:, enc.num_prefix_tokens:]  # timm: every token through the norm
+    pooled = CountingForward(enc, fail_at=1)  # the pooled path must not run
+    forward = enc.forward_tokens
+    enc.forward_tokens = FailOnce(forward, fail_at=4)  # 40 rows, shards of 16, batches of 8: killed in shard 1
+    with pytest.raises(KeyboardInterrupt):
+        get_features(enc, cifar_test, cache_dir=tmp_path, tokens=True, **FAST)
+    enc.forward_tokens = FailOnce(forward, fail_at=None)
+    fs = get_features(enc, cifar_test, cache_dir=tmp_path, tokens=True, **FAST)
+    assert enc.forward_tokens.calls == 3  # shard 0 was kept: shard 1 (2 batches) + shard 2 (1 batch)
+    tokens = fs.tokens()
+    assert tokens.dtype == torch.float16 and tokens.shape == (40, enc.num_patches, 48) and fs.pools == ["tokens"]
+    assert fs.available_representations() == ["lastTOKENS"]  # what `cache ls` lists
+    torch.testing.assert_close(tokens.float(), direct, atol=2e-3, rtol=1e-3)
+    pooled_entry, _ = cache_entry_for(enc, cifar_test, cache_dir=tmp_path)
+    tokens_entry, fields = cache_entry_for(enc, cifar_test, cache_dir=tmp_path, tokens=True)
+    assert pooled_entry.path != tokens_entry.path and fields["pools"] == ["tokens"]
+    # the decode backend and the extraction transform (attentive probes' V-JEPA eval transform) are in the key
+    tensor_entry, tensor_fields = cache_entry_for(enc, cifar_test, cache_dir=tmp_path, tokens=True, decode="tensor")
+    vjepa = vjepa_transform(enc.img_size, normalize=False)
+    vjepa_entry, vjepa_fields = cache_entry_for(enc, cifar_test, cache_dir=tmp_path, tokens=True, transform=vjepa)
+    assert (fields["decode"], tensor_fields["decode"]) == ("pil", "tensor")
+    assert len({tokens_entry.path, tensor_entry.path, vjepa_entry.path}) == 3
+    assert vjepa_fields["transform"].startswith(describe_transform(vjepa)) and "Normalize" in vjepa_fields["transform"]
+    with pytest.raises(ConfigError, match="brings its own transform; build it without one"):
+        cache_entry_for(enc, get_dataset("cifar100", cifar_test.root, "test", transform=vjepa), tokens=True,
+                        transform=vjepa)
+    enc.forward_tokens = FailOnce(forward, fail_at=1)
+    assert get_features(enc, cifar_test, cache_dir=tmp_path, tokens=True, **FAST).meta["cache_hit"]
+    assert pooled.calls == 0
+    pooled.fail_at = None
+    with pytest.raises(ConfigError, match="not patch tokens"):
+        get_features(enc, cifar_test, cache_dir=tmp_path, **FAST).tokens()
+
+
+class FailOnce:
+    """A forward that counts its calls and raises KeyboardInterrupt on call ``fail_at``."""
+
+    def __init__(self, forward, fail_at: int | None):
+        self.forward, self.fail_at, self.calls = forward, fail_at, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt("simulated kill")
+        return self.forward(*args, **kwargs)

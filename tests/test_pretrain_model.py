@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ijepa_eval.pretrain.loop import cosine_wd, ema_momentum, param_groups, warmup_cosine_lr
+from ijepa_eval.pretrain.loop import ema_momentum, param_groups
 from ijepa_eval.pretrain.model import (
     apply_masks,
     build_ijepa,
@@ -17,6 +17,7 @@ from ijepa_eval.pretrain.model import (
     make_targets,
     sincos_pos_embed_2d,
 )
+from ijepa_eval.schedules import cosine_wd, warmup_cosine_lr
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=2, pred_depth=1, pred_emb_dim=24)
 

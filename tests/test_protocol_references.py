@@ -63,6 +63,33 @@ def vissl_linear_eval(epochs: int, milestones: list[int] | None, transform_224: 
     return row
 
 
+def vjepa_image_eval() -> dict[str, Check]:
+    """facebookresearch/jepa configs/evals/vith16_{in1k,places,inat}.yaml (vitl16_*: the same values) run by
+    evals/image_classification_frozen/eval.py, models from src/models/attentive_pooler.py."""
+    return {
+        "probe": ("attentive", "probe"),
+        "attentive.variant": ("vjepa", "probe"),  # jepa's pooler: any extra blocks after the cross-attention
+        "attentive.depth": (1, "probe"),  # AttentiveClassifier(depth=1)
+        "attentive.num_heads": (None, "probe"),  # num_heads=encoder.num_heads
+        "attentive.mlp_ratio": (4.0, "probe"),
+        "attentive.lrs": ([1e-3], "head grid"),  # lr: 0.001 (one probe)
+        "attentive.wds": ([1e-3], "head grid"),  # weight_decay: 0.001
+        "attentive.start_lr": (1e-3, "optimizer", lambda v: v in (None, 1e-3)),  # start_lr: 0.001 (None = lr)
+        "attentive.warmup_epochs": (0.0, "optimizer"),  # warmup: 0.
+        "attentive.final_lr": (0.0, "optimizer"),  # final_lr: 0.0
+        "attentive.final_wd": (1e-6, "optimizer"),  # init_opt(final_wd=1e-6): the config sets none
+        "attentive.exclude_bias_and_norm": (True, "optimizer"),  # the WD_exclude group
+        "attentive.clip_grad": (1.0, "optimizer"),  # clip_grad_norm_(..., 1.0)
+        "attentive.base_batch": (1024, "optimizer"),
+        "batch_size": (1024, "optimizer"),  # batch_size 16 x nodes 8 x tasks_per_node 8
+        "attentive_effective_lrs": ([1e-3], "optimizer"),
+        "epochs": (20, "optimizer"),  # num_epochs: 20
+        "attentive.precision": ("float16", "probe precision"),  # use_bfloat16 -> autocast(float16) + GradScaler
+        "attentive.tokens": ("online", "features"),  # the encoder runs on every training batch
+        "attentive.transforms": ("vjepa", "transform"),  # make_dataloader's timm / Resize + CenterCrop transforms
+    }
+
+
 IMAGENET = transform("imagenet", 256, "bicubic"), transform("imagenet", 512, "bicubic", 448)
 REFERENCE: dict[str, dict[str, Check]] = {
     # {VISSL}/cifar100/models/vit_h16_no_cls.yaml TEST: Resize 256 interpolation 3, CenterCrop 224 (448: 512/448)
@@ -98,6 +125,28 @@ REFERENCE: dict[str, dict[str, Check]] = {
         "logreg.variant": ("msn", "preprocessing"),
         "logreg.lambdas": (2.5e-4, "regularisation", lambda lambdas: 2.5e-4 in lambdas and 2.5e-3 in lambdas),
         "transform": (transform("", 256, "bilinear"), "transform"),
+    },
+    "in1k_attentive": vjepa_image_eval(),
+    "places205_attentive": vjepa_image_eval(),  # vith16_places.yaml
+    "inat18_attentive": vjepa_image_eval() | {"dataset.name": ("inat21", "dataset")},  # vith16_inat.yaml: iNat21
+    # No V-JEPA config for these: its image recipe unchanged, declared as "recipe".
+    "in1k_1pct_attentive": vjepa_image_eval() | {"reference config": (None, "recipe")},
+    "cifar100_attentive": vjepa_image_eval() | {"reference config": (None, "recipe")},
+    "clevr_count_attentive": vjepa_image_eval() | {"reference config": (None, "recipe")},
+    "clevr_dist_attentive": vjepa_image_eval() | {"reference config": (None, "recipe")},
+    # facebookresearch/vjepa2 configs/eval/vitl/in1k.yaml run by its evals/image_classification_frozen/eval.py:
+    # 21 multihead_kwargs (the lr x wd product with start_lr 2e-4, warmup 5, final_weight_decay = weight_decay,
+    # plus one at lr 1e-3 / wd 1e-3 -> 0 without warm-up), one param group per probe (all decayed), no clipping,
+    # the best probe's val accuracy logged.
+    "in1k_attentive_vjepa2": vjepa_image_eval() | {
+        "attentive.variant": ("vjepa2", "probe"), "attentive.depth": (4, "probe"),  # num_probe_blocks: 4
+        "attentive.num_heads": (16, "probe"),  # classifier.num_heads: 16
+        "attentive.lrs": ([5e-4, 1e-3, 1.5e-3, 2e-3], "head grid"),
+        "attentive.wds": ([8e-3, 4e-3, 2e-3, 1e-3, 5e-4], "head grid"), "attentive_members": (21, "head grid"),
+        "attentive.start_lr": (2e-4, "optimizer"), "attentive.warmup_epochs": (5.0, "optimizer"),
+        "attentive.final_wd": (None, "optimizer"), "attentive.exclude_bias_and_norm": (False, "optimizer"),
+        "attentive.clip_grad": (None, "optimizer"), "attentive_effective_lrs": ([5e-4, 1e-3, 1.5e-3, 2e-3], "optimizer"),
+        "selection.split": ("test", "selection"),
     },
 }
 
@@ -161,6 +210,10 @@ def value(recipe: Recipe, field: str) -> Any:
         return describe_transform(recipe.dataset.name, 448)
     if field == "effective_lr":
         return recipe.train_config().lr
+    if field == "attentive_effective_lrs":  # lr x batch_size / base_batch, per distinct lr
+        return [lr * recipe.batch_size / recipe.attentive.base_batch for lr in recipe.attentive.lrs]
+    if field == "attentive_members":
+        return len(recipe.attentive.lrs) * len(recipe.attentive.wds)
     if field == "finetune.effective_lr":
         return recipe.finetune.effective_lr(recipe.batch_size)
     if field == "reference config":

@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fixtures_checkpoints import write_ijepa_checkpoint  # noqa: E402
 
 FAST = ["epochs=2", "batch_size=16", "logreg.max_iter=30"]
+ATTENTIVE = [f"{name}_attentive" for name in ("in1k", "in1k_1pct", "cifar100", "places205", "inat18", "clevr_count",
+                                               "clevr_dist")] + ["in1k_attentive_vjepa2"]
 ALL_PROTOCOLS = ["in1k_linear", "in1k_1pct_linear", "in1k_1pct_logreg", "cifar100", "places205", "inat18",
                  "clevr_count", "clevr_dist", "knn", "folder_linear"]
 
@@ -65,8 +67,10 @@ VERB_OF = {
 
 
 def test_every_recipe_loads_with_versions_and_metric_directions():
-    assert available_recipes() == sorted([*ALL_PROTOCOLS, "in1k_1pct_finetune", "in1k_1pct_finetune_semivit"])  # test_finetune.py
-    for name in ALL_PROTOCOLS:
+    # fine-tuning and attentive probes run in test_finetune.py and test_attentive.py
+    assert available_recipes() == sorted([*ALL_PROTOCOLS, "in1k_1pct_finetune", "in1k_1pct_finetune_semivit",
+                                          *ATTENTIVE])
+    for name in [*ALL_PROTOCOLS, *ATTENTIVE]:
         r = load_recipe(name)
         assert r.name == name and r.version >= 1 and r.reference and r.description
         assert set(r.metrics) == {"top1", "top5", "mean_per_class_acc"}
@@ -449,6 +453,7 @@ def test_suite_runs_configured_datasets_and_skips_the_rest(world, tmp_path, monk
     assert main(args) == 0
     err = capsys.readouterr().err
     assert "skipping in1k_linear: no data root configured for 'imagenet'" in err
+    assert "skipping cifar100_attentive: an online attentive probe; run `ijepa-eval attentive --recipe" in err
     assert sorted(p.name.split("__")[-1] for p in (tmp_path / "out").glob("*.json")) == ["cifar100.json"]
 
 

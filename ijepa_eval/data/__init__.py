@@ -13,7 +13,13 @@ from ijepa_eval.data.decode import DECODE_BACKENDS, open_rgb
 from ijepa_eval.data.device import DevicePreprocess, collate_uint8, prefetch
 from ijepa_eval.data.registry import DATASET_NAMES, get_dataset
 from ijepa_eval.data.roots import resolve_root
-from ijepa_eval.data.transforms import describe_transform, eval_transform, train_transform
+from ijepa_eval.data.transforms import (
+    describe_transform,
+    eval_transform,
+    train_transform,
+    vjepa_erasing,
+    vjepa_transform,
+)
 
 __all__ = [
     "DATASET_NAMES",
@@ -28,4 +34,6 @@ __all__ = [
     "prefetch",
     "resolve_root",
     "train_transform",
+    "vjepa_erasing",
+    "vjepa_transform",
 ]

@@ -30,6 +30,7 @@ from ijepa_eval.data.decode import decode_on_device
 from ijepa_eval.data.transforms import IMAGENET_MEAN, IMAGENET_STD, Normalize
 
 Batch = TypeVar("Batch")
+ERASING_STREAM = 1  # erase_per_item's stream of an item seed
 
 
 def collate_images(images: list[torch.Tensor]) -> torch.Tensor | list[torch.Tensor]:
@@ -87,13 +88,19 @@ class DevicePreprocess:
 def erase_per_item(x: torch.Tensor, erasing: Callable[[torch.Tensor], torch.Tensor],
                    seeds: Sequence[int]) -> torch.Tensor:
     """``erasing`` (timm's RandomErasing: python ``random`` decides, torch fills) image by image in place,
-    each under its own seed; the caller's random streams are left as they were."""
+    each under a stream of its own seed; the caller's random streams are left as they were.
+
+    The stream is derived from the item seed, not the item seed itself: the loader seeded the image's crop
+    with it (``finetune.train.SeededItems``), and the same seed would replay the crop's first draw as the
+    erase-or-not draw (timm's crop scale and erasing both open with ``random.random()``), so exactly the
+    smallest quarter of crops would be erased."""
     state = random.getstate()
     try:
         for i, seed in enumerate(seeds):
+            stream = hash((int(seed), ERASING_STREAM)) & 0x7FFF_FFFF_FFFF_FFFF  # tuple hash of ints: not salted
             with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
-                random.seed(int(seed))
-                torch.manual_seed(int(seed))
+                random.seed(stream)
+                torch.manual_seed(stream)
                 erasing(x[i:i + 1])
     finally:
         random.setstate(state)

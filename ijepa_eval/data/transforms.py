@@ -136,3 +136,34 @@ def describe_transform(name: str, img_size: int = 224, train: bool = False) -> d
     if spec.geometry == "crop" and not train:
         desc["resize"] = resize_size(img_size)
     return desc
+
+
+def vjepa_transform(img_size: int = 224, train: bool = False, *, normalize: bool = True) -> v2.Compose:
+    """V-JEPA's image-eval transforms (facebookresearch/jepa ``evals/image_classification_frozen/eval.py``,
+    ``make_dataloader``): train = timm ``create_transform(auto_augment='original', interpolation='bicubic',
+    re_prob=0.25, re_mode='pixel', re_count=1)`` (RandomResizedCrop 0.08-1 + flip + AutoAugment + random
+    erasing); eval = ``Resize(int(s * 256 / 224))`` (torchvision's default bilinear) + ``CenterCrop(s)``.
+
+    ``normalize=False`` stops both at uint8 (train: timm's ``use_prefetcher`` variant, without the erasing):
+    the device normalises, and erases the training batch with ``vjepa_erasing`` as timm's PrefetchLoader does.
+    """
+    if train:
+        from timm.data import create_transform
+
+        timm_tf = create_transform(input_size=img_size, is_training=True, auto_augment="original",
+                                   interpolation="bicubic", re_prob=VJEPA_ERASING["probability"],
+                                   re_mode=VJEPA_ERASING["mode"], re_count=VJEPA_ERASING["max_count"],
+                                   mean=IMAGENET_MEAN, std=IMAGENET_STD, use_prefetcher=not normalize)
+        return v2.Compose([v2.Lambda(to_rgb), timm_tf])
+    return _compose([v2.Resize(int(img_size * 256 / 224), antialias=True), v2.CenterCrop(img_size)], normalize)
+
+
+VJEPA_ERASING = {"probability": 0.25, "mode": "pixel", "max_count": 1}  # V-JEPA's re_prob / re_mode / re_count
+
+
+def vjepa_erasing(device: torch.device | str):
+    """V-JEPA's random erasing, on normalised batches on ``device`` (timm's ``RandomErasing``, which its
+    PrefetchLoader applies after normalising): the rest of ``vjepa_transform(s, train=True, normalize=False)``."""
+    from timm.data.random_erasing import RandomErasing
+
+    return RandomErasing(**VJEPA_ERASING, device=device)

@@ -42,6 +42,8 @@ class Encoder(nn.Module):
         self.depth = len(vit.blocks)
         self.patch_size = int(vit.patch_embed.patch_size[0])
         self.img_size = int(vit.patch_embed.img_size[0])
+        self.num_patches = int(vit.patch_embed.num_patches)
+        self.num_heads = int(vit.blocks[0].attn.num_heads)  # attentive probes use the encoder's (V-JEPA)
         self.num_prefix_tokens = int(vit.num_prefix_tokens)
         # Beit always has a class token and no ``has_class_token`` attribute
         self.has_class_token = bool(getattr(vit, "has_class_token", getattr(vit, "cls_token", None) is not None))
@@ -76,6 +78,12 @@ class Encoder(nn.Module):
             fc_norm = self.vit.fc_norm
             pooled = {k: fc_norm(v).float() for k, v in pooled.items()}
         return pooled
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, num_patches, D]: the last block's patch tokens through the final norm where it sits on tokens
+        (cls/register tokens dropped). What V-JEPA's attentive probe reads: its encoders end in ``norm``."""
+        return self.vit.forward_intermediates(x, indices=1, norm=True, output_fmt="NLC", intermediates_only=True,
+                                              stop_early=True)[-1]
 
     def forward_features(self, x: torch.Tensor, n_last_blocks: int = 1, pool: Pool = "avg") -> torch.Tensor:
         """[B, n*D] for "avg"/"cls"; [B, 2*n*D] for "avg+cls" as (avg_i, cls_i) per block, oldest first.

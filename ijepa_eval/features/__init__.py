@@ -22,6 +22,10 @@ _EXPORTS = {
     "parse_representation": "featureset",
     "cache_entry_for": "planning",
     "get_features": "extract",
+    "tokens_bytes": "extract",
+    "device_batches": "encoding",
+    "encode": "encoding",
+    "lent_encoder": "encoding",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports(__name__, _EXPORTS)

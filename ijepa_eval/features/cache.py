@@ -42,6 +42,7 @@ from ijepa_eval.paths import safe_component
 FEATURE_CODE_VERSION = 1
 CACHE_ENV = "IJEPA_EVAL_CACHE"
 STORAGE_DTYPE = np.float16
+MAX_TOKENS_GB = 64.0  # default ceiling for a run's cached patch tokens (attentive probes, --max-cache-gb)
 META = "meta.json"
 LABELS = "labels.npy"
 LOCK = "lock"

@@ -9,7 +9,8 @@ extraction loop, committing shards) and ``distributed`` (collectives, loader wor
 
 Transform: a dataset whose ``transform`` is None gets the paper's eval preprocessing,
 ``ijepa_eval.data.eval_transform(dataset.name, encoder.img_size, normalize=False)``, through the decode
-backend asked for; loaders ship uint8 and the device normalises (``ijepa_eval.data.device``). A dataset
+backend asked for (or the uint8 ``transform`` the caller gives: attentive probes' V-JEPA eval transform);
+loaders ship uint8 and the device normalises (``features.encoding``). A dataset
 that already has a transform is used as is. Either way the transform's text and the backend are in the key.
 A loop of 10 s or more that waits for its loader over a fifth of the time prints a loader-bound warning.
 
@@ -24,6 +25,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,7 +33,7 @@ import torch
 
 from ijepa_eval.devices import process_device
 from ijepa_eval.errors import CacheError, ConfigError, DatasetError
-from ijepa_eval.features.cache import LABELS, CacheEntry, shard_ranges
+from ijepa_eval.features.cache import LABELS, STORAGE_DTYPE, CacheEntry, shard_ranges
 from ijepa_eval.features.distributed import barrier, broadcast, default_workers
 from ijepa_eval.features.featureset import FeatureSet
 from ijepa_eval.features.planning import (
@@ -60,6 +62,8 @@ def get_features(
     skip_bad_images: bool = False,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     decode: str | None = None,
+    tokens: bool = False,
+    transform: Callable | None = None,
 ) -> FeatureSet:
     """Features of ``dataset`` under ``encoder``, from the cache or extracted into it (then cached).
 
@@ -71,7 +75,11 @@ def get_features(
     messages in ``meta["bad"]``) instead of failing. The encoder is lent to ``device`` (CUDA when available)
     while it extracts, then moved back. Under torchrun every rank must call this with the same arguments;
     each extracts its share on its own GPU and all return the same FeatureSet.
+    ``tokens`` stores the last block's patch tokens instead of pooled blocks (``FeatureSet.tokens()``;
+    ``n_last_blocks`` is then 1): ``tokens_bytes`` says how much disk that takes. ``transform`` (a uint8
+    transform, for a dataset without its own) replaces the paper's eval transform; its text is in the key.
     """
+    n_last_blocks = 1 if tokens else n_last_blocks
     if not 1 <= n_last_blocks <= encoder.depth:
         raise ConfigError(f"n_last_blocks (--n-last-blocks) must be in [1, {encoder.depth}] for this "
                           f"{encoder.depth}-block encoder, got {n_last_blocks}")
@@ -81,10 +89,10 @@ def get_features(
         raise ConfigError(f"num_workers (--workers) must be 0 or more, got {num_workers}")
     check_dataset(dataset)
     rank, world_size, device = process_device(device)  # under torchrun: cuda:LOCAL_RANK, process group joined
-    transform = default_transform(encoder, dataset)
     entry, fields = cache_entry_for(encoder, dataset, cache_dir=cache_dir, n_last_blocks=n_last_blocks,
-                                    device=device, decode=decode)
-    pools = pools_of(encoder)
+                                    device=device, decode=decode, tokens=tokens, transform=transform)
+    transform = default_transform(encoder, dataset, transform)
+    pools = pools_of(encoder, tokens)
 
     # Rank 0 holds the entry's lock from planning to commit: a second process asking for the same features
     # waits, then finds them complete (a cache hit) instead of extracting them again beside us.
@@ -109,7 +117,7 @@ def get_features(
                     encoder, dataset, entry, ranges, mine, transform=transform, batch_size=batch_size,
                     num_workers=default_workers(world_size) if num_workers is None else num_workers, device=device,
                     n_last_blocks=n_last_blocks, progress=progress and rank == 0, skip_bad_images=skip_bad_images,
-                    decode=fields["decode"])
+                    decode=fields["decode"], tokens=tokens)
                 if rank == 0 and clock is not None and clock.warning(fields["decode"]):
                     print(f"warning: {clock.warning(fields['decode'])}", file=sys.stderr)
                 barrier(device)
@@ -125,6 +133,11 @@ def get_features(
                 entry.discard_if_unused()  # a run that failed before its first shard leaves no trace
             raise
     return load_featureset(entry, skip_bad_images=skip_bad_images, cache_hit=hit, extraction_s=extraction_s)
+
+
+def tokens_bytes(encoder: Any, n_images: int) -> int:
+    """Disk (and memory) that ``get_features(..., tokens=True)`` needs for ``n_images`` images (float16)."""
+    return n_images * encoder.num_patches * encoder.embed_dim * np.dtype(STORAGE_DTYPE).itemsize
 
 
 def load_featureset(entry: CacheEntry, *, skip_bad_images: bool, cache_hit: bool, extraction_s: float) -> FeatureSet:

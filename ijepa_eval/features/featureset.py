@@ -22,6 +22,8 @@ REPRESENTATION_NAME = re.compile(r"^(last|concat)(POOL|CLS)(\d*)$")
 
 
 def available_representations(n_last_blocks: int, pools: list[str]) -> list[str]:
+    if "tokens" in pools:  # last-layer patch tokens (attentive probes), read with FeatureSet.tokens()
+        return ["lastTOKENS"]
     names = []
     for kind, pool in POOL_OF_KIND.items():
         if pool in pools:
@@ -87,3 +89,14 @@ class FeatureSet:
             filled += len(block)
             row += len(array)
         return torch.from_numpy(out)
+
+    def tokens(self) -> torch.Tensor:
+        """float16 [N, num_patches, D]: the stored last-layer patch tokens (``get_features(tokens=True)``),
+        read into memory (``tokens_bytes`` of them)."""
+        if "tokens" not in self.pools:
+            raise ConfigError("these features hold pooled blocks, not patch tokens; extract with tokens=True")
+        parts, start = [], 0
+        for array in self.shards["tokens"]:
+            parts.append(array[slice(None) if self.keep is None else self.keep[start : start + len(array)]])
+            start += len(array)
+        return torch.from_numpy(np.concatenate(parts))

@@ -35,7 +35,7 @@ def describe_transform(transform: Callable | None) -> str:
 
 
 def key_fields(encoder: Any, dataset: Any, transform: str, n_last_blocks: int, precision: str,
-               decode: str = "pil") -> dict[str, Any]:
+               decode: str = "pil", tokens: bool = False) -> dict[str, Any]:
     """Everything that changes the stored numbers (STYLE 8); its hash names the cache folder."""
     from ijepa_eval.encoders import state_dict_sha256
 
@@ -53,16 +53,22 @@ def key_fields(encoder: Any, dataset: Any, transform: str, n_last_blocks: int, p
         "transform": transform,
         "decode": decode,  # pil | tensor | gpu: the backends' pixels differ (README, Decoding)
         "n_last_blocks": int(n_last_blocks),
-        "pools": pools_of(encoder),
+        "pools": pools_of(encoder, tokens),
         "precision": precision,
     }
 
 
-def default_transform(encoder: Any, dataset: Any) -> Callable | None:
-    """The paper's eval transform, ending at uint8 (the device normalises), for a dataset without a
-    transform (it yields images); None = use the dataset's own."""
+def default_transform(encoder: Any, dataset: Any, transform: Callable | None = None) -> Callable | None:
+    """The transform extraction runs for a dataset without one (it yields images), ending at uint8 (the device
+    normalises): ``transform`` when given (the attentive probes' V-JEPA eval transform), else the paper's
+    eval transform. None = use the dataset's own."""
     if getattr(dataset, "transform", None) is not None:
+        if transform is not None:
+            raise ConfigError(f"dataset '{dataset.name}' brings its own transform; build it without one to extract "
+                              "with another")
         return None
+    if transform is not None:
+        return transform
     from ijepa_eval.data import eval_transform
 
     return eval_transform(dataset.name, encoder.img_size, normalize=False)
@@ -85,18 +91,23 @@ def resolve_decode(dataset: Any, decode: str | None) -> str:
 
 
 def cache_entry_for(encoder: Any, dataset: Any, *, cache_dir: str | os.PathLike | None = None, n_last_blocks: int = 4,
-                    device: str | torch.device = "cpu", decode: str | None = None) -> tuple[CacheEntry, dict[str, Any]]:
+                    device: str | torch.device = "cpu", decode: str | None = None, tokens: bool = False,
+                    transform: Callable | None = None) -> tuple[CacheEntry, dict[str, Any]]:
     """Where get_features keeps (or will keep) these features, and the key fields naming it."""
     from ijepa_eval.data.transforms import Normalize
 
-    transform = default_transform(encoder, dataset)
+    transform = default_transform(encoder, dataset, transform)
     text = f"{describe_transform(transform)} | device: {Normalize()!r}" if transform else describe_transform(dataset.transform)
     precision = "bf16-autocast" if torch.device(device).type == "cuda" else "fp32"
-    fields = key_fields(encoder, dataset, text, n_last_blocks, precision, resolve_decode(dataset, decode))
+    fields = key_fields(encoder, dataset, text, n_last_blocks, precision, resolve_decode(dataset, decode), tokens)
     return CacheEntry(resolve_cache_dir(cache_dir) / make_key(fields)), fields
 
 
-def pools_of(encoder: Any) -> list[str]:
+def pools_of(encoder: Any, tokens: bool = False) -> list[str]:
+    """What a cache entry stores per row: pooled block outputs ("avg", "cls": [n_last_blocks, D]) or the last
+    block's patch tokens ("tokens": [num_patches, D], attentive probes' ``tokens: cached``)."""
+    if tokens:
+        return ["tokens"]
     return ["avg", "cls"] if encoder.has_class_token else ["avg"]
 
 

@@ -8,7 +8,6 @@ CacheError instead of being stored as inf. ``commit`` seals the entry once every
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -19,10 +18,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ijepa_eval.data.device import DevicePreprocess, collate_images, prefetch
-from ijepa_eval.devices import lent_to
+from ijepa_eval.data.device import collate_images
 from ijepa_eval.errors import CacheError, DatasetError
 from ijepa_eval.features.cache import STORAGE_DTYPE, CacheEntry
+from ijepa_eval.features.encoding import device_batches, encode, lent_encoder
 from ijepa_eval.features.planning import pools_of
 from ijepa_eval.threads import fit_threads
 
@@ -149,30 +148,33 @@ class Extraction:
     """Extracts the given shards of one dataset and commits each to ``entry`` as soon as it is full."""
 
     def __init__(self, encoder: Any, dataset: Any, entry: CacheEntry, *, ranges: list[tuple[int, int]],
-                 n_last_blocks: int, device: torch.device, skip_bad_images: bool) -> None:
+                 n_last_blocks: int, device: torch.device, skip_bad_images: bool, tokens: bool = False) -> None:
         self.encoder, self.dataset, self.entry, self.ranges = encoder, dataset, entry, ranges
         self.n_last_blocks, self.device, self.skip_bad_images = n_last_blocks, device, skip_bad_images
-        self.pools = pools_of(encoder)
+        self.tokens = tokens  # last-layer patch tokens [num_patches, D] per row instead of pooled blocks
+        self.pools = pools_of(encoder, tokens)
         self.shard_rows = ranges[0][1] - ranges[0][0]
         self.open: dict[int, ShardBuffer] = {}
         self.writes: list[Future] = []
 
-    def run(self, loader: DataLoader, bar: tqdm, writer: ThreadPoolExecutor, prep: DevicePreprocess) -> LoaderClock:
-        """Extract every batch of ``loader``; ``prep`` turns its uint8 images into the device's float batch
-        (one batch ahead on a side stream on CUDA). Returns how long the loop waited for the loader."""
+    def run(self, loader: DataLoader, bar: tqdm, writer: ThreadPoolExecutor,
+            gpu_transform: Callable | None = None) -> LoaderClock:
+        """Extract every batch of ``loader``: its uint8 images become the device's float batch one batch ahead
+        (``features.encoding``; ``gpu_transform`` is the ``decode: gpu`` geometry run there). Returns how long
+        the loop waited for the loader."""
         self.writer = writer
         cuda = self.device.type == "cuda"
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
         pending = None  # on CUDA, batch t's device->host copy is consumed after batch t+1 is queued
         clock = LoaderClock()
-        batches = prefetch(loader, lambda b: (b[0], None if b[1] is None else prep(b[1]), *b[2:]), self.device)
-        with torch.inference_mode(), autocast:
+        batches = device_batches(loader, self.device, images_at=1, transform=gpu_transform)
+        with torch.inference_mode():
             for indices, images, labels, bad in clock.timed(batches, lambda b: len(b[0]) + len(b[3])):
                 for row, message in bad:
                     self.record_bad(row, message)
                 if images is not None:
-                    pooled = self.encoder.forward_pooled(images, n_last_blocks=self.n_last_blocks)
-                    host = {p: pooled[p].to(torch.float16).to("cpu", non_blocking=cuda) for p in self.pools}
+                    out = encode(self.encoder, images, tokens=self.tokens, n_last_blocks=self.n_last_blocks)
+                    out = {"tokens": out} if self.tokens else out
+                    host = {p: out[p].to(torch.float16).to("cpu", non_blocking=cuda) for p in self.pools}
                     ready = torch.cuda.Event() if cuda else None
                     if ready is not None:
                         ready.record()
@@ -219,7 +221,8 @@ class Extraction:
         index = row // self.shard_rows
         if index not in self.open:
             start, stop = self.ranges[index]
-            shape = (self.n_last_blocks, int(self.encoder.embed_dim))
+            rows = self.encoder.num_patches if self.tokens else self.n_last_blocks
+            shape = (rows, int(self.encoder.embed_dim))
             self.open[index] = ShardBuffer(index, start, stop, shape, self.pools)
         return self.open[index]
 
@@ -233,30 +236,27 @@ class Extraction:
 
 def extract_shards(encoder: Any, dataset: Any, entry: CacheEntry, ranges: list[tuple[int, int]], shards: list[int],
                    *, transform: Callable | None, batch_size: int, num_workers: int, device: torch.device,
-                   n_last_blocks: int, progress: bool, skip_bad_images: bool, decode: str = "pil") -> LoaderClock | None:
+                   n_last_blocks: int, progress: bool, skip_bad_images: bool, decode: str = "pil",
+                   tokens: bool = False) -> LoaderClock | None:
     """Extract ``shards``; ``transform`` None = the dataset's own. Returns the loop's LoaderClock (None when
     there was nothing to do)."""
     entry.path.mkdir(parents=True, exist_ok=True)
     if not shards:
         return None
     fit_threads(num_workers)  # intra-op threads + loader workers within the free cores
-    cuda = device.type == "cuda"
     on_device = transform is not None and decode == "gpu"  # decode and resize there, not in the workers
-    prep = DevicePreprocess(device, transform=transform if on_device else None, channels_last=cuda)
     indices = [i for s in shards for i in range(*ranges[s])]
     items = IndexedImages(dataset, indices, None if on_device else transform, decode if transform is not None else None)
     loader = DataLoader(items, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_indexed, pin_memory=cuda, persistent_workers=False)
+                        collate_fn=collate_indexed, pin_memory=device.type == "cuda", persistent_workers=False)
     bar = tqdm(total=len(indices), unit="img", disable=not progress, dynamic_ncols=True,
                desc=f"features {dataset.name}/{dataset.split}")
     # the encoder goes back where it came from afterwards: its weights must not hold GPU memory the probes need
-    with lent_to(encoder, device), bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
-        if cuda:
-            encoder.to(memory_format=torch.channels_last)  # the patch-embedding conv runs faster in NHWC
+    with lent_encoder(encoder, device), bar, ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer") as writer:
         job = Extraction(encoder, dataset, entry, ranges=ranges, n_last_blocks=n_last_blocks, device=device,
-                         skip_bad_images=skip_bad_images)
+                         skip_bad_images=skip_bad_images, tokens=tokens)
         try:
-            return job.run(loader, bar, writer, prep)
+            return job.run(loader, bar, writer, transform if on_device else None)
         finally:
             for future in job.writes:  # completed shards are committed even when the loop failed
                 future.result()

@@ -102,7 +102,8 @@ class SeededItems(Dataset):
 @torch.no_grad()
 def predict(model: nn.Module, dataset: Dataset, rows: np.ndarray, batch_size: int, device: torch.device,
             world_size: int, rank: int, num_workers: int, progress: bool, desc: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(top-5 predictions [n, k], labels [n]) for ``dataset[rows]`` in row order; ranks share the rows."""
+    """(top-5 predictions [n, k], labels [n]) for ``dataset[rows]`` in row order; ranks share the rows.
+    A model returning [B, H, C] (a grid of heads) gives [n, H, k]."""
     from tqdm.auto import tqdm
 
     was_training = model.training
@@ -124,7 +125,7 @@ def predict(model: nn.Module, dataset: Dataset, rows: np.ndarray, batch_size: in
         return part
     parts: list[Any] = [None] * world_size
     dist.all_gather_object(parts, part)
-    out_topk = torch.zeros(len(rows), parts[0][0].shape[1], dtype=torch.long)
+    out_topk = torch.zeros(len(rows), *parts[0][0].shape[1:], dtype=torch.long)
     out_labels = torch.zeros(len(rows), dtype=torch.long)
     for r, (t, y) in enumerate(parts):
         out_topk[r::world_size], out_labels[r::world_size] = t, y
@@ -161,19 +162,25 @@ def save_checkpoint(work_dir: Path, model: nn.Module, optimizer: torch.optim.Opt
             stale.unlink()
 
 
-def load_checkpoint(work_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    identity: dict[str, Any]) -> FitState:
-    """Restore weights and optimizer in place; refuse a checkpoint of another model or recipe."""
+def read_checkpoint(path: Path, identity: dict[str, Any], job: str) -> dict[str, Any]:
+    """A training checkpoint, read safely; refused when written for another model or recipe (``identity``;
+    the number of processes may differ: batches do not depend on it)."""
     from ijepa_eval.encoders.read import read_file  # the safe reader: one-line errors for bad files
 
-    path = work_dir / LATEST
     if not path.is_file():
-        raise CheckpointError(f"no fine-tuning checkpoint at {path}; run without --resume to start")
+        raise CheckpointError(f"no {job} checkpoint at {path}; run without --resume to start")
     blob, _ = read_file(path)
     for key, want in identity.items():
         if key != "world_size" and blob.get(key) != want:
             raise CheckpointError(f"{path} was written for another {key.replace('_', ' ')}; pass --restart to "
                                   "start over, or resume with the same checkpoint and overrides")
+    return blob
+
+
+def load_checkpoint(work_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    identity: dict[str, Any]) -> FitState:
+    """Restore weights and optimizer in place; refuse a checkpoint of another model or recipe."""
+    blob = read_checkpoint(work_dir / LATEST, identity, "fine-tuning")
     model.load_state_dict(blob["model"])
     optimizer.load_state_dict(blob["optimizer"])
     state = FitState(blob["epoch"], blob["history"], blob["best"], blob["elapsed_s"])

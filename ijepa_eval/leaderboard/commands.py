@@ -46,11 +46,12 @@ def _csv_list(text: str) -> list[str]:
 
 def cmd_table(args: argparse.Namespace) -> int:
     from ijepa_eval.errors import ConfigError
+    from ijepa_eval.leaderboard.attentive import every_table
     from ijepa_eval.leaderboard.comparison import Comparison
     from ijepa_eval.leaderboard.paper import load_paper
     from ijepa_eval.leaderboard.records import load_manifest, load_results
     from ijepa_eval.leaderboard.render import parse_formats
-    from ijepa_eval.leaderboard.tables import build_tables, data_notes, write_tables
+    from ijepa_eval.leaderboard.tables import data_notes, write_tables
 
     formats = parse_formats(args.format)
     grid_formats = [f for f in formats if f in ("md", "csv")]
@@ -61,7 +62,7 @@ def cmd_table(args: argparse.Namespace) -> int:
     for note in data_notes(results):
         print(note, file=sys.stderr)
     paper = load_paper(args.paper)
-    tables = build_tables(paper, results)
+    tables = every_table(paper, results)
     grid = (Comparison.of_results(results, reference=args.reference, adjust=args.adjust)
             if args.html or args.reference else None)
     written = write_tables(tables, args.out, formats)

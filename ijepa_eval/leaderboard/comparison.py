@@ -12,7 +12,10 @@ and the printed interval of the difference come from one method, so they never d
 comparison), which the legend and each sentence say; a fine-tuned
 result whose protocol the reference row lacks is tested against its frozen result on the same examples
 (and vice versa), as the paper's Table 2 compares methods. A pair that cannot be tested (another test set,
-no predictions, a predictions file gone missing) is skipped with a note saying why.
+no predictions, a predictions file gone missing) is skipped with a note saying why. Within a row, every
+attentive-probe cell is also tested against the same checkpoint's linear probe on the same data (its recipe's
+``attentive.linear_pair``; ``pairing``), shown or not: how much the attentive probe adds, beyond noise. Those
+tests belong to the comparison's family: Holm adjusts over them too.
 """
 
 from __future__ import annotations
@@ -20,11 +23,10 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from ijepa_eval.errors import ConfigError, unknown_choice
@@ -38,67 +40,13 @@ from ijepa_eval.leaderboard.cells import (
     significance_legend,
 )
 from ijepa_eval.leaderboard.footnotes import deviation_footnotes
+from ijepa_eval.leaderboard.pairing import CellTest, comparable, probe_pairs
 from ijepa_eval.leaderboard.records import CONTEXT_MARK, CONTEXT_NOTE, Result
 from ijepa_eval.leaderboard.render import MISSING, fmt, markdown, write_frame
 from ijepa_eval.leaderboard.tables import group_models
-from ijepa_eval.stats import PairedTest, holm, paired_test, significant
+from ijepa_eval.stats import holm, paired_test
 
 Row = tuple[str, dict[str, Result]]  # (row label, our protocol name -> result)
-VERDICT_WORDS = {"win": "significantly better", "loss": "significantly worse", "tie": "not significant"}
-TEST_NAMES = {"tango-score": "McNemar score test, Tango interval",
-              "stratified-paired-percentile": "class-stratified paired bootstrap",
-              "paired-percentile": "paired bootstrap over examples"}
-
-
-def diff_text(value: float) -> str:
-    """A signed difference in points to 0.1, with more digits when that would print a nonzero bound as 0.0
-    (an interval [+0.03, +2.1] excludes 0, and must read so)."""
-    return f"{value:+.1f}" if value == 0 or abs(value) >= 0.05 else f"{value:+.2g}"
-
-
-@dataclass(frozen=True)
-class CellTest:
-    """One cell tested against the reference row: which two results were paired and what the test said."""
-
-    row: str
-    protocol: str
-    reference_protocol: str  # the reference row's cell it was paired with (its frozen cell for a fine-tuned one)
-    test: PairedTest
-    seed_std: tuple[float | None, float | None] = (None, None)  # probe-seed sd of (row, reference)
-    p_adjusted: float | None = None  # Holm-adjusted p-value when the comparison adjusts
-    family: int = 1  # how many tests the adjustment spans
-
-    @property
-    def verdict(self) -> str:
-        """win / loss / tie: the test's own (its interval excludes 0) or, adjusted, Holm's p < 0.05."""
-        if self.p_adjusted is None:
-            return self.test.verdict
-        return "tie" if not significant(self.p_adjusted) else "win" if self.test.diff > 0 else "loss"
-
-    @property
-    def method(self) -> str:
-        """The test that decided, and whose interval is printed (``stats.paired_test``)."""
-        return TEST_NAMES.get(self.test.method, self.test.method)
-
-    def p_text(self) -> str:
-        if self.p_adjusted is None:
-            return f"{self.test.p_text()}, unadjusted"
-        return f"{self.test.p_text()}, Holm-adjusted p = {self.p_adjusted:.3g} over {self.family} tests"
-
-    def sentence(self, reference: str) -> str:
-        """The difference, its interval, the test, the verdict with its p-value, and the seed spread."""
-        t = self.test
-        other = "" if self.reference_protocol == self.protocol else f" ({self.reference_protocol})"
-        text = (f"{self.protocol}: {self.row} − {reference}{other} = {diff_text(t.diff)} {t.metric} points "
-                f"[{diff_text(t.diff_ci[0])}, {diff_text(t.diff_ci[1])}] ({self.method}): "
-                f"{VERDICT_WORDS[self.verdict]} ({self.p_text()})")
-        if any(s is not None for s in self.seed_std):
-            spread = ", ".join(f"{who} {'—' if s is None else f'{s:.2f}'}"
-                               for who, s in zip((self.row, reference), self.seed_std, strict=True))
-            text += f"; probe-seed sd {spread}: the test is conditional on one trained head each"
-        return text
-
-
 Tests = dict[tuple[str, str], CellTest]  # (row label, protocol) -> its test against the reference row
 
 
@@ -134,21 +82,6 @@ def reference_row(rows: list[Row], reference: str | None) -> str | None:
     return matches[0]
 
 
-def comparable(a: Result, b: Result) -> str | None:
-    """Why two results cannot be paired example by example (None: they can)."""
-    if a.test_set() != b.test_set():
-        return "different test sets (dataset, split, fingerprint or size)"
-    for r in (a, b):
-        if (file := r.predictions_file) is not None and not file.is_file():
-            return f"predictions file {file} is missing (keep it next to its JSON or re-run the protocol)"
-    pa, pb = a.predictions, b.predictions
-    if pa is None or pb is None:
-        return "no per-example predictions (result written before schema 2)"
-    if not (np.array_equal(pa.indices, pb.indices) and np.array_equal(pa.labels, pb.labels)):
-        return "the predictions cover different test examples"
-    return None
-
-
 def reference_cell(ref_cells: dict[str, Result], protocol: str, ours: Result) -> tuple[str, Result] | None:
     """(protocol, result) of the reference row to test ``ours`` against: its result for the same protocol,
     else — a fine-tuned against a frozen result, as the paper's Table 2 compares methods — its first result of
@@ -182,15 +115,14 @@ def significance(rows: list[Row], protocols: Sequence[str], metric: str = "top1"
     return tests, skipped
 
 
-def adjusted(tests: Tests, adjust: str | None) -> Tests:
+def adjusted(tests: Sequence[CellTest], adjust: str | None) -> list[CellTest]:
     """The tests with Holm-adjusted p-values over all of them (``adjust="holm"``), else unchanged."""
     if adjust not in (*ADJUSTMENTS, None):
         raise ConfigError(unknown_choice("adjustment", str(adjust), ADJUSTMENTS))
     if adjust in (None, "none"):
-        return tests
-    p_adjusted = holm([t.test.p_value for t in tests.values()])
-    return {key: dataclasses.replace(t, p_adjusted=q, family=len(tests))
-            for (key, t), q in zip(tests.items(), p_adjusted, strict=True)}
+        return list(tests)
+    p_adjusted = holm([t.test.p_value for t in tests])
+    return [dataclasses.replace(t, p_adjusted=q, family=len(tests)) for t, q in zip(tests, p_adjusted, strict=True)]
 
 
 def compare_frames(rows: list[Row], protocols: Sequence[str] | None, metric: str = "top1",
@@ -244,7 +176,9 @@ class Comparison:
     reference: str | None  # the reference row's label; None only when there are no rows
     tests: Tests  # every tested cell, in row then protocol order
     skipped: list[SkippedPair]  # every pair that could not be tested, and why
-    adjust: str = "none"  # "holm": the marks use Holm-adjusted p-values over all tests
+    adjust: str = "none"  # "holm": the marks use Holm-adjusted p-values over all tests (pairs included)
+    pairs: list[CellTest] = field(default_factory=list)  # attentive cells against their row's linear cell
+    pairs_skipped: list[str] = field(default_factory=list)  # such pairs that could not be tested, and why
 
     @classmethod
     def of(cls, rows: list[Row], protocols: Sequence[str] | None = None, metric: str = "top1",
@@ -254,7 +188,10 @@ class Comparison:
         protocols = list(protocols or dict.fromkeys(p for _, cells in rows for p in cells))
         reference = reference_row(rows, reference)
         tests, skipped = significance(rows, protocols, metric, reference)
-        return cls(rows, protocols, metric, reference, adjusted(tests, adjust), skipped, adjust or "none")
+        pairs, pairs_skipped = probe_pairs(rows, metric, protocols)
+        family = adjusted([*tests.values(), *pairs], adjust)  # one family: every test the comparison prints
+        return cls(rows, protocols, metric, reference, dict(zip(tests, family[:len(tests)], strict=True)), skipped,
+                   adjust or "none", family[len(tests):], pairs_skipped)
 
     @classmethod
     def of_results(cls, results: list[Result], protocols: Sequence[str] | None = None, metric: str = "top1",
@@ -269,7 +206,8 @@ class Comparison:
     @property
     def legend(self) -> str:
         """What the cells and marks mean: the interval, the significance rule, and ‡ / seed sd where shown."""
-        parts = [VALUE_LEGEND, significance_legend(self.reference, self.adjust, len(self.tests))]
+        parts = [VALUE_LEGEND, significance_legend(self.reference, self.adjust,
+                                                            len(self.tests) + len(self.pairs))]
         if any(r.test_selected for r in self.shown()):
             parts.append(TEST_SELECTED_LEGEND)
         if any(r.seed_std(self.metric) is not None for r in self.shown()):
@@ -297,8 +235,10 @@ class Comparison:
 
     @property
     def lines(self) -> list[str]:
-        """One sentence per tested cell, then one per skipped pair."""
-        return [t.sentence(self.reference) for t in self.tests.values()] + self.not_tested
+        """One sentence per tested cell, then one per skipped pair; then each attentive cell against the same
+        row's linear cell (``attentive.linear_pair``), and the pairs of those that could not be tested."""
+        return ([t.sentence(self.reference) for t in self.tests.values()] + self.not_tested
+                + [t.sentence() for t in self.pairs] + self.pairs_skipped)
 
     @property
     def footnotes(self) -> list[str]:

@@ -23,12 +23,13 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
 from ijepa_eval.io import atomic_open, atomic_write_text
+from ijepa_eval.leaderboard.attentive import every_table
 from ijepa_eval.leaderboard.comparison import Comparison
 from ijepa_eval.leaderboard.index_page import index_context
 from ijepa_eval.leaderboard.paper import load_paper
 from ijepa_eval.leaderboard.records import Result
 from ijepa_eval.leaderboard.run_page import run_context
-from ijepa_eval.leaderboard.tables import BuiltTable, build_tables
+from ijepa_eval.leaderboard.tables import BuiltTable
 
 TEMPLATES = Path(__file__).with_name("templates")
 PAGES = "pages"  # run pages and copies of their JSON (and predictions), beside index.html; regenerated
@@ -105,13 +106,13 @@ def write_html(
 ) -> Path:
     """Write the run pages, then ``out_dir/index.html`` (last, so it never links to pages not yet written).
 
-    ``paper`` defaults to the reference CSV and ``tables`` to ``build_tables(paper, results)``;
+    ``paper`` defaults to the reference CSV and ``tables`` to ``every_table(paper, results)`` (the paper's and the attentive one);
     ``comparison`` is the leaderboard grid, over these results (default: every model and protocol of
     ``results`` on ``metric``, tested against the first row).
     """
     out = Path(out_dir)
     paper = load_paper() if paper is None else paper
-    tables = build_tables(paper, results) if tables is None else tables
+    tables = every_table(paper, results) if tables is None else tables
     comparison = Comparison.of_results(results, metric=metric) if comparison is None else comparison
     env = environment()
     hrefs = write_run_pages(results, out / PAGES, env)

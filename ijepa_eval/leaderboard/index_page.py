@@ -103,7 +103,8 @@ def paper_section(t: BuiltTable, models: dict[str, Model], hrefs: dict[Path, str
     return PaperSection(
         t.spec.title, " ".join(dict.fromkeys(protocol_tokens(p) for p in protocols)),
         frame_table(t.main, t.spec.key, protocols, model_column=OURS_MODEL, decorate=decorate,
-                    note=f"{metric} (%); ours: {VALUE_LEGEND}; {TEST_SELECTED_LEGEND}. {PAPER_LEGEND}"),
+                    note=t.intro.strip() if t.intro else  # the attentive table's own legend
+                    f"{metric} (%); ours: {VALUE_LEGEND}; {TEST_SELECTED_LEGEND}. {PAPER_LEGEND}"),
         extra, t.sources,
     )
 

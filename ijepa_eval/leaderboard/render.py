@@ -79,7 +79,7 @@ class ValueCell:
 
 def csv_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Every column holding ``ValueCell``s split: the value, ``<column> lo`` and ``<column> hi`` (not for a
-    column of differences, which carry no interval), ``<column> marks``."""
+    column of differences without intervals, Δ), ``<column> marks``."""
     out: dict[str, list[str]] = {}
     for name in df.columns:
         values = df[name].tolist()
@@ -88,7 +88,8 @@ def csv_frame(df: pd.DataFrame) -> pd.DataFrame:
             out[str(name)] = [str(v) for v in values]
             continue
         fields = [v.csv_fields() if isinstance(v, ValueCell) else (str(v), MISSING, MISSING, "") for v in values]
-        keep = ("", " lo", " hi", " marks") if not all(c.signed for c in cells) else ("", None, None, " marks")
+        bare = all(c.signed and c.ci is None for c in cells)
+        keep = ("", None, None, " marks") if bare else ("", " lo", " hi", " marks")
         for suffix, column in zip(keep, zip(*fields, strict=True), strict=True):
             if suffix is not None:
                 out[f"{name}{suffix}"] = list(column)

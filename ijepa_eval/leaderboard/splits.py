@@ -44,6 +44,11 @@ PAPER_DATA: dict[str, PaperData] = {
     "clevr_count": PaperData("clevr_count", 8, "test", _CLEVR),
     "clevr_dist": PaperData("clevr_dist", 6, "test", _CLEVR),
 }
+# Attentive probes (the "Attentive probes" table) run on the same data as the linear protocol they pair with.
+PAPER_DATA |= {f"{name}_attentive": PAPER_DATA[linear] for name, linear in (
+    ("in1k", "in1k_linear"), ("in1k_1pct", "in1k_1pct_linear"), ("cifar100", "cifar100"),
+    ("places205", "places205"), ("inat18", "inat18"), ("clevr_count", "clevr_count"), ("clevr_dist", "clevr_dist"))}
+PAPER_DATA["in1k_attentive_vjepa2"] = PAPER_DATA["in1k_linear"]
 
 
 def _count(n: int, spec: PaperData) -> str:

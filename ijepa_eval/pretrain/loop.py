@@ -44,23 +44,8 @@ from ijepa_eval.pretrain.masks import MaskCollator
 from ijepa_eval.pretrain.model import build_ijepa, ema_update, jepa_loss, make_targets
 from ijepa_eval.pretrain.monitor import collapse_stats, knn_monitor
 from ijepa_eval.pretrain.run_folder import CKPT_NAME, LOG_NAME, append_log, start_log
+from ijepa_eval.schedules import cosine_wd, warmup_cosine_lr
 from ijepa_eval.threads import fit_threads
-
-
-# -- schedules: closed forms of the official schedulers, indexed by the 0-based training step ------------
-def warmup_cosine_lr(step: int, warmup_steps: int, total: int, start_lr: float, lr: float, final_lr: float):
-    """Official WarmupCosineSchedule: it increments before use, so step s uses s + 1."""
-    s = step + 1
-    if s < warmup_steps:
-        return start_lr + s / max(1, warmup_steps) * (lr - start_lr)
-    progress = (s - warmup_steps) / max(1, total - warmup_steps)
-    return max(final_lr, final_lr + (lr - final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def cosine_wd(step: int, total: int, wd: float, final_wd: float) -> float:
-    """Official CosineWDSchedule (also incremented before use), clamped at ``final_wd``."""
-    value = final_wd + (wd - final_wd) * 0.5 * (1.0 + math.cos(math.pi * (step + 1) / total))
-    return max(final_wd, value) if final_wd <= wd else min(final_wd, value)
 
 
 def ema_momentum(step: int, total: int, ema: tuple[float, float]) -> float:

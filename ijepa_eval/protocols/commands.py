@@ -1,4 +1,5 @@
-"""`ijepa-eval linear|lowshot|transfer|clevr|knn|run|suite|finetune`: run protocol recipes, one result JSON each.
+"""`ijepa-eval linear|lowshot|transfer|clevr|knn|run|suite|finetune|attentive`: run protocol recipes, one result
+JSON each.
 
 Every verb maps to recipe names in the top-level ``protocols/`` folder; trailing ``key=value`` arguments
 override recipe fields (``epochs=5 optimizer.base_lr=0.1``). torch is imported inside the handlers.
@@ -106,6 +107,10 @@ def protocols_for(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
         if recipe.probe == "finetune":  # hours of end-to-end training: only when asked for
             print(f"suite: skipping {name}: fine-tuning; run `ijepa-eval finetune --recipe {name}`", file=sys.stderr)
             continue
+        if recipe.probe == "attentive":  # the encoder runs on every training batch for 20 epochs: only when asked for
+            print(f"suite: skipping {name}: an online attentive probe; run `ijepa-eval attentive --recipe {name}`",
+                  file=sys.stderr)
+            continue
         dataset = recipe.dataset.name
         try:
             resolve_root(dataset, args.root)
@@ -141,7 +146,8 @@ def print_summary(path: Path) -> None:
         held, test = h["scores"].get(sel["split"], {}), h["scores"].get("test", {})
         print(f"{mark}{h['name']:<41} {held.get('top1', float('nan')):>18.2f} {test.get('top1', float('nan')):>10.2f} "
               f"{test.get('top5', float('nan')):>10.2f}")
-    print(f"selected on {sel['split']}: {sel['head']} -> {shown_metrics(r)}  ({r.timings.get('total_s', 0):.1f} s)")
+    chosen = f"selected on {sel['split']}" if sel["split"] != "none" else "no selection (one probe, last epoch)"
+    print(f"{chosen}: {sel['head']} -> {shown_metrics(r)}  ({r.timings.get('total_s', 0):.1f} s)")
     for line in uncertainty_notes(r):
         print(line)
     print(f"result: {path}")
@@ -269,6 +275,43 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+ATTENTIVE_HELP = "V-JEPA's attentive probe on the frozen encoder's patch tokens (in1k_attentive, *_attentive)"
+ATTENTIVE_EPILOG = """examples:
+  ijepa-eval attentive --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/imagenet          # V-JEPA's IN-1k eval
+  ijepa-eval attentive --recipe cifar100_attentive --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/cifar100
+  torchrun --standalone --nproc_per_node 8 -m ijepa_eval.cli attentive --ckpt IN1K-vit.h.14-300e.pth.tar \\
+      --root /data/imagenet                                  # same command on 8 GPUs (global batch 1024)
+  ijepa-eval attentive --recipe in1k_attentive_vjepa2 --ckpt mae.pth --root /data/imagenet   # 20-probe grid
+  ijepa-eval attentive --ckpt IN1K-vit.h.14-300e.pth.tar --root /data/imagenet --resume      # after a kill
+  ijepa-eval attentive --recipe clevr_count_attentive --tokens cached --ckpt run/latest.pth.tar \\
+      --root clevr_mini                                      # cached patch tokens: minutes on a CPU
+
+options: key=value overrides any recipe field (epochs=5 attentive.lrs=[5e-4,1e-3] attentive.wds=[1e-3,4e-3]);
+  a grid of several (lr, wd) probes trains on one encoder forward and is chosen on a held-out 10% of train
+  (--select-on test: on the reported split, V-JEPA 2's convention, recorded). Online runs (the default) re-run
+  the encoder on freshly augmented images every step and write a checkpoint every epoch under --work-dir
+  (default: CACHE/attentive/<result name>); --resume continues it exactly. --tokens cached stores last-layer
+  patch tokens in the feature cache instead (no augmentation: a different protocol, <recipe>_cached); only
+  they take --decode tensor|gpu (the online training transform augments PIL images)."""
+
+
+def cmd_attentive(args: argparse.Namespace) -> int:
+    from ijepa_eval.devices import is_main_process
+    from ijepa_eval.protocols.attentive import run_attentive
+
+    overrides = overrides_of(args) | ({"attentive.tokens": args.tokens} if args.tokens else {})
+    path = run_attentive(
+        args.recipe, args.ckpt, branch=args.branch, arch=parse_arch(args.arch), root=args.root, out_dir=args.out,
+        cache_dir=args.cache_dir, work_dir=args.work_dir, overrides=overrides,
+        skip_existing=not args.no_skip_existing, resume=args.resume, restart=args.restart, device=args.device,
+        label=args.label, trust_checkpoint=args.trust_checkpoint, num_workers=args.workers,
+        progress=not args.quiet, max_cache_gb=args.max_cache_gb,
+    )
+    if is_main_process():
+        print_summary(path)
+    return 0
+
+
 def _add_common(parser: argparse.ArgumentParser, aug: bool = True, seeds: bool = True) -> None:
     add_checkpoint_args(parser)
     parser.add_argument("--root", default=None, help="dataset root (default: $IJEPA_EVAL_DATA/<dataset> or data.yaml)")
@@ -322,3 +365,17 @@ def register(subparsers) -> None:
     parser.add_argument("--restart", action="store_true", help="delete the run in --work-dir and start over")
     _add_common(parser, aug=False, seeds=False)
     parser.set_defaults(func=cmd_finetune)
+    from ijepa_eval.features.cache import MAX_TOKENS_GB  # torch-free
+
+    parser = subparsers.add_parser("attentive", help=ATTENTIVE_HELP, description=ATTENTIVE_HELP,
+                                   epilog=ATTENTIVE_EPILOG, formatter_class=HelpFormatter)
+    parser.add_argument("--recipe", default="in1k_attentive", help="a probe: attentive recipe name or YAML path")
+    parser.add_argument("--tokens", choices=["online", "cached"], default=None,
+                        help="encoder every step on augmented images (default) or cached patch tokens")
+    parser.add_argument("--max-cache-gb", type=float, default=MAX_TOKENS_GB,
+                        help="refuse --tokens cached runs whose token cache would exceed this (default: %(default)s)")
+    parser.add_argument("--work-dir", default=None, help="checkpoints (default: CACHE/attentive/<result name>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --work-dir from its last epoch")
+    parser.add_argument("--restart", action="store_true", help="delete the run in --work-dir and start over")
+    _add_common(parser, aug=False, seeds=False)
+    parser.set_defaults(func=cmd_attentive)

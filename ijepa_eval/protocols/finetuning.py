@@ -14,7 +14,6 @@ main_finetune prints the best val accuracy over epochs), which the result then r
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,54 +28,19 @@ from ijepa_eval.errors import ConfigError
 from ijepa_eval.finetune.config import batch_plan, default_micro_batch
 from ijepa_eval.finetune.model import build_classifier, train_transform
 from ijepa_eval.finetune.train import LATEST, SeededItems, best_path, fit, predict, scores
-from ijepa_eval.probes import class_balanced_holdout
 from ijepa_eval.protocols.finetune_widths import for_width
 from ijepa_eval.protocols.recipes import Recipe, load_recipe
 from ijepa_eval.protocols.run_record import (
     encoder_of,
     existing_result,
     model_record,
+    prepare_work_dir,
+    selection_plan,
     task_name,
+    work_dir_for,
     write_with_predictions,
 )
 from ijepa_eval.results import ResultRecord, result_filename
-
-
-def work_dir_for(cache_dir: str | os.PathLike | None, record: ResultRecord) -> Path:
-    """Checkpoints live in the cache (large, transient), one folder per result file."""
-    from ijepa_eval.features.cache import resolve_cache_dir
-
-    return resolve_cache_dir(cache_dir) / "finetune" / Path(result_filename(record)).stem
-
-
-def prepare_work_dir(work_dir: Path, resume: bool, restart: bool, is_main: bool) -> bool:
-    """Whether to resume. Refuses to silently overwrite (or silently continue) an earlier run."""
-    exists = (work_dir / LATEST).is_file()
-    if restart:
-        if is_main and work_dir.exists():
-            shutil.rmtree(work_dir)
-        return False
-    if exists and not resume:
-        raise ConfigError(f"{work_dir / LATEST} holds an earlier fine-tuning run of this result; pass --resume to "
-                          "continue it (a finished run is evaluated again, not retrained) or --restart to start over "
-                          "(`ijepa-eval finetune`)")
-    if is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-    return resume
-
-
-def selection_plan(recipe: Recipe, labels: np.ndarray) -> tuple[np.ndarray, str | None, np.ndarray | None]:
-    """(training rows, selection split or None, held-out training rows for 'train_holdout')."""
-    spec, sel, ds = recipe.finetune, recipe.selection, recipe.dataset
-    every = np.arange(len(labels))
-    if spec.keep == "last":
-        return every, None, None
-    if sel.split == "test":
-        return every, "test", None
-    if ds.val_split:
-        return every, "val", None
-    fit_rows, hold_rows = class_balanced_holdout(labels, sel.holdout_fraction, recipe.seed)
-    return fit_rows, "train_holdout", hold_rows
 
 
 def run_finetune(
@@ -123,10 +87,9 @@ def run_finetune(
         if is_main:
             print(f"skip: {path} already holds {recipe.name} v{recipe.version} for this model and config")
         return path
-    probe_record = ResultRecord(protocol={"name": recipe.name, "task": task}, model=model, features={}, dataset={},
-                                metrics={}, selection={})
-    work = Path(work_dir) if work_dir else work_dir_for(cache_dir, probe_record)
-    resume = prepare_work_dir(work, resume, restart, is_main)
+    work = Path(work_dir) if work_dir else work_dir_for(cache_dir, task, model, "finetune")
+    resume = prepare_work_dir(work, LATEST, resume=resume, restart=restart, is_main=is_main, job="fine-tuning",
+                              command="ijepa-eval finetune")
     if world_size > 1:
         torch.distributed.barrier()  # rank 0 has created (or cleared) the folder
 
@@ -146,7 +109,8 @@ def run_finetune(
 
     train_raw = split_dataset(ds.train_split)
     num_classes = train_raw.num_classes
-    fit_rows, selection_split, hold_rows = selection_plan(recipe, np.asarray(train_raw.labels))
+    fit_rows, selection_split, hold_rows = selection_plan(recipe, np.asarray(train_raw.labels),
+                                                          choose=spec.keep != "last")
     with torch.random.fork_rng(devices=[]):  # the head's init is part of the seeded run
         torch.manual_seed(recipe.seed)
         classifier = build_classifier(encoder, num_classes, spec)
@@ -216,6 +180,7 @@ def run_finetune(
                  "total_s": round(time.perf_counter() - started, 3), **compute_cost(wall_s, dev, world_size)},
         seed=recipe.seed,
         adaptation="finetune",
+        probe="finetune",
         optimizer={"name": "adamw", "base_lr": spec.blr if spec.lr is None else None, "base_batch": spec.base_batch,
                    "effective_lr": lr, **plan.record(), "layer_decay": spec.layer_decay,
                    "weight_decay": spec.weight_decay},

@@ -16,9 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, Subset
 
-from ijepa_eval.data.device import DevicePreprocess, prefetch
-from ijepa_eval.devices import lent_to
-from ijepa_eval.features import parse_representation
+from ijepa_eval.features import device_batches, encode, lent_encoder, parse_representation
 from ijepa_eval.features.distributed import default_workers
 from ijepa_eval.probes import (
     few_shot_rows,
@@ -101,19 +99,18 @@ class LinearProbe(Probe):
                             generator=generator, num_workers=workers, pin_memory=cuda, persistent_workers=workers > 0)
         from tqdm.auto import tqdm
 
-        def encode(images: torch.Tensor) -> dict[str, torch.Tensor]:  # images: normalised, on the device
-            with torch.no_grad(), torch.autocast(self.device.type, torch.bfloat16, enabled=cuda):
-                return {pool: x.float() for pool, x in encoder.forward_pooled(images, n_blocks).items()}
+        def pooled_of(images: torch.Tensor) -> dict[str, torch.Tensor]:  # images: normalised, on the device
+            return {pool: x.float() for pool, x in encode(encoder, images, n_last_blocks=n_blocks,
+                                                          inference=False).items()}
 
         # Loader workers seed their augmentations from ``generator``; in-process loading draws them from
         # the global CPU generator, so seed a private copy of it (the caller's stream is left as it was).
-        prep = DevicePreprocess(self.device)  # a uint8 transform is normalised on the device, one chunk ahead
-        with torch.random.fork_rng(devices=[]), lent_to(encoder, self.device):
+        with torch.random.fork_rng(devices=[]), lent_encoder(encoder, self.device):
             torch.default_generator.manual_seed(self.recipe.seed)
             for _ in tqdm(range(cfg.epochs), desc="linear grid (augmented)", unit="ep", disable=not self.progress):
-                chunks = prefetch(loader, lambda batch: (prep(batch[0]), batch[1]), self.device)
+                chunks = device_batches(loader, self.device)  # uint8 chunks normalised on the device, one ahead
                 for size in sizes:
-                    pooled, labels = assemble(chunks, size, encode)
+                    pooled, labels = assemble(chunks, size, pooled_of)
                     reps = {r: pooled[pool][:, -n:].flatten(1) for r, (pool, n) in slices.items()}
                     grid.train_step(reps, labels, len(sizes))
                 self.train_stats = grid.end_epoch()

@@ -27,6 +27,7 @@ import yaml
 from ijepa_eval.data.decode import Decode
 from ijepa_eval.errors import ConfigError, unknown_choice
 from ijepa_eval.finetune.config import FinetuneSpec
+from ijepa_eval.probes.attentive_grid import AttentiveSpec
 from ijepa_eval.probes.linear import LinearTrainConfig, OptimizerConfig, ScheduleConfig
 from ijepa_eval.probes.logreg import LogRegVariant
 from ijepa_eval.validate import check_ranges
@@ -34,7 +35,7 @@ from ijepa_eval.validate import check_ranges
 YAML11_EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "protocols"
 
-ProbeKind = Literal["linear", "logreg", "knn", "finetune"]
+ProbeKind = Literal["linear", "logreg", "knn", "finetune", "attentive"]
 SelectionSplit = Literal["train_holdout", "test"]
 AugMode = Literal["cached", "paper"]
 SelectionMetric = Literal["top1", "top5", "mean_per_class_acc"]  # what every probe scores
@@ -54,6 +55,10 @@ RANGES = {
     "finetune.smoothing": "[0,1)", "finetune.hflip": "[0,1]", "finetune.reprob": "[0,1]", "finetune.mixup": ">=0",
     "finetune.cutmix": ">=0", "finetune.drop_path": "[0,1)", "finetune.eval_every": ">=1",
     "finetune.micro_batch": ">=1", "finetune.eval_batch_size": ">=1",
+    "attentive.depth": ">=1", "attentive.num_heads": ">=1", "attentive.mlp_ratio": ">0", "attentive.lrs": "each>0",
+    "attentive.wds": "each>=0", "attentive.base_batch": ">=1", "attentive.start_lr": ">=0",
+    "attentive.warmup_epochs": ">=0", "attentive.final_lr": ">=0", "attentive.final_wd": ">=0",
+    "attentive.clip_grad": ">0",
 }
 
 
@@ -123,6 +128,7 @@ class Recipe:
     logreg: LogRegSpec = field(default_factory=LogRegSpec)
     knn: KnnSpec = field(default_factory=KnnSpec)
     finetune: FinetuneSpec = field(default_factory=FinetuneSpec)  # probe: finetune (end-to-end, ijepa_eval.finetune)
+    attentive: AttentiveSpec = field(default_factory=AttentiveSpec)  # probe: attentive (V-JEPA's pooler, probes.attentive)
     selection: SelectionSpec = field(default_factory=SelectionSpec)
     metrics: dict[str, MetricSpec] = field(default_factory=dict)
     aug: AugMode = "cached"
@@ -146,6 +152,9 @@ class Recipe:
         if self.decode != "pil" and self.probe == "finetune":
             raise ConfigError(f"protocol {self.name}: fine-tuning augments with timm's RandAugment, which works on PIL "
                               f"images; use decode=pil (got {self.decode})")
+        if self.decode != "pil" and self.probe == "attentive" and self.attentive.tokens == "online":
+            raise ConfigError(f"protocol {self.name}: online attentive probes augment PIL images every step (timm's "
+                              f"AutoAugment); use decode=pil, or attentive.tokens=cached (got {self.decode})")
         if self.decode == "gpu" and self.aug == "paper":
             raise ConfigError(f"protocol {self.name}: aug=paper crops and flips every image on the host; "
                               "use decode=tensor (or pil) with it")

@@ -1,6 +1,7 @@
 """``run_protocol``: checkpoint + recipe -> cached features -> probe grid -> one result JSON.
 
-A ``probe: finetune`` recipe is handed to ``finetuning.run_finetune``; what both runners record the same
+A ``probe: finetune`` recipe is handed to ``finetuning.run_finetune``, a ``probe: attentive`` one to
+``attentive.run_attentive``; what both runners record the same
 way (model, reuse of an identical result, predictions and intervals) is in ``run_record``.
 
 Order matters for honest numbers: with the default selection the reported split's features are not even
@@ -83,16 +84,18 @@ def run_protocol(
     if seeds is not None and seeds < 2:
         raise ConfigError(f"--seeds must be at least 2 to measure a spread, got {seeds}")
     recipe = load_recipe(name_or_yaml, overrides)
-    if recipe.probe == "finetune":  # end-to-end training: its own loop, checkpoints and resume
+    if recipe.probe in ("attentive", "finetune"):  # training jobs with their own loop, checkpoints and resume
         if seeds:
-            raise ConfigError(f"--seeds retrains a frozen probe's head; {recipe.name} fine-tunes the whole network, "
+            raise ConfigError(f"--seeds retrains a frozen probe's head on cached features; {recipe.name} trains "
+                              f"{'attentive probes' if recipe.probe == 'attentive' else 'the whole network'}, "
                               "which has no cheap head to retrain (run it once per seed=)")
+        from ijepa_eval.protocols.attentive import run_attentive
         from ijepa_eval.protocols.finetuning import run_finetune
 
-        return run_finetune(name_or_yaml, ckpt, branch=branch, arch=arch, root=root, out_dir=out_dir,
-                            cache_dir=cache_dir, overrides=overrides, model_meta=model_meta,
-                            skip_existing=skip_existing, device=device, label=label,
-                            trust_checkpoint=trust_checkpoint, num_workers=num_workers, progress=progress)
+        run = run_attentive if recipe.probe == "attentive" else run_finetune
+        return run(name_or_yaml, ckpt, branch=branch, arch=arch, root=root, out_dir=out_dir, cache_dir=cache_dir,
+                   overrides=overrides, model_meta=model_meta, skip_existing=skip_existing, device=device,
+                   label=label, trust_checkpoint=trust_checkpoint, num_workers=num_workers, progress=progress)
     unknown = sorted(set(recipe.metrics) - set(METRIC_DIRECTIONS))
     if unknown:
         raise ConfigError(f"recipe {recipe.name} lists metrics {unknown} that results.METRIC_DIRECTIONS lacks")
@@ -227,6 +230,7 @@ def run_protocol(
         env=environment(),
         timings=timings,
         seed=recipe.seed,
+        probe=recipe.probe,
         optimizer=recipe.train_config().lr_record() if recipe.probe == "linear" else None,
         seeds=seed_runs,
     )
